@@ -1,0 +1,54 @@
+"""The `retracer` command. Every subcommand prints a one-line error and exits non-zero on bad input.
+
+Each module in engine/commands/ has ``register(subparsers)``, which adds its subcommands and sets
+``func`` (args -> exit code) on each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from engine.errors import is_user_error
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+COMMAND_MODULES = ("training", "influence", "retraining", "experiments")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retracer",
+        description="Find the training images that hurt your classifier, and prove it by retraining.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"engine.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"engine.commands.{name}":
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("retracer: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # the CLI's contract: one line, no traceback
+        if is_user_error(e):
+            print(f"retracer: error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"retracer: error ({type(e).__name__}): {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

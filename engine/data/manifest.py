@@ -1,0 +1,132 @@
+"""The data types every source produces and every later stage consumes.
+
+Images are kept as uint8 tensors of shape (N, C, H, W); models see ``images / 255`` as float.
+Stable sample ids (strings such as ``digits-0042`` or ``cat/img_001.png``) go end to end:
+manifest -> scores -> gallery -> drop list -> export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from engine.runs import atomic_save_tensors, atomic_write_text, load_tensors
+
+SPLITS = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the offending file, row or value."""
+
+
+@dataclass
+class ImageSet:
+    """Everything a source yields, before class filtering, splitting and noise.
+
+    images: uint8 (N, C, H, W); labels: int64 (N,); ids: N unique strings; paths: N strings
+    ('' when the image has no file); split: N of 'train' / 'val' / 'test' / '' ('' = unassigned).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    ids: list[str]
+    class_names: list[str]
+    paths: list[str] = field(default_factory=list)
+    split: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "path: reason" for unreadable files
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if not self.paths:
+            self.paths = [""] * n
+        if not self.split:
+            self.split = [""] * n
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise DataError("images must be a uint8 tensor of shape (N, C, H, W)")
+        if not (self.images.shape[0] == self.labels.shape[0] == n == len(self.paths) == len(self.split)):
+            raise DataError("images, labels, ids, paths and split must have the same length")
+        if len(set(self.ids)) != n:
+            dup = pd.Series(self.ids)[pd.Series(self.ids).duplicated()].iloc[0]
+            raise DataError(f"duplicate sample id {dup!r}")
+
+
+@dataclass
+class Split:
+    """One split: ids (N,), images uint8 (N, C, H, W), labels int64 (N,) as used for training."""
+
+    ids: list[str]
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def x(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Model input: float (N, C, H, W) in [0, 1]."""
+        return self.images.to(dtype) / 255.0
+
+
+@dataclass
+class DataBundle:
+    """Train / validation / test splits plus the manifest that describes every sample.
+
+    manifest columns: sample_id, split, label (as trained on), true_label (before injected
+    noise), path, flipped (bool: label != true_label because Retracer injected noise).
+    """
+
+    train: Split
+    val: Split
+    test: Split
+    class_names: list[str]
+    manifest: pd.DataFrame
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    def split(self, name: str) -> Split:
+        if name not in SPLITS:
+            raise KeyError(name)
+        return getattr(self, name)  # type: ignore[no-any-return]
+
+    def flipped_ids(self) -> list[str]:
+        m = self.manifest
+        return list(m.loc[m["flipped"], "sample_id"])
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, folder: str | Path) -> None:
+        """Write manifest.csv, classes.txt and data.safetensors into `folder`, atomically each."""
+        folder = Path(folder)
+        tensors: dict[str, torch.Tensor] = {}
+        for s in SPLITS:
+            sp = self.split(s)
+            tensors[f"{s}.images"] = sp.images
+            tensors[f"{s}.labels"] = sp.labels
+        atomic_save_tensors(folder / "data.safetensors", tensors)
+        atomic_write_text(folder / "manifest.csv", self.manifest.to_csv(index=False))
+        atomic_write_text(folder / "classes.txt", "\n".join(self.class_names) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> DataBundle:
+        folder = Path(folder)
+        t = load_tensors(folder / "data.safetensors")
+        manifest = pd.read_csv(folder / "manifest.csv", dtype={"sample_id": str, "path": str})
+        manifest["path"] = manifest["path"].fillna("")
+        names = (folder / "classes.txt").read_text(encoding="utf-8").splitlines()
+        splits = {}
+        for s in SPLITS:
+            ids = list(manifest.loc[manifest["split"] == s, "sample_id"])
+            images, labels = t[f"{s}.images"], t[f"{s}.labels"]
+            if len(ids) != images.shape[0]:
+                raise DataError(f"{folder}: manifest and data.safetensors disagree on the {s} split")
+            splits[s] = Split(ids, images, labels)
+        return cls(splits["train"], splits["val"], splits["test"], names, manifest)

@@ -1,0 +1,160 @@
+"""From a source to train / validation / test splits: class subset, split, subsample, noise."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine.data.manifest import DataBundle, DataError, ImageSet, Split
+from engine.data.noise import inject_label_noise
+from engine.data.sources import SourceOptions, load_source
+
+
+@dataclass
+class DataSpec:
+    """Everything that decides which samples a run trains, validates and tests on.
+
+    Sizes of None mean "all that is available"; val/test fractions apply to samples the source
+    did not assign to a split.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    image_size: tuple[int, int] | None = None
+    classes: list[int] | None = None
+    n_train: int | None = None
+    n_val: int | None = None
+    n_test: int | None = None
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    noise: float = 0.0
+    noise_kind: str = "uniform"
+    seed: int = 0
+    skip_bad: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataSpec:
+        d = dict(d)
+        if d.get("image_size") is not None:
+            d["image_size"] = tuple(d["image_size"])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def prepare_data(spec: DataSpec) -> DataBundle:
+    """Load `spec.dataset` and turn it into a DataBundle, deterministically for a given seed."""
+    _check_spec(spec)
+    opts = SourceOptions(data_dir=spec.data_dir, image_size=spec.image_size, skip_bad=spec.skip_bad)
+    src = load_source(spec.dataset, opts)
+    src, class_names = _select_classes(src, spec.classes)
+    split = _assign_splits(src, spec)
+    rng = np.random.default_rng(spec.seed + 1)
+    chosen: dict[str, np.ndarray] = {}
+    for name, n in (("train", spec.n_train), ("val", spec.n_val), ("test", spec.n_test)):
+        idx = np.flatnonzero(split == name)
+        if n is not None:
+            if n > len(idx):
+                raise DataError(f"--n-{name} {n} is larger than the {len(idx)} {name} samples available")
+            idx = np.sort(rng.choice(idx, size=n, replace=False))
+        if len(idx) == 0:
+            raise DataError(f"the {name} split is empty; use a larger dataset or other split sizes")
+        chosen[name] = idx
+
+    splits: dict[str, Split] = {}
+    rows = []
+    flipped_train: set[int] = set()
+    for name, idx in chosen.items():
+        t = torch.as_tensor(idx, dtype=torch.long)
+        labels = src.labels[t].clone()
+        true = labels.clone()
+        if name == "train" and spec.noise > 0:
+            labels, flipped = inject_label_noise(
+                labels, rate=spec.noise, kind=spec.noise_kind, n_classes=len(class_names), seed=spec.seed
+            )
+            flipped_train = set(flipped.tolist())
+        ids = [src.ids[i] for i in idx]
+        splits[name] = Split(ids, src.images[t].contiguous(), labels)
+        for j, i in enumerate(idx):
+            rows.append(
+                (ids[j], name, int(labels[j]), int(true[j]), src.paths[i], name == "train" and j in flipped_train)
+            )
+    manifest = pd.DataFrame(rows, columns=["sample_id", "split", "label", "true_label", "path", "flipped"])
+    return DataBundle(
+        splits["train"], splits["val"], splits["test"], class_names, manifest, skipped=list(src.skipped)
+    )
+
+
+def _check_spec(spec: DataSpec) -> None:
+    for name in ("n_train", "n_val", "n_test"):
+        v = getattr(spec, name)
+        if v is not None and v <= 0:
+            raise DataError(f"--{name.replace('_', '-')} must be positive, got {v}")
+    if not (0 <= spec.val_fraction < 1 and 0 <= spec.test_fraction < 1):
+        raise DataError("validation and test fractions must be in [0, 1)")
+    if spec.val_fraction + spec.test_fraction >= 1:
+        raise DataError("validation and test fractions leave nothing to train on")
+
+
+def _select_classes(src: ImageSet, classes: list[int] | None) -> tuple[ImageSet, list[str]]:
+    """Keep only `classes` (source label numbers), relabelled 0..k-1 in the order given."""
+    if not classes:
+        return src, list(src.class_names)
+    n = len(src.class_names)
+    bad = [c for c in classes if not 0 <= c < n]
+    if bad:
+        raise DataError(f"--classes {bad} not in this dataset (it has classes 0..{n - 1})")
+    if len(set(classes)) != len(classes):
+        raise DataError(f"--classes lists a class twice: {classes}")
+    if len(classes) < 2:
+        raise DataError("--classes needs at least two classes")
+    remap = torch.full((n,), -1, dtype=torch.long)
+    for new, old in enumerate(classes):
+        remap[old] = new
+    new_labels = remap[src.labels]
+    keep = torch.nonzero(new_labels >= 0).flatten()
+    k = keep.tolist()
+    sub = ImageSet(
+        images=src.images[keep],
+        labels=new_labels[keep],
+        ids=[src.ids[i] for i in k],
+        class_names=[src.class_names[c] for c in classes],
+        paths=[src.paths[i] for i in k],
+        split=[src.split[i] for i in k],
+        skipped=src.skipped,
+    )
+    return sub, sub.class_names
+
+
+def _assign_splits(src: ImageSet, spec: DataSpec) -> np.ndarray:
+    """Split unassigned samples into train / val / test, stratified by class, seeded."""
+    split = np.array(src.split, dtype=object)
+    free = np.flatnonzero(split == "")
+    has_test = bool((split == "test").any())
+    has_val = bool((split == "val").any())
+    val_f = 0.0 if has_val else spec.val_fraction
+    test_f = 0.0 if has_test else spec.test_fraction
+    rng = np.random.default_rng(spec.seed)
+    labels = src.labels.numpy()
+    for c in np.unique(labels[free]):
+        idx = free[labels[free] == c]
+        idx = idx[rng.permutation(len(idx))]
+        n_val = int(round(val_f * len(idx)))
+        n_test = int(round(test_f * len(idx)))
+        split[idx[:n_val]] = "val"
+        split[idx[n_val : n_val + n_test]] = "test"
+        split[idx[n_val + n_test :]] = "train"
+    if has_test and not has_val and not (split == "val").any():
+        # The source gave train and test only: carve validation out of train.
+        tr = np.flatnonzero(split == "train")
+        for c in np.unique(labels[tr]):
+            idx = tr[labels[tr] == c]
+            idx = idx[rng.permutation(len(idx))]
+            split[idx[: int(round(spec.val_fraction * len(idx)))]] = "val"
+    return split

@@ -1,0 +1,230 @@
+"""SGD training with trajectory logging, and loading a finished run back for replay."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.config import ConfigError, TrainConfig, learning_rate
+from engine.data import DataBundle, DataSpec, Split, prepare_data
+from engine.models import build_model, per_sample_loss, predict
+from engine.runs import ENGINE_VERSION, RunDir
+from engine.sgd import Problem, TrainingDiverged, sgd_step
+from engine.trajectory import Params, Trajectory, TrajectoryWriter
+
+Progress = Callable[[int, int, float], None]
+DTYPE = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_problem(bundle: DataBundle, cfg: TrainConfig) -> tuple[Problem, Params]:
+    """The training problem and the initial weights theta_0 (seeded by cfg.seed)."""
+    dtype, device = DTYPE[cfg.dtype], resolve_device(cfg.device)
+    n_out = 1 if cfg.binary else bundle.n_classes
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, input_shape=bundle.input_shape, n_outputs=n_out, widths=cfg.widths)
+    model = model.to(device=device, dtype=dtype)
+    problem = Problem(
+        model=model,
+        x=bundle.train.x(dtype).to(device),
+        y=bundle.train.labels.to(device),
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        augment_shift=cfg.augment_shift,
+        augment_flip=cfg.augment_flip,
+    )
+    theta0 = {k: p.detach().clone() for k, p in model.named_parameters()}
+    return problem, theta0
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    return math.ceil(n_train / batch_size)
+
+
+def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[torch.Tensor]:
+    """The seeded shuffle of epoch `epoch`, cut into batches (the last one may be smaller)."""
+    perm = torch.as_tensor(np.random.default_rng([seed, epoch]).permutation(n), dtype=torch.int64)
+    return list(torch.split(perm, batch_size))
+
+
+def aug_seed_for(cfg: TrainConfig, step: int) -> int:
+    return (cfg.seed * 10_000_019 + step) % (2**62) if (cfg.augment_shift or cfg.augment_flip) else 0
+
+
+@torch.no_grad()
+def evaluate(
+    problem: Problem, theta: Params, split: Split, *, batch_size: int = 2048
+) -> dict[str, float]:
+    """Mean loss and accuracy of `theta` on `split` (no augmentation)."""
+    logits = split_logits(problem, theta, split, batch_size=batch_size)
+    y = split.labels.to(logits.device)
+    return {
+        "loss": float(per_sample_loss(logits, y).mean()),
+        "acc": float((predict(logits) == y).double().mean()),
+    }
+
+
+@torch.no_grad()
+def split_logits(problem: Problem, theta: Params, split: Split, *, batch_size: int = 2048) -> torch.Tensor:
+    """Logits (N, K) of `theta` on every image of `split`."""
+    from torch.func import functional_call
+
+    dtype, device = problem.x.dtype, problem.x.device
+    out = []
+    for i in range(0, len(split), batch_size):
+        xb = split.images[i : i + batch_size].to(device=device, dtype=dtype) / 255.0
+        out.append(functional_call(problem.model, theta, (xb,)))
+    return torch.cat(out) if out else torch.zeros(0, 1, dtype=dtype)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: list[dict[str, Any]]
+    seconds: float
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.metrics[-1] if self.metrics else {}
+
+
+def train(
+    run_dir: str | Path,
+    data: DataSpec,
+    cfg: TrainConfig,
+    *,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    log_trajectory: bool = True,
+) -> TrainResult:
+    """Prepare the data, train with SGD, log the trajectory, and write the run directory.
+
+    Raises ConfigError / DataError before anything is written, TrainingDiverged (status
+    "failed", checkpoints kept) when the loss becomes NaN or infinite.
+    """
+    cfg.validate()
+    bundle = prepare_data(data)
+    cfg.validate(n_train=len(bundle.train), n_classes=bundle.n_classes)
+    run = RunDir.create(run_dir, overwrite=overwrite)
+    with run.lock(blocking=False):
+        run.write_json(
+            "config.json", {"data": data.to_dict(), "train": cfg.to_dict(), "engine_version": ENGINE_VERSION}
+        )
+        bundle.save(run.path)
+        if bundle.skipped:
+            run.write_json("skipped.json", bundle.skipped)
+        run.set_status("running", "training")
+        problem, theta = build_problem(bundle, cfg)
+        try:
+            return _train_loop(run, bundle, cfg, problem, theta, progress=progress, log_trajectory=log_trajectory)
+        except TrainingDiverged as e:
+            msg = f"training diverged: {e}; lower --lr (now {cfg.lr}) or --momentum"
+            run.set_status("failed", msg)
+            raise TrainingDiverged(msg) from e
+        except BaseException as e:
+            run.set_status("failed", f"{type(e).__name__}: {e}")
+            raise
+
+
+def _checkpoint_steps(cfg: TrainConfig, spe: int) -> set[int]:
+    total = cfg.epochs * spe
+    steps = {e * spe for e in range(cfg.epochs + 1)}
+    if cfg.checkpoint_every:
+        steps |= set(range(0, total + 1, cfg.checkpoint_every))
+    return steps
+
+
+def _train_loop(
+    run: RunDir,
+    bundle: DataBundle,
+    cfg: TrainConfig,
+    problem: Problem,
+    theta: Params,
+    *,
+    progress: Progress | None,
+    log_trajectory: bool,
+) -> TrainResult:
+    t0 = time.perf_counter()
+    n = len(bundle.train)
+    spe = steps_per_epoch(n, cfg.batch_size)
+    total = cfg.epochs * spe
+    v = {k: torch.zeros_like(p) for k, p in theta.items()}
+    writer = TrajectoryWriter(run.file("trajectory"), steps_per_epoch=spe, n_steps=total) if log_trajectory else None
+    ckpts = _checkpoint_steps(cfg, spe)
+    metrics: list[dict[str, Any]] = []
+    step = 0
+    for epoch in range(cfg.epochs):
+        for idx in epoch_batches(n, cfg.batch_size, seed=cfg.seed, epoch=epoch):
+            if writer is not None and step in ckpts:
+                writer.checkpoint(step, theta, v)
+            lr, aseed = learning_rate(cfg, step, spe), aug_seed_for(cfg, step)
+            loss = sgd_step(problem, theta, v, idx, lr=lr, aug_seed=aseed)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss} at step {step} (epoch {epoch + 1})")
+            if writer is not None:
+                writer.log.append(idx, lr, aseed, epoch)
+            step += 1
+            if progress is not None:
+                progress(step, total, loss)
+        row: dict[str, Any] = {"epoch": epoch + 1, "step": step, "seconds": time.perf_counter() - t0}
+        for s in ("train", "val", "test"):
+            ev = evaluate(problem, theta, bundle.split(s))
+            row[f"{s}_loss"], row[f"{s}_acc"] = ev["loss"], ev["acc"]
+        if not math.isfinite(row["train_loss"]):
+            raise TrainingDiverged(f"training loss is {row['train_loss']} after epoch {epoch + 1}")
+        metrics.append(row)
+        run.write_json("metrics.json", metrics)
+    if writer is not None:
+        writer.checkpoint(total, theta, v)
+    seconds = time.perf_counter() - t0
+    run.set_status("done", f"trained {cfg.epochs} epochs in {seconds:.1f}s", seconds=seconds)
+    return TrainResult(run.path, metrics, seconds)
+
+
+@dataclass
+class LoadedRun:
+    """A finished run, ready for replay: its directory, data, config, problem and trajectory."""
+
+    run: RunDir
+    bundle: DataBundle
+    cfg: TrainConfig
+    data: DataSpec
+    problem: Problem
+    traj: Trajectory
+
+    @property
+    def final_theta(self) -> Params:
+        return self.traj.load_checkpoint(self.traj.n_steps, device=self.problem.x.device)[0]
+
+    def initial_theta(self) -> Params:
+        return self.traj.load_checkpoint(0, device=self.problem.x.device)[0]
+
+
+def load_run(run_dir: str | Path, *, require_complete: bool = True) -> LoadedRun:
+    """Open a run directory for replay, retraining and influence estimation."""
+    run = RunDir.open(run_dir)
+    conf = run.config
+    cfg = TrainConfig.from_dict(conf["train"])
+    data = DataSpec.from_dict(conf["data"])
+    bundle = DataBundle.load(run.path)
+    problem, _ = build_problem(bundle, cfg)
+    traj = Trajectory(run.file("trajectory"))
+    if require_complete and not traj.complete:
+        state = run.status.get("state")
+        raise ConfigError(
+            f"run {run.path} has an incomplete trajectory ({traj.logged_steps}/{traj.n_steps} steps, "
+            f"status {state}); finish or re-train it first"
+        )
+    return LoadedRun(run, bundle, cfg, data, problem, traj)
