@@ -1,0 +1,390 @@
+"""Background jobs: long work (training, influence, retraining, embeddings) in its own process.
+
+``start_job(kind, run_dir=..., params=...)`` writes a job file and starts
+``python -m engine.jobs run <job file>`` in a new session (``start_new_session=True``), so a
+Streamlit rerun, a closed browser tab or a restarted server does not kill it. The child writes
+its state atomically to the job file; pages poll it with ``job_status``.
+
+Where job files live: ``<run_dir>/jobs/<job_id>.json`` (its log beside it as ``<job_id>.log``).
+A ``train`` job creates its run directory, which must not exist (or be empty) beforehand, so
+its job file lives in ``<workspace>/.jobs/<job_id>.json`` with workspace = ``run_dir``'s parent;
+``job_status`` / ``list_jobs`` look in both places.
+
+Job file: {id, kind, run_dir, params, state: queued | running | done | failed | cancelled |
+interrupted, done, total, message, error, pid, created, started, finished, result, next_jobs}.
+A job whose process is gone while its state says queued / running is reported ``interrupted``.
+
+Kinds (params):
+- ``train``: {"data": DataSpec dict, "train": TrainConfig dict, "overwrite": bool,
+  "then": [{"kind", "params"}...]}  -> engine.train.train; ``then`` jobs start when it succeeds.
+- ``influence``: {"method", "query": "val", "options": {}} -> engine.influence.api.compute_influence
+- ``retrain``: kwargs of engine.retrain.retrain (drop / relabel default to the run's selections)
+- ``embedding``: kwargs of engine.embedding.compute_embedding
+- ``call``: {"function": "pkg.module:name", "args": [], "kwargs": {}, "pass_run_dir": true}
+Every callee gets ``progress=`` if its signature accepts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.runs import RunDir, read_json
+
+__all__ = [
+    "ACTIVE_STATES",
+    "JOB_KINDS",
+    "JobCancelled",
+    "active_job",
+    "cancel_job",
+    "job_status",
+    "list_jobs",
+    "start_job",
+    "wait_job",
+]
+
+JOB_KINDS = ("train", "influence", "retrain", "embedding", "call")
+ACTIVE_STATES = ("queued", "running")
+FINAL_STATES = ("done", "failed", "cancelled", "interrupted")
+_QUEUED_GRACE_S = 60.0  # a queued job whose process never started is interrupted after this
+_children: list[subprocess.Popen[bytes]] = []  # kept so finished children get reaped
+
+
+class JobCancelled(BaseException):
+    """Raised inside the job process when it receives SIGTERM (cancel_job)."""
+
+
+# -- locations ------------------------------------------------------------------------------
+def _job_dir(run_dir: Path, kind: str) -> Path:
+    return run_dir.parent / ".jobs" if kind == "train" else run_dir / "jobs"
+
+
+def _job_files(run_dir: Path) -> list[Path]:
+    files = sorted((run_dir / "jobs").glob("*.json")) if (run_dir / "jobs").is_dir() else []
+    ws_jobs = run_dir.parent / ".jobs"
+    if ws_jobs.is_dir():
+        for f in sorted(ws_jobs.glob("*.json")):
+            j = _read(f)
+            if j and Path(j.get("run_dir", "")).resolve() == run_dir.resolve():
+                files.append(f)
+    return files
+
+
+def _find(run_dir: Path, job_id: str) -> Path:
+    for d in (run_dir / "jobs", run_dir.parent / ".jobs"):
+        if (d / f"{job_id}.json").is_file():
+            return d / f"{job_id}.json"
+    raise FileNotFoundError(f"no job {job_id!r} for run {run_dir}")
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(read_json(path))
+    except (OSError, ValueError):
+        return None
+
+
+def _update(path: Path, **fields: Any) -> dict[str, Any]:
+    def upd(cur: dict[str, Any]) -> dict[str, Any]:
+        return {**cur, **fields}
+
+    return dict(RunDir(path.parent).update_json(path.name, upd, default={}))
+
+
+# -- the parent side ------------------------------------------------------------------------
+def start_job(kind: str, *, run_dir: str | os.PathLike[str], params: dict[str, Any]) -> str:
+    """Start a background job of `kind` on `run_dir`; returns its id at once."""
+    if kind not in JOB_KINDS:
+        from engine.config import ConfigError
+
+        raise ConfigError(f"unknown job kind {kind!r}; choose one of {', '.join(JOB_KINDS)}")
+    json.dumps(params)  # fail here, not in the child, on parameters that cannot be saved
+    _reap()
+    run = Path(run_dir).resolve()
+    job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{secrets.token_hex(3)}"
+    path = _job_dir(run, kind) / f"{job_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    _update(
+        path, id=job_id, kind=kind, run_dir=str(run), params=params, state="queued", done=0, total=0,
+        message="queued", error=None, pid=None, created=now, started=None, finished=None, result=None,
+    )  # fmt: skip
+    log = open(path.with_suffix(".log"), "ab")  # noqa: SIM115 - handed to the child
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.jobs", "run", str(path)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=env, cwd=os.getcwd(),
+        )  # fmt: skip
+    finally:
+        log.close()
+    _children.append(proc)
+    j = _read(path) or {}
+    if j.get("pid") is None:
+        _update(path, pid=proc.pid)
+    return job_id
+
+
+def _reap() -> None:
+    for p in list(_children):
+        if p.poll() is not None:
+            _children.remove(p)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a finished child that nobody reaped is a zombie: gone for our purposes
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"engine.jobs" in cmd
+    except OSError:
+        return True  # no /proc (macOS): trust kill(0)
+
+
+def _derive(job: dict[str, Any]) -> dict[str, Any]:
+    """The job with a dead process's queued / running state reported as 'interrupted'."""
+    _reap()
+    state = job.get("state")
+    too_old = time.time() - float(job.get("created") or 0) > _QUEUED_GRACE_S
+    gone = state in ACTIVE_STATES and not _alive(job.get("pid"))
+    if gone and (state == "running" or job.get("pid") or too_old):
+        job = {
+            **job,
+            "state": "interrupted",
+            "message": "the job's process is gone (server restart or crash)",
+        }
+    return job
+
+
+def job_status(run_dir: str | os.PathLike[str], job_id: str) -> dict[str, Any]:
+    """The job's current record (see the module docstring); raises FileNotFoundError if unknown."""
+    path = _find(Path(run_dir).resolve(), job_id)
+    j = _read(path)
+    if j is None:  # written atomically, so only a vanished file gets here
+        raise FileNotFoundError(f"job file {path} is unreadable")
+    return _derive(j)
+
+
+def list_jobs(run_dir: str | os.PathLike[str], *, kind: str | None = None) -> list[dict[str, Any]]:
+    """Every job of the run, oldest first (optionally only one kind)."""
+    out = []
+    for f in _job_files(Path(run_dir).resolve()):
+        j = _read(f)
+        if j and (kind is None or j.get("kind") == kind):
+            out.append(_derive(j))
+    return sorted(out, key=lambda j: float(j.get("created") or 0))
+
+
+def active_job(
+    run_dir: str | os.PathLike[str], *, kind: str | None = None
+) -> dict[str, Any] | None:
+    """The newest queued or running job of the run, or None."""
+    act = [j for j in list_jobs(run_dir, kind=kind) if j.get("state") in ACTIVE_STATES]
+    return act[-1] if act else None
+
+
+def cancel_job(run_dir: str | os.PathLike[str], job_id: str) -> dict[str, Any]:
+    """SIGTERM the job's process group; the job records 'cancelled'. Returns the record."""
+    path = _find(Path(run_dir).resolve(), job_id)
+    j = _derive(_read(path) or {})
+    if j.get("state") not in ACTIVE_STATES:
+        return j
+    pid = j.get("pid")
+    if pid and _alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.time() + 5.0
+        while time.time() < deadline and _alive(pid):
+            time.sleep(0.05)
+            _reap()
+    j = _read(path) or {}
+    if j.get("state") in ACTIVE_STATES:
+        j = _update(path, state="cancelled", message="cancelled", finished=time.time())
+    return j
+
+
+def wait_job(
+    run_dir: str | os.PathLike[str], job_id: str, *, timeout: float = 120.0
+) -> dict[str, Any]:
+    """Block until the job is no longer queued / running (for tests and scripts)."""
+    deadline = time.time() + timeout
+    while True:
+        j = job_status(run_dir, job_id)
+        if j["state"] not in ACTIVE_STATES:
+            return j
+        if time.time() > deadline:
+            raise TimeoutError(f"job {job_id} still {j['state']} after {timeout}s")
+        time.sleep(0.1)
+
+
+# -- the child side -------------------------------------------------------------------------
+class _Reporter:
+    """The progress callback handed to the engine: (done, total, value=None), throttled."""
+
+    def __init__(self, path: Path, *, min_interval: float = 0.2) -> None:
+        self.path, self.min_interval, self._last = path, min_interval, 0.0
+        self.stage = ""
+
+    def __call__(self, done: int, total: int, value: float | None = None, *_: Any) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < self.min_interval:
+            return
+        self._last = now
+        msg = f"{self.stage} {done}/{total}".strip()
+        if value is not None:
+            with contextlib.suppress(TypeError, ValueError):
+                msg += f", loss {float(value):.4f}"
+        _update(self.path, done=int(done), total=int(total), message=msg)
+
+
+def _call(fn: Callable[..., Any], *args: Any, progress: _Reporter, **kwargs: Any) -> Any:
+    try:
+        accepts = "progress" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return fn(*args, progress=progress, **kwargs) if accepts else fn(*args, **kwargs)
+
+
+def _jsonable(x: Any) -> Any:
+    if x is None or isinstance(x, str | int | float | bool):
+        return x
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple | set):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "to_dict") and callable(x.to_dict):
+        return _jsonable(x.to_dict())
+    import dataclasses
+
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return _jsonable(dataclasses.asdict(x))
+    if hasattr(x, "tolist"):
+        return _jsonable(x.tolist())
+    return str(x)
+
+
+def _resolve(dotted: str) -> Callable[..., Any]:
+    mod, sep, name = dotted.partition(":")
+    if not sep:
+        mod, _, name = dotted.rpartition(".")
+    obj: Any = importlib.import_module(mod)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
+
+
+def _run_kind(kind: str, run_dir: Path, params: dict[str, Any], rep: _Reporter) -> Any:
+    if kind == "train":
+        from engine.config import TrainConfig
+        from engine.data import DataSpec
+        from engine.train import train
+
+        rep.stage = "training step"
+        res = train(
+            run_dir, DataSpec.from_dict(params.get("data", {})), TrainConfig.from_dict(params.get("train", {})),
+            overwrite=bool(params.get("overwrite", False)), progress=rep,
+        )  # fmt: skip
+        return {"final": res.final, "seconds": res.seconds}
+    if kind == "influence":
+        from engine.influence import api
+
+        rep.stage = str(params["method"])
+        return _call(
+            api.compute_influence, run_dir, params["method"], query=params.get("query", "val"),
+            progress=rep, **params.get("options", {}),
+        )  # fmt: skip
+    if kind == "retrain":
+        from engine.retrain import retrain
+        from engine.selections import load_selections
+
+        kw = dict(params)
+        sel = load_selections(run_dir)
+        if kw.get("drop") is None:
+            kw["drop"] = sorted(sel.drop)
+        if kw.get("relabel") is None:
+            kw["relabel"] = dict(sel.relabel)
+        rep.stage = "retraining"
+        return _call(retrain, run_dir, progress=rep, **kw)
+    if kind == "embedding":
+        from engine.embedding import compute_embedding
+
+        rep.stage = "embedding"
+        return _call(compute_embedding, run_dir, progress=rep, **params)
+    fn = _resolve(str(params["function"]))
+    args = ([run_dir] if params.get("pass_run_dir", True) else []) + list(params.get("args", []))
+    rep.stage = str(params["function"]).rpartition(".")[2].rpartition(":")[2]
+    return _call(fn, *args, progress=rep, **params.get("kwargs", {}))
+
+
+def _raise_cancelled(signum: int, frame: Any) -> None:
+    raise JobCancelled("cancelled by the user")
+
+
+def run_job_file(path: str | os.PathLike[str]) -> int:
+    """Execute the job described by `path` in this process (the child's entry point)."""
+    path = Path(path)
+    signal.signal(signal.SIGTERM, _raise_cancelled)
+    job = _read(path) or {}
+    _update(path, state="running", pid=os.getpid(), started=time.time(), message="starting")
+    rep = _Reporter(path)
+    try:
+        result = _run_kind(job["kind"], Path(job["run_dir"]), dict(job.get("params") or {}), rep)
+    except JobCancelled:
+        _update(path, state="cancelled", message="cancelled", finished=time.time())
+        return 1
+    except BaseException as e:  # noqa: BLE001 - every failure is recorded for the page
+        from engine.errors import is_user_error
+
+        user = is_user_error(e)
+        msg = str(e) if user and str(e) else f"{type(e).__name__}: {e}"
+        _update(
+            path, state="failed", message=msg, error=msg, user_error=user,
+            traceback=None if user else traceback.format_exc(), finished=time.time(),
+        )  # fmt: skip
+        return 2
+    next_ids = [
+        start_job(n["kind"], run_dir=job["run_dir"], params=n.get("params", {}))
+        for n in (job.get("params") or {}).get("then", [])
+    ]
+    total = max(int((_read(path) or {}).get("total") or 0), 1)
+    _update(
+        path, state="done", message="done", finished=time.time(), result=_jsonable(result),
+        next_jobs=next_ids, done=total, total=total,
+    )  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[0] != "run":
+        print("usage: python -m engine.jobs run <job file>", file=sys.stderr)
+        return 2
+    return run_job_file(argv[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Background jobs in real subprocesses: tiny training, a failing job, cancel, interruption."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.jobs import active_job, cancel_job, job_status, list_jobs, start_job, wait_job
+from engine.workspace import current_run, list_runs, new_run_name, set_current_run
+
+TINY_DATA = {"dataset": "digits", "classes": [1, 7], "n_train": 60, "n_val": 30, "n_test": 30}
+TINY_TRAIN = {"model": "logreg", "epochs": 2, "batch_size": 10, "lr": 0.1}
+
+
+def test_train_job_creates_the_run_and_reports_done(tmp_path: Path) -> None:
+    run = tmp_path / "ws" / "r1"
+    jid = start_job("train", run_dir=run, params={"data": TINY_DATA, "train": TINY_TRAIN})
+    # the run folder must not exist before training, so the job file sits in the workspace
+    assert (tmp_path / "ws" / ".jobs" / f"{jid}.json").is_file()
+    j = wait_job(run, jid, timeout=120)
+    assert j["state"] == "done", j
+    assert j["done"] == j["total"] == 12  # 2 epochs x ceil(60 / 10) steps
+    assert 0.0 <= j["result"]["final"]["val_acc"] <= 1.0
+    assert (run / "config.json").is_file()
+    assert [x["id"] for x in list_jobs(run)] == [jid]
+    assert active_job(run) is None
+    runs = list_runs(tmp_path / "ws")
+    assert list(runs["name"]) == ["r1"] and runs["state"][0] == "done"
+
+
+def test_train_job_with_bad_input_fails_with_the_message(tmp_path: Path) -> None:
+    run = tmp_path / "ws" / "bad"
+    bad = {**TINY_TRAIN, "lr": -1.0}
+    jid = start_job("train", run_dir=run, params={"data": TINY_DATA, "train": bad})
+    j = wait_job(run, jid, timeout=60)
+    assert j["state"] == "failed"
+    assert j["user_error"] is True and "--lr" in j["error"]
+    assert j.get("traceback") is None
+
+
+def test_call_job_runs_a_dotted_function_with_kwargs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    params = {"function": "os.path:join", "args": ["x", "y"], "pass_run_dir": False}
+    jid = start_job("call", run_dir=run, params=params)
+    j = wait_job(run, jid, timeout=60)
+    assert j["state"] == "done" and j["result"] == os.path.join("x", "y")
+    assert (run / "jobs" / f"{jid}.json").is_file()
+
+
+def test_cancel_stops_the_process_group(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    params = {"function": "time:sleep", "args": [60], "pass_run_dir": False}
+    jid = start_job("call", run_dir=run, params=params)
+    deadline = time.time() + 30
+    while job_status(run, jid)["state"] != "running" and time.time() < deadline:
+        time.sleep(0.05)
+    assert active_job(run)["id"] == jid
+    j = cancel_job(run, jid)
+    assert j["state"] == "cancelled"
+    assert active_job(run) is None
+
+
+def test_a_killed_job_is_reported_interrupted(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    params = {"function": "time:sleep", "args": [60], "pass_run_dir": False}
+    jid = start_job("call", run_dir=run, params=params)
+    deadline = time.time() + 30
+    while job_status(run, jid)["state"] != "running" and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(job_status(run, jid)["pid"], signal.SIGKILL)
+    deadline = time.time() + 10
+    while job_status(run, jid)["state"] == "running" and time.time() < deadline:
+        time.sleep(0.05)
+    assert job_status(run, jid)["state"] == "interrupted"
+
+
+def test_unknown_kind_is_refused(tmp_path: Path) -> None:
+    from engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown job kind"):
+        start_job("nope", run_dir=tmp_path, params={})
+
+
+def test_current_run_pointer_survives_and_falls_back(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    assert current_run(ws) is None
+    for name in ("a", "b"):
+        (ws / name).mkdir(parents=True)
+        (ws / name / "config.json").write_text("{}")
+        time.sleep(0.02)
+    assert current_run(ws) == ws / "b"  # newest when no pointer
+    set_current_run(ws / "a", ws)
+    assert (ws / ".current").read_text().strip() == "a"
+    assert current_run(ws) == ws / "a"
+    (ws / "a" / "config.json").unlink()
+    assert current_run(ws) == ws / "b"
+    assert new_run_name("imagefolder:/data/my pets/", "mlp", ws).startswith("my-pets-mlp-")
