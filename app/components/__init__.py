@@ -1,0 +1,1 @@
+"""Reusable UI pieces: pages orchestrate, components render, the engine computes."""

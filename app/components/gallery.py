@@ -1,0 +1,129 @@
+"""A paginated grid of small thumbnails with a "drop" tick box and a relabel choice per tile.
+
+Ticks and relabels are written to the run directory (engine.selections) the moment they change,
+so a browser refresh, a second tab or a server restart keeps them. Only one page of thumbnails
+(small PNGs, cached) is sent at a time, so memory stays flat while paging through 60,000 images.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import streamlit as st
+
+from app import state
+from engine.selections import load_selections, set_drop, set_relabel
+
+_KEEP = "keep label"
+
+
+def _on_drop(run_dir: str, sample_id: str, widget_key: str) -> None:
+    set_drop(run_dir, [sample_id], bool(st.session_state[widget_key]))
+
+
+def _on_relabel(run_dir: str, sample_id: str, widget_key: str) -> None:
+    v = st.session_state[widget_key]
+    set_relabel(run_dir, sample_id, None if v == _KEEP else int(v))
+
+
+def _on_page_drop(run_dir: str, ids: list[str], dropped: bool) -> None:
+    set_drop(run_dir, ids, dropped)
+
+
+def render_gallery(
+    run_dir: str | Path,
+    ids: list[str],
+    *,
+    scores: dict[str, float] | None,
+    key: str,
+    page_size: int = 24,
+    show_predicted: bool = True,
+    flipped: set[str] | None = None,
+    columns: int = 6,
+    split: str = "train",
+) -> None:
+    """Show `ids` (already in the order to show) as pages of `page_size` tiles.
+
+    Each tile: thumbnail, given label, predicted label and confidence (`show_predicted`), the
+    score (negative = harmful) when `scores` has it, a mark when the id is in `flipped` (labels
+    flipped by injected noise), a "drop" tick box and a relabel select box. `key` prefixes every
+    widget key, so one page can hold several galleries. `split` says which split the ids are from
+    (tick boxes are shown for training images only).
+    """
+    run = str(run_dir)
+    if not ids:
+        st.info("Nothing to show with these filters.")
+        return
+    n_pages = max(1, math.ceil(len(ids) / page_size))
+    page_key = f"{key}-page"
+    top = st.columns([2, 3, 2, 2])
+    page = int(
+        top[0].number_input(
+            f"Page (of {n_pages})", min_value=1, max_value=n_pages, value=1, step=1, key=page_key
+        )
+    )
+    page = min(max(page, 1), n_pages)
+    start = (page - 1) * page_size
+    shown = ids[start : start + page_size]
+    top[1].caption(f"Showing {start + 1}–{start + len(shown)} of {len(ids)}")
+    if split == "train":
+        top[2].button(
+            "Tick all on this page",
+            key=f"{key}-tickall",
+            on_click=_on_page_drop,
+            args=(run, shown, True),
+        )
+        top[3].button(
+            "Untick this page",
+            key=f"{key}-untickall",
+            on_click=_on_page_drop,
+            args=(run, shown, False),
+        )
+
+    b = state.bundle(run)
+    names = b.class_names
+    man = b.manifest.set_index("sample_id")
+    preds = state.predictions(run).set_index("sample_id") if show_predicted else None
+    sel = load_selections(run)
+    options: list[object] = [_KEEP, *range(len(names))]
+
+    for r in range(0, len(shown), columns):
+        cols = st.columns(columns)
+        for col, sid in zip(cols, shown[r : r + columns], strict=False):
+            with col.container(border=True):
+                _tile(run, sid, split, names, man, preds, sel, scores, flipped, options, key)
+
+
+def _tile(run, sid, split, names, man, preds, sel, scores, flipped, options, key) -> None:  # type: ignore[no-untyped-def]
+    png = state.thumbnail(run, sid, split=split)
+    if png:
+        st.image(png, width=state.THUMB_PX)
+    given = int(man.at[sid, "label"]) if sid in man.index else -1
+    lines = [f"**{names[given] if given >= 0 else '?'}** given"]
+    if preds is not None and sid in preds.index:
+        p = int(preds.at[sid, "predicted"])
+        mark = "" if p == given else " ≠"
+        lines.append(f"pred **{names[p]}**{mark} ({float(preds.at[sid, 'confidence']):.2f})")
+    if scores is not None and sid in scores:
+        lines.append(f"score {scores[sid]:+.3g}")
+    if flipped is not None and sid in flipped:
+        lines.append(":red[⚑ flipped label]")
+    st.markdown("  \n".join(lines))
+    st.caption(sid)
+    if split != "train":
+        return
+    dk = f"{key}-drop-{sid}"
+    st.session_state[dk] = sid in sel.drop  # the run directory is the source of truth
+    st.checkbox("drop", key=dk, on_change=_on_drop, args=(run, sid, dk))
+    rk = f"{key}-relabel-{sid}"
+    st.session_state[rk] = sel.relabel.get(sid, _KEEP)
+    st.selectbox(
+        "relabel",
+        options,
+        key=rk,
+        format_func=lambda o: _KEEP if o == _KEEP else f"relabel → {names[int(o)]}",  # type: ignore[call-overload]
+        on_change=_on_relabel,
+        args=(run, sid, rk),
+        label_visibility="collapsed",
+    )

@@ -1,0 +1,163 @@
+"""The app's view of the world: which run is current, and cached loaders keyed by run + mtime.
+
+Everything persistent lives in the run directory (engine.workspace, engine.selections); this
+module only caches what is expensive to read (the data bundle, predictions, scores, thumbnails).
+Cache keys include the file's modification time, so a re-trained run or new scores show at once.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from engine import workspace as ws
+from engine.data import DataBundle
+
+THUMB_PX = 64
+
+
+# -- the current run ------------------------------------------------------------------------
+def workspace() -> Path:
+    return ws.workspace_path()
+
+
+def current_run() -> Path | None:
+    """The current run (persisted in <workspace>/.current, so a refresh keeps it)."""
+    return ws.current_run()
+
+
+def set_current_run(run_dir: str | Path) -> None:
+    ws.set_current_run(run_dir)
+
+
+def runs_table() -> pd.DataFrame:
+    return ws.list_runs()
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def run_version(run_dir: str | Path) -> float:
+    """Changes whenever the run is (re)trained: the newest of config.json and status.json."""
+    p = Path(run_dir)
+    return max(_mtime(p / "config.json"), _mtime(p / "status.json"))
+
+
+def run_ready(run_dir: str | Path | None) -> bool:
+    """True when the run finished training (its final checkpoint exists)."""
+    if run_dir is None:
+        return False
+    p = Path(run_dir)
+    if not (p / "config.json").is_file():
+        return False
+    from engine.runs import RunDir
+
+    return RunDir(p).status.get("state") == "done"
+
+
+# -- cached loaders ---------------------------------------------------------------------------
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _bundle(path: str, version: float) -> DataBundle:
+    return DataBundle.load(path)
+
+
+def bundle(run_dir: str | Path) -> DataBundle:
+    """The run's images, labels, class names and manifest (cached; never mutate it)."""
+    return _bundle(str(run_dir), run_version(run_dir))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _predictions(path: str, version: float) -> pd.DataFrame:
+    from engine.export import run_predictions
+
+    return run_predictions(path)
+
+
+def predictions(run_dir: str | Path) -> pd.DataFrame:
+    """sample_id, split, predicted, confidence, prob_given at the final weights (cached)."""
+    return _predictions(str(run_dir), run_version(run_dir))
+
+
+def train_table(run_dir: str | Path) -> pd.DataFrame:
+    """The training samples with their manifest columns and predictions, indexed by sample_id.
+
+    Columns: split, label, true_label, path, flipped, predicted, confidence, prob_given.
+    """
+    m = bundle(run_dir).manifest
+    t = m[m["split"] == "train"].set_index("sample_id")
+    p = predictions(run_dir).set_index("sample_id")
+    return t.join(p[["predicted", "confidence", "prob_given"]], how="left")
+
+
+def score_methods(run_dir: str | Path) -> list[str]:
+    from engine.export import score_methods as _methods
+
+    return _methods(run_dir)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _scores(path: str, method: str, version: float) -> pd.Series:
+    from engine.export import method_scores
+
+    return method_scores(path, method)
+
+
+def scores(run_dir: str | Path, method: str) -> pd.Series:
+    """Default-query scores of `method`, indexed by sample_id (negative = harmful; cached)."""
+    f = Path(run_dir) / "influence" / method / "scores.csv"
+    return _scores(str(run_dir), method, _mtime(f))
+
+
+def score_info(run_dir: str | Path, method: str) -> dict[str, object]:
+    """What the method's JSON beside its scores says (time taken, parameters), or {}."""
+    import json
+
+    folder = Path(run_dir) / "influence" / method
+    for name in ("meta.json", "scores.json", "params.json", "info.json"):
+        if (folder / name).is_file():
+            try:
+                return dict(json.loads((folder / name).read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                return {}
+    return {}
+
+
+# -- thumbnails -------------------------------------------------------------------------------
+@st.cache_data(max_entries=4096, show_spinner=False)
+def _thumb(path: str, version: float, split: str, sample_id: str, px: int) -> bytes:
+    from PIL import Image
+
+    b = _bundle(path, version)
+    sp = b.split(split)
+    idx = _index(path, version, split).get(sample_id)
+    if idx is None:
+        return b""
+    a = sp.images[idx].numpy()  # uint8 (C, H, W)
+    img = Image.fromarray(a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0)))
+    h, w = a.shape[1:]
+    scale = px / max(h, w)
+    resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BILINEAR
+    img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+@st.cache_resource(max_entries=12, show_spinner=False)
+def _index(path: str, version: float, split: str) -> dict[str, int]:
+    return {sid: i for i, sid in enumerate(_bundle(path, version).split(split).ids)}
+
+
+def thumbnail(
+    run_dir: str | Path, sample_id: str, *, split: str = "train", px: int = THUMB_PX
+) -> bytes:
+    """A small PNG (longest side `px`) of one image; upscaled with nearest neighbour (cached)."""
+    return _thumb(str(run_dir), run_version(run_dir), split, sample_id, px)

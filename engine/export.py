@@ -1,0 +1,182 @@
+"""What leaves the tool: the ticked samples as a table, and a cleaned label file.
+
+``export_selection`` -> DataFrame with one row per ticked (dropped or relabelled) sample:
+sample_id, path, given_label, predicted_label, score, method, action ('drop' | 'relabel'),
+new_label (the relabel's class name, '' for drops). Labels are class names.
+
+``cleaned_labels`` -> (filename, bytes) in the input's own format, with dropped samples left out
+and relabels applied:
+- ``csv:FILE`` source: the original CSV's rows and columns, dropped rows removed, the label
+  column rewritten for relabelled rows (rows of classes the run did not use are kept as they were);
+- ``imagefolder:PATH`` source: a ``path,label`` CSV with paths relative to PATH (loadable back
+  with ``csv:`` when saved in PATH), one row per sample of the run;
+- any other source (digits, mnist, ...): a ``sample_id,label`` CSV.
+
+Scores: ``method_scores(run_dir, method)`` reads ``<run_dir>/influence/<method>/scores.csv``
+(sample_id, score; negative = harmful) and ``score_methods(run_dir)`` lists the methods present.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from engine.runs import RunDir
+from engine.selections import load_selections
+
+__all__ = [
+    "cleaned_labels",
+    "export_selection",
+    "method_scores",
+    "run_predictions",
+    "score_methods",
+]
+
+EXPORT_COLUMNS = [
+    "sample_id", "path", "given_label", "predicted_label", "score", "method", "action", "new_label",
+]  # fmt: skip
+
+
+def score_methods(run_dir: str | os.PathLike[str]) -> list[str]:
+    """Methods with saved default-query scores in the run, sorted by name."""
+    root = Path(run_dir) / "influence"
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "scores.csv").is_file())
+
+
+def method_scores(run_dir: str | os.PathLike[str], method: str) -> pd.Series:
+    """The default-query scores of `method` as a float Series indexed by sample_id (negative = harmful)."""
+    p = Path(run_dir) / "influence" / method / "scores.csv"
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"no {method} scores in {run_dir}; compute them on the Influence page"
+        )
+    df = pd.read_csv(p, dtype={"sample_id": str})
+    col = "score" if "score" in df.columns else df.columns[1]
+    return pd.Series(df[col].to_numpy(dtype=np.float64), index=df["sample_id"], name=method)
+
+
+def run_predictions(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Predictions of the final weights on every split.
+
+    Columns: sample_id, split, predicted (class index), confidence (probability of the predicted
+    class), prob_given (probability of the given label).
+    """
+    from engine.models import probabilities
+    from engine.train import load_run, split_logits
+
+    lr = load_run(run_dir)
+    theta = lr.final_theta
+    frames = []
+    for s in ("train", "val", "test"):
+        sp = lr.bundle.split(s)
+        probs = probabilities(split_logits(lr.problem, theta, sp)).detach().cpu().double()
+        pred = probs.argmax(dim=1)
+        y = sp.labels.long()
+        frames.append(
+            pd.DataFrame(
+                {
+                    "sample_id": sp.ids,
+                    "split": s,
+                    "predicted": pred.numpy(),
+                    "confidence": probs.max(dim=1).values.numpy(),
+                    "prob_given": probs.gather(1, y[:, None]).squeeze(1).numpy(),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def export_selection(
+    run_dir: str | os.PathLike[str],
+    *,
+    method: str | None = None,
+    predictions: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """One row per ticked sample (see the module docstring); `method` picks the score column."""
+    run = RunDir(run_dir)
+    sel = load_selections(run.path)
+    names = _class_names(run.path)
+    man = pd.read_csv(run.file("manifest.csv"), dtype={"sample_id": str, "path": str}).set_index(
+        "sample_id"
+    )
+    ids = [i for i in sorted(sel.ids) if i in man.index]
+    if not ids:
+        return pd.DataFrame(columns=EXPORT_COLUMNS)
+    preds = run_predictions(run.path) if predictions is None else predictions
+    pred = preds.set_index("sample_id")["predicted"]
+    if method is None:
+        methods = score_methods(run.path)
+        method = methods[0] if methods else None
+    scores = method_scores(run.path, method) if method else pd.Series(dtype=np.float64)
+    rows = []
+    for i in ids:
+        relabel = sel.relabel.get(i)
+        rows.append(
+            {
+                "sample_id": i,
+                "path": "" if pd.isna(man.at[i, "path"]) else man.at[i, "path"],
+                "given_label": names[int(man.at[i, "label"])],
+                "predicted_label": names[int(pred[i])] if i in pred.index else "",
+                "score": float(scores[i]) if i in scores.index else np.nan,
+                "method": method or "",
+                "action": "drop" if i in sel.drop else "relabel",
+                "new_label": names[relabel] if relabel is not None and i not in sel.drop else "",
+            }
+        )
+    return pd.DataFrame(rows, columns=EXPORT_COLUMNS)
+
+
+def _class_names(run_dir: Path) -> list[str]:
+    return (run_dir / "classes.txt").read_text(encoding="utf-8").splitlines()
+
+
+def cleaned_labels(run_dir: str | os.PathLike[str]) -> tuple[str, bytes]:
+    """(suggested file name, CSV bytes) of the labels with drops removed and relabels applied."""
+    run = RunDir(run_dir)
+    sel = load_selections(run.path)
+    names = _class_names(run.path)
+    dataset = str(run.config["data"]["dataset"])
+    kind, _, arg = dataset.partition(":")
+    man = pd.read_csv(run.file("manifest.csv"), dtype={"sample_id": str, "path": str})
+    if kind == "csv" and Path(arg).is_file():
+        return f"{Path(arg).stem}-cleaned.csv", _clean_csv(Path(arg), sel.drop, sel.relabel, names)
+    keep = man[~man["sample_id"].isin(sel.drop)]
+    labels = [
+        names[sel.relabel[i]] if i in sel.relabel else names[int(lab)]
+        for i, lab in zip(keep["sample_id"], keep["label"], strict=True)
+    ]
+    first = "path" if kind == "imagefolder" else "sample_id"
+    out = pd.DataFrame({first: keep["sample_id"].to_numpy(), "label": labels})
+    stem = Path(arg.rstrip("/")).stem if arg else kind
+    return f"{stem}-cleaned-labels.csv", out.to_csv(index=False).encode("utf-8")
+
+
+def _clean_csv(src: Path, drop: set[str], relabel: dict[str, int], names: list[str]) -> bytes:
+    """The source CSV with dropped rows left out and relabelled rows' label replaced."""
+    base = Path(os.path.normpath(src.parent.absolute()))
+    with open(src, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    header = [h.strip().lower() for h in rows[0]]
+    pcol, lcol = header.index("path"), header.index("label")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(rows[0])
+    for r in rows[1:]:
+        if not any(c.strip() for c in r):
+            continue
+        p = r[pcol].strip().replace("\\", "/")
+        sid = Path(os.path.normpath(base / p)).relative_to(base).as_posix()
+        if sid in drop:
+            continue
+        if sid in relabel:
+            r = list(r)
+            r[lcol] = names[relabel[sid]]
+        w.writerow(r)
+    return buf.getvalue().encode("utf-8")
