@@ -1,0 +1,142 @@
+"""The adjoint pass against autograd through the unrolled training and against naive loops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import ConfigError
+from engine.influence.adjoint import adjoint_scores, parallel_pass, step_coefficients, window_start
+from engine.influence.pergrad import per_sample_grads
+from engine.influence.queries import Query, flat_query_gradients, query_losses
+from engine.influence.registry import run_method
+from engine.sgd import batch_loss, replay_to
+from engine.train import LoadedRun
+
+
+def unrolled_scores(loaded: LoadedRun, query: Query, *, start: int = 0) -> np.ndarray:
+    """-d f(theta_T) / d w (N, Q) by autograd through steps start..T-1 with per-sample weights w."""
+    problem, traj = loaded.problem, loaded.traj
+    theta, v = replay_to(problem, traj, start)
+    th = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
+    vv = dict(v)
+    w = torch.ones(problem.x.shape[0], dtype=problem.x.dtype, requires_grad=True)
+    lam, mom = problem.weight_decay, problem.momentum
+    for t in range(start, traj.n_steps):
+        idx = traj.batch(t)
+        xb, yb = problem.batch_inputs(idx, traj.aug_seed(t))
+        loss = batch_loss(problem, th, xb, yb, w[idx])
+        grads = torch.autograd.grad(loss, list(th.values()), create_graph=True)
+        for k, g in zip(list(th), grads, strict=True):
+            vv[k] = mom * vv[k] + g + lam * th[k]
+            th[k] = th[k] - traj.lr(t) * vv[k]
+    f = query_losses(loaded, query, th)
+    cols = [-torch.autograd.grad(f[q], w, retain_graph=True)[0] for q in range(f.shape[0])]
+    return torch.stack(cols, 1).detach().numpy()
+
+
+def naive_flat_pass(loaded: LoadedRun, query: Query, *, lam: float) -> np.ndarray:
+    """The H := 0 pass written out: a, b vectors, per-sample gradients one sample at a time."""
+    problem, traj = loaded.problem, loaded.traj
+    u = flat_query_gradients(loaded, query, loaded.final_theta)
+    a, b = u.clone(), torch.zeros_like(u)
+    scores = torch.zeros(problem.x.shape[0], u.shape[1], dtype=torch.float64)
+    for t in range(traj.n_steps - 1, -1, -1):
+        theta_t, _ = replay_to(problem, traj, t)
+        idx = traj.batch(t)
+        xb, yb = problem.batch_inputs(idx, traj.aug_seed(t))
+        c = b - traj.lr(t) * a
+        for j, k in enumerate(idx.tolist()):
+            g = per_sample_grads(problem, theta_t, xb[j : j + 1], yb[j : j + 1])[0]
+            scores[k] -= (g @ c) / len(idx)
+        a = a + lam * c
+        b = problem.momentum * c
+    return scores.numpy()
+
+
+def rel_err(x: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(x - ref).max() / np.abs(ref).max())
+
+
+@pytest.mark.parametrize("query", ["val", "class", "test"])
+def test_sgd_influence_equals_autograd_through_training(tiny_run: LoadedRun, query: str) -> None:
+    q = Query("test", tuple(tiny_run.bundle.test.ids[:3])) if query == "test" else Query(query)
+    ours = run_method("sgd-influence", tiny_run, q)
+    ref = unrolled_scores(tiny_run, q)
+    assert ours.shape == ref.shape == (30, len(q.column_names(tiny_run)))
+    assert rel_err(ours, ref) < 1e-9
+
+
+def test_sgd_influence_with_augmentation_equals_autograd(aug_run: LoadedRun) -> None:
+    ours = run_method("sgd-influence", aug_run, Query("val"))
+    assert rel_err(ours, unrolled_scores(aug_run, Query("val"))) < 1e-9
+
+
+def test_last_epoch_equals_window_restricted_autograd(tiny_run: LoadedRun) -> None:
+    t0 = window_start(tiny_run.traj, 1)
+    assert t0 == 2 * tiny_run.traj.steps_per_epoch
+    ours = run_method("sgd-influence-last", tiny_run, Query("val"))
+    assert rel_err(ours, unrolled_scores(tiny_run, Query("val"), start=t0)) < 1e-9
+    two = run_method("sgd-influence", tiny_run, Query("val"), last_epochs=2)
+    assert rel_err(two, unrolled_scores(tiny_run, Query("val"), start=tiny_run.traj.steps_per_epoch)) < 1e-9
+    # samples only see steps inside the window: the full pass differs
+    assert rel_err(ours, run_method("sgd-influence", tiny_run, Query("val"))) > 1e-6
+
+
+@pytest.mark.parametrize("fixture", ["tiny_run", "aug_run"])
+@pytest.mark.parametrize(("method", "lam_on"), [("hydra", True), ("tracin", False)])
+def test_hessian_free_methods_equal_naive_pass(
+    request: pytest.FixtureRequest, fixture: str, method: str, lam_on: bool
+) -> None:
+    loaded: LoadedRun = request.getfixturevalue(fixture)
+    for q in (Query("val"), Query("class")):
+        ours = run_method(method, loaded, q)
+        ref = naive_flat_pass(loaded, q, lam=loaded.problem.weight_decay if lam_on else 0.0)
+        assert rel_err(ours, ref) < 1e-10
+
+
+def test_dot_product_routes_agree_on_convolutions(conv_run: LoadedRun) -> None:
+    u = flat_query_gradients(conv_run, Query("class"), conv_run.final_theta)
+    out = {
+        m: parallel_pass(conv_run, u, curvature="decay", dots=m).numpy() for m in ("fold", "jvp", "vmap")
+    }
+    assert rel_err(out["fold"], out["vmap"]) < 1e-10
+    assert rel_err(out["jvp"], out["vmap"]) < 1e-10
+    assert np.abs(out["fold"]).max() > 0
+
+
+def test_exact_pass_on_convolutions_matches_autograd(conv_run: LoadedRun) -> None:
+    ours = run_method("sgd-influence", conv_run, Query("val"))
+    assert rel_err(ours, unrolled_scores(conv_run, Query("val"))) < 1e-9
+
+
+def test_self_influence_matches_naive_sum(tiny_run: LoadedRun) -> None:
+    problem, traj = tiny_run.problem, tiny_run.traj
+    coef = step_coefficients(traj, momentum=problem.momentum, weight_decay=problem.weight_decay)
+    g_T = per_sample_grads(problem, tiny_run.final_theta, problem.x, problem.y)
+    ref = np.zeros(30)
+    for t in range(traj.n_steps):
+        theta_t, _ = replay_to(problem, traj, t)
+        idx = traj.batch(t)
+        g_t = per_sample_grads(problem, theta_t, problem.x[idx], problem.y[idx])
+        ref[idx.numpy()] += coef[t] * (g_t * g_T[idx]).sum(1).numpy()
+    ours = run_method("hydra", tiny_run, Query("self"))[:, 0]
+    assert rel_err(ours, ref) < 1e-10
+    assert np.median(ours) > 0  # a sample's own training lowers its own loss
+
+
+def test_self_query_with_exact_curvature_is_refused(tiny_run: LoadedRun) -> None:
+    with pytest.raises(ConfigError, match="self"):
+        adjoint_scores(tiny_run, Query("self"), curvature="exact")
+
+
+def test_progress_and_bad_options(tiny_run: LoadedRun) -> None:
+    seen: list[tuple[int, int]] = []
+    run_method("tracin", tiny_run, Query("val"), progress=lambda d, t, _: seen.append((d, t)))
+    assert seen[-1] == (tiny_run.traj.n_steps, tiny_run.traj.n_steps)
+    assert len(seen) == tiny_run.traj.n_steps
+    with pytest.raises(ConfigError):
+        run_method("hydra", tiny_run, Query("val"), last_epochs=0)
+    with pytest.raises(ConfigError):
+        run_method("hydra", tiny_run, Query("val"), bogus=1)
