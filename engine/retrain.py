@@ -1,0 +1,373 @@
+"""Counterfactual retraining: prove an influence finding by retraining without (or relabelling) samples.
+
+Modes (Hara et al. 2019 Sec. 7.2 names in brackets):
+
+- ``all`` ["Retrain All"]: the run's initial weights, the same logged batches, learning rates and
+  augmentation seeds; dropped samples get weight 0 in their batches (the 1/B_t normalisation and
+  everyone else's augmentation stay as logged), relabelled samples use their new label. With
+  nothing changed it reproduces the run's final weights bit for bit. Deterministic: one retrain.
+- ``last`` ["Retrain Last"]: the same, starting from the checkpoint at the start of the last epoch.
+- ``fresh``: S new seeds (new initial weights and batch order), training on the cleaned data (the
+  dropped samples really removed, batches re-cut), against S fresh seeds on the uncleaned data.
+
+Controls: the same number of other training samples, drawn at random, removed (and relabelled to a
+random other class, for relabel changes). For ``all`` / ``last`` each of ``control_draws`` draws is
+one retrain; for ``fresh`` there are S draws, draw i trained with seed i.
+
+Results are saved to ``<run>/experiments/retrain-<timestamp>-<hex>/result.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.config import ConfigError, learning_rate
+from engine.experiments.report import list_experiments, new_experiment_dir, save_result
+from engine.models import per_sample_loss, predict
+from engine.sgd import Problem, run_steps, sgd_step
+from engine.stats import summarize, verdict, welch
+from engine.train import (
+    LoadedRun,
+    aug_seed_for,
+    build_problem,
+    epoch_batches,
+    load_run,
+    split_logits,
+)
+from engine.trajectory import Params
+
+__all__ = [
+    "MODES",
+    "Changes",
+    "evaluate_theta",
+    "list_experiments",
+    "resolve_changes",
+    "retrain",
+    "train_fresh",
+]
+
+MODES = ("all", "last", "fresh")
+CONTROLS = ("random", None)
+SCALARS = ("val_acc", "val_loss", "test_acc", "test_loss")
+Progress = Callable[[int, int, float | None], None]
+
+
+@dataclass(frozen=True)
+class Changes:
+    """Validated changes to the training set, as training-split indices.
+
+    drop: int64 (D,) indices to leave out; relabel_idx: int64 (R,) indices; relabel_to: int64 (R,).
+    """
+
+    drop: torch.Tensor
+    relabel_idx: torch.Tensor
+    relabel_to: torch.Tensor
+
+    @property
+    def n_drop(self) -> int:
+        return int(self.drop.numel())
+
+    @property
+    def n_relabel(self) -> int:
+        return int(self.relabel_idx.numel())
+
+    def weights(self, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+        """Per-sample weights (N,): 0 for dropped samples, 1 otherwise (None if nothing dropped)."""
+        if not self.n_drop:
+            return None
+        w = torch.ones(n, dtype=dtype, device=device)
+        w[self.drop.to(device)] = 0
+        return w
+
+    def labels(self, y: torch.Tensor) -> torch.Tensor:
+        """A copy of the labels y (N,) with the relabelled samples changed (y itself if none)."""
+        if not self.n_relabel:
+            return y
+        out = y.clone()
+        out[self.relabel_idx.to(y.device)] = self.relabel_to.to(y.device)
+        return out
+
+    def keep(self, n: int) -> torch.Tensor:
+        """Indices (N - D,) of the samples that stay, in order."""
+        mask = torch.ones(n, dtype=torch.bool)
+        mask[self.drop] = False
+        return torch.nonzero(mask).flatten()
+
+
+def resolve_changes(
+    loaded: LoadedRun, drop: Sequence[str] = (), relabel: Mapping[str, int] | None = None
+) -> Changes:
+    """Map sample ids to training indices; ConfigError naming any id that is not a training sample."""
+    b = loaded.bundle
+    pos = {sid: i for i, sid in enumerate(b.train.ids)}
+    other = set(b.val.ids) | set(b.test.ids)
+
+    def index(sid: str) -> int:
+        if sid not in pos:
+            where = (
+                "is a validation/test sample, not a training sample"
+                if sid in other
+                else "is not in this run"
+            )
+            raise ConfigError(f"sample id {sid!r} {where}")
+        return pos[sid]
+
+    d = list(dict.fromkeys(index(str(s)) for s in drop))
+    relabel = dict(relabel or {})
+    r_idx, r_to = [], []
+    k = b.n_classes
+    for sid, lab in relabel.items():
+        i = index(str(sid))
+        if i in d:
+            raise ConfigError(f"sample id {sid!r} is both dropped and relabelled; choose one")
+        if not isinstance(lab, int | np.integer) or not 0 <= int(lab) < k:
+            raise ConfigError(f"new label {lab!r} for {sid!r} is not a class index 0..{k - 1}")
+        r_idx.append(i)
+        r_to.append(int(lab))
+    if len(d) >= len(b.train):
+        raise ConfigError(f"cannot drop all {len(b.train)} training samples; keep at least one")
+    # A retrain with no changes is allowed: it reproduces the run (a useful check).
+    return Changes(*(torch.tensor(v, dtype=torch.int64) for v in (d, r_idx, r_to)))
+
+
+# -- the three ways to retrain -------------------------------------------------------------------
+
+
+def counterfactual(
+    loaded: LoadedRun,
+    changes: Changes,
+    *,
+    mode: str = "all",
+    on_step: Callable[[int, float], None] | None = None,
+) -> Params:
+    """Final weights of the counterfactual run ("all": from theta_0; "last": from the last epoch start)."""
+    traj, p = loaded.traj, loaded.problem
+    if mode == "all":
+        start = 0
+    elif mode == "last":
+        start = traj.nearest_checkpoint(traj.epoch_start(loaded.cfg.epochs - 1))
+    else:
+        raise ConfigError(f"counterfactual mode must be all or last, got {mode!r}")
+    theta, v = traj.load_checkpoint(start, device=p.x.device)
+    prob = replace(p, y=changes.labels(p.y)) if changes.n_relabel else p
+    w = changes.weights(p.x.shape[0], p.x.dtype, p.x.device)
+    run_steps(prob, traj, theta, v, start=start, stop=traj.n_steps, weights=w, on_step=on_step)
+    return theta
+
+
+def fresh_steps(n: int, loaded: LoadedRun) -> int:
+    return loaded.cfg.epochs * -(-n // loaded.cfg.batch_size)
+
+
+def train_fresh(
+    loaded: LoadedRun,
+    *,
+    seed: int,
+    changes: Changes | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> Params:
+    """Train from scratch with `seed` (initial weights and batch order) on the changed data.
+
+    The trainer's own arithmetic (engine.train): seeded init, epoch_batches, learning_rate,
+    aug_seed_for, sgd_step, without logging. Dropped samples are really removed (batches re-cut).
+    With seed = the run's seed and no changes this reproduces the run's final weights exactly.
+    """
+    cfg = replace(loaded.cfg, seed=int(seed))
+    base, theta = build_problem(loaded.bundle, cfg)
+    y = base.y
+    x = base.x
+    if changes is not None:
+        y = changes.labels(y)
+        if changes.n_drop:
+            keep = changes.keep(x.shape[0]).to(x.device)
+            x, y = x[keep], y[keep]
+    prob: Problem = replace(base, x=x, y=y)
+    n = x.shape[0]
+    spe = -(-n // cfg.batch_size)
+    v = {k: torch.zeros_like(t) for k, t in theta.items()}
+    step = 0
+    for epoch in range(cfg.epochs):
+        for idx in epoch_batches(n, cfg.batch_size, seed=cfg.seed, epoch=epoch):
+            loss = sgd_step(
+                prob,
+                theta,
+                v,
+                idx,
+                lr=learning_rate(cfg, step, spe),
+                aug_seed=aug_seed_for(cfg, step),
+            )
+            if on_step is not None:
+                on_step(step, loss)
+            step += 1
+    return theta
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_theta(loaded: LoadedRun, theta: Params) -> dict[str, Any]:
+    """val/test loss and accuracy, test per-class accuracy (C,) and confusion matrix (C x C, rows = true)."""
+    out: dict[str, Any] = {}
+    k = loaded.bundle.n_classes
+    for s in ("val", "test"):
+        split = loaded.bundle.split(s)
+        logits = split_logits(loaded.problem, theta, split)
+        y = split.labels.to(logits.device)
+        pred = predict(logits)
+        out[f"{s}_loss"] = float(per_sample_loss(logits, y).mean())
+        out[f"{s}_acc"] = float((pred == y).double().mean())
+        if s == "test":
+            conf = torch.zeros(k, k, dtype=torch.int64)
+            conf.index_put_((y.cpu(), pred.cpu()), torch.ones_like(y.cpu()), accumulate=True)
+            rows = conf.sum(1).clamp(min=1)
+            out["per_class_acc"] = (conf.diag().double() / rows).tolist()
+            out["confusion"] = conf.tolist()
+    return out
+
+
+def _group(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    summ = {m: summarize([r[m] for r in runs]) for m in SCALARS}
+    if runs:
+        pc = np.array([r["per_class_acc"] for r in runs])
+        summ["per_class_acc"] = {
+            "mean": pc.mean(0).tolist(),
+            "std": (pc.std(0, ddof=1) if len(runs) > 1 else 0 * pc[0]).tolist(),
+        }
+    return {"runs": runs, "summary": summ}
+
+
+def _control_changes(loaded: LoadedRun, changes: Changes, draw: int) -> Changes:
+    """Random changes of the same size: other samples dropped; others relabelled to a random other class."""
+    n, k = len(loaded.bundle.train), loaded.bundle.n_classes
+    rng = np.random.default_rng([loaded.cfg.seed, 7919, draw])
+    taken = set(changes.drop.tolist()) | set(changes.relabel_idx.tolist())
+    pool = np.array([i for i in range(n) if i not in taken])
+    need = changes.n_drop + changes.n_relabel
+    if len(pool) < need:
+        pool = np.arange(n)
+    pick = rng.choice(pool, size=need, replace=False)
+    d, r = np.sort(pick[: changes.n_drop]), pick[changes.n_drop :]
+    y = loaded.problem.y.cpu().numpy()
+    new = (y[r] + rng.integers(1, k, size=len(r))) % k
+    return Changes(*(torch.as_tensor(a, dtype=torch.int64) for a in (d, r, new)))
+
+
+def retrain(
+    run_dir: str | Path | LoadedRun,
+    *,
+    drop: Sequence[str] = (),
+    relabel: Mapping[str, int] | None = None,
+    mode: str = "all",
+    seeds: int = 1,
+    control: str | None = "random",
+    control_draws: int = 3,
+    progress: Progress | None = None,
+    save: bool = True,
+) -> dict[str, Any]:
+    """Retrain without `drop` / with `relabel`, against the run itself and a random control.
+
+    seeds: fresh seeds S (mode "fresh" only; "all" and "last" are deterministic, one retrain).
+    Returns (and saves under <run>/experiments/, if `save`) a dict with before / after / control
+    groups ({"runs": [metrics per retrain], "summary": {metric: {mean, std, n, values}}}), stats
+    (per scalar metric: after_vs_before and after_vs_control, see engine.stats.welch) and verdict.
+    """
+    if mode not in MODES:
+        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if control not in CONTROLS:
+        raise ConfigError(f"--control must be random or none, got {control!r}")
+    if seeds < 1 or control_draws < 1:
+        raise ConfigError("--seeds and control draws must be at least 1")
+    t0 = time.perf_counter()
+    loaded = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
+    changes = resolve_changes(loaded, drop, relabel)
+    n_ctrl = 0 if control is None else (seeds if mode == "fresh" else control_draws)
+    ctrl = [_control_changes(loaded, changes, d) for d in range(n_ctrl)]
+    n = len(loaded.bundle.train)
+    if mode == "fresh":
+        per = [fresh_steps(n, loaded)] * seeds + [fresh_steps(n - changes.n_drop, loaded)] * (
+            seeds + n_ctrl
+        )
+    else:
+        start = (
+            0
+            if mode == "all"
+            else loaded.traj.nearest_checkpoint(loaded.traj.epoch_start(loaded.cfg.epochs - 1))
+        )
+        per = [loaded.traj.n_steps - start] * (1 + n_ctrl)
+    total, done = sum(per), [0]
+
+    def tick(_t: int, loss: float) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total, loss)
+
+    fresh_seeds = [loaded.cfg.seed + 1 + s for s in range(seeds)]
+    if mode == "fresh":
+        before = [
+            evaluate_theta(loaded, train_fresh(loaded, seed=s, on_step=tick)) for s in fresh_seeds
+        ]
+        after = [
+            evaluate_theta(loaded, train_fresh(loaded, seed=s, changes=changes, on_step=tick))
+            for s in fresh_seeds
+        ]
+        controls = [
+            evaluate_theta(loaded, train_fresh(loaded, seed=s, changes=c, on_step=tick))
+            for s, c in zip(fresh_seeds, ctrl, strict=True)
+        ]
+    else:
+        before = [evaluate_theta(loaded, loaded.final_theta)]
+        after = [evaluate_theta(loaded, counterfactual(loaded, changes, mode=mode, on_step=tick))]
+        controls = [
+            evaluate_theta(loaded, counterfactual(loaded, c, mode=mode, on_step=tick)) for c in ctrl
+        ]
+    ids = loaded.bundle.train.ids
+    res: dict[str, Any] = {
+        "kind": "retrain",
+        "run_dir": str(loaded.run.path),
+        "mode": mode,
+        "seeds": seeds if mode == "fresh" else 1,
+        "fresh_seeds": fresh_seeds if mode == "fresh" else [],
+        "control": control or "none",
+        "drop": [ids[i] for i in changes.drop.tolist()],
+        "relabel": {
+            ids[i]: int(c)
+            for i, c in zip(changes.relabel_idx.tolist(), changes.relabel_to.tolist(), strict=True)
+        },
+        "n_drop": changes.n_drop,
+        "n_relabel": changes.n_relabel,
+        "class_names": loaded.bundle.class_names,
+        "before": _group(before),
+        "after": _group(after),
+        "control_runs": _group(controls) if controls else None,
+        "control_drops": [[ids[i] for i in c.drop.tolist()] for c in ctrl],
+        "stats": {
+            m: {
+                "after_vs_before": welch([r[m] for r in after], [r[m] for r in before]),
+                "after_vs_control": welch([r[m] for r in after], [r[m] for r in controls])
+                if controls
+                else None,
+            }
+            for m in SCALARS
+        },
+        "verdict": verdict(
+            after=[r["test_acc"] for r in after],
+            before=[r["test_acc"] for r in before],
+            control=[r["test_acc"] for r in controls] if controls else None,
+            n_drop=changes.n_drop,
+            n_relabel=changes.n_relabel,
+        ),
+    }
+    res["seconds"] = time.perf_counter() - t0
+    if save:
+        folder = new_experiment_dir(loaded.run.path, "retrain")
+        res["id"], res["path"] = folder.name, str(folder)
+        save_result(folder, res)
+    return res

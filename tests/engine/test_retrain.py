@@ -1,0 +1,173 @@
+"""Counterfactual retraining: exact reproduction, leave-one-out against an independent loop, relabel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from engine.config import ConfigError, TrainConfig
+from engine.data import DataSpec
+from engine.models import per_sample_loss
+from engine.retrain import counterfactual, list_experiments, resolve_changes, retrain, train_fresh
+from engine.train import load_run, train
+
+
+@pytest.fixture(scope="module")
+def run64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A float64 mlp with momentum, weight decay and a step schedule: 3 epochs on 150 digits."""
+    d = tmp_path_factory.mktemp("retrain") / "run64"
+    train(
+        d,
+        DataSpec(dataset="digits", n_train=150, n_val=50, n_test=50, seed=1),
+        TrainConfig(
+            model="mlp",
+            widths=[12],
+            epochs=3,
+            batch_size=16,
+            lr=0.05,
+            momentum=0.9,
+            weight_decay=1e-3,
+            schedule="step",
+            step_epochs=2,
+            dtype="float64",
+            seed=3,
+        ),
+    )
+    return d
+
+
+@pytest.fixture(scope="module")
+def run32(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("retrain") / "run32"
+    train(
+        d,
+        DataSpec(dataset="digits", n_train=120, n_val=40, n_test=40, seed=0),
+        TrainConfig(model="mlp", widths=[10], epochs=2, batch_size=16, lr=0.05, seed=0),
+    )
+    return d
+
+
+def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("mode", ["all", "last"])
+def test_nothing_dropped_reproduces_final_weights(run32: Path, mode: str) -> None:
+    loaded = load_run(run32)
+    theta = counterfactual(loaded, resolve_changes(loaded), mode=mode)
+    assert _equal(theta, loaded.final_theta)
+
+
+def test_fresh_with_run_seed_reproduces_final_weights(run32: Path) -> None:
+    loaded = load_run(run32)
+    assert _equal(train_fresh(loaded, seed=loaded.cfg.seed), loaded.final_theta)
+    other = train_fresh(loaded, seed=loaded.cfg.seed + 1)
+    assert not _equal(other, loaded.final_theta)
+
+
+def _independent_leave_one_out(run_dir: Path, k: int) -> dict[str, torch.Tensor]:
+    """Plain SGD with momentum and weight decay over the logged batches, sample k's term removed."""
+    loaded = load_run(run_dir)
+    p, traj, cfg = loaded.problem, loaded.traj, loaded.cfg
+    theta = {n: t.clone() for n, t in loaded.initial_theta().items()}
+    vel = {n: torch.zeros_like(t) for n, t in theta.items()}
+    for t in range(traj.n_steps):
+        idx = traj.batch(t)
+        keep = idx[idx != k]
+        leaves = {n: x.detach().requires_grad_(True) for n, x in theta.items()}
+        out = functional_call(p.model, leaves, (p.x[keep],))
+        loss = per_sample_loss(out, p.y[keep]).sum() / len(idx)  # same 1/B_t as the logged batch
+        grads = torch.autograd.grad(loss, list(leaves.values()))
+        with torch.no_grad():
+            for (n, x), g in zip(theta.items(), grads, strict=True):
+                vel[n] = cfg.momentum * vel[n] + g + cfg.weight_decay * x
+                theta[n] = x - traj.lr(t) * vel[n]
+    return theta
+
+
+def test_drop_one_equals_independent_leave_one_out(run64: Path) -> None:
+    loaded = load_run(run64)
+    k = 7
+    got = counterfactual(loaded, resolve_changes(loaded, [loaded.bundle.train.ids[k]]))
+    want = _independent_leave_one_out(run64, k)
+    final = loaded.final_theta
+    for n in want:
+        assert torch.allclose(got[n], want[n], rtol=0, atol=1e-12), n
+    assert not _equal(got, final)  # leaving k out did change the weights
+
+
+def test_relabel_changes_exactly_those_labels(run32: Path) -> None:
+    loaded = load_run(run32)
+    ids = loaded.bundle.train.ids
+    y = loaded.problem.y
+    new = {ids[3]: int((y[3] + 1) % 10), ids[11]: int((y[11] + 2) % 10)}
+    ch = resolve_changes(loaded, relabel=new)
+    y2 = ch.labels(y)
+    changed = torch.nonzero(y2 != y).flatten().tolist()
+    assert changed == [3, 11]
+    assert int(y2[3]) == new[ids[3]] and int(y2[11]) == new[ids[11]]
+    assert torch.equal(loaded.problem.y, y)  # the run's labels are untouched
+    theta = counterfactual(loaded, ch, mode="last")
+    assert not _equal(theta, loaded.final_theta)
+
+
+def test_invalid_changes_are_config_errors(run32: Path) -> None:
+    loaded = load_run(run32)
+    ids = loaded.bundle.train.ids
+    with pytest.raises(ConfigError, match="nope-1"):
+        resolve_changes(loaded, ["nope-1"])
+    with pytest.raises(ConfigError, match=loaded.bundle.test.ids[0]):
+        resolve_changes(loaded, [loaded.bundle.test.ids[0]])
+    with pytest.raises(ConfigError, match="all 120"):
+        resolve_changes(loaded, ids)
+    with pytest.raises(ConfigError, match="both"):
+        resolve_changes(loaded, [ids[0]], {ids[0]: 1})
+    with pytest.raises(ConfigError, match="class index"):
+        resolve_changes(loaded, relabel={ids[0]: 10})
+    with pytest.raises(ConfigError, match="mode"):
+        retrain(run32, drop=[ids[0]], mode="sideways", save=False)
+
+
+def test_retrain_all_with_control_saves_result(run32: Path) -> None:
+    loaded = load_run(run32)
+    ids = loaded.bundle.train.ids
+    seen: list[tuple[int, int]] = []
+    res = retrain(
+        run32,
+        drop=ids[:5],
+        mode="all",
+        control_draws=2,
+        progress=lambda d, t, _l: seen.append((d, t)),
+    )
+    assert res["drop"] == ids[:5] and res["n_drop"] == 5
+    assert len(res["after"]["runs"]) == 1 and len(res["control_runs"]["runs"]) == 2
+    assert seen[-1][0] == seen[-1][1] == 3 * loaded.traj.n_steps
+    for draw in res["control_drops"]:
+        assert len(draw) == 5 and not set(draw) & set(ids[:5])
+    run = res["after"]["runs"][0]
+    k = loaded.bundle.n_classes
+    assert len(run["per_class_acc"]) == k and sum(map(sum, run["confusion"])) == len(
+        loaded.bundle.test
+    )
+    assert res["before"]["runs"][0]["test_acc"] == pytest.approx(
+        sum(r[i] for i, r in enumerate(res["before"]["runs"][0]["confusion"]))
+        / len(loaded.bundle.test)
+    )
+    assert res["stats"]["test_acc"]["after_vs_control"]["test"] in ("one-sample", "constant")
+    assert "Removing these 5 images" in res["verdict"] and "5 random images" in res["verdict"]
+    listed = list_experiments(run32)
+    assert listed[0]["id"] == res["id"] and Path(res["path"], "result.json").is_file()
+
+
+def test_retrain_fresh_pairs_seeds(run32: Path) -> None:
+    loaded = load_run(run32)
+    ids = loaded.bundle.train.ids
+    res = retrain(loaded, drop=ids[:3], relabel={ids[5]: 0}, mode="fresh", seeds=2, save=False)
+    assert res["before"]["summary"]["test_acc"]["n"] == 2
+    assert res["control_runs"]["summary"]["test_acc"]["n"] == 2
+    assert res["stats"]["test_acc"]["after_vs_before"]["test"] in ("welch", "constant")
+    assert res["relabel"] == {ids[5]: 0}
+    assert res["verdict"].startswith("Removing 3 images and relabelling 1 image")
