@@ -1,0 +1,311 @@
+"""Data cleansing by influence (Hara et al. 2019, Sec. 7.2, Fig. 2): remove the top-m harmful, retrain.
+
+For each method the m training samples with the most negative scores (estimated to raise the
+validation loss the most: the most harmful) are removed and the model retrained; the test
+misclassification rate is plotted against m, one line per method, with the before-removal line.
+
+Seeds: in modes ``all`` and ``last`` each retrain is an exact counterfactual of one base run, so
+seeds are separate base runs: seed 0 is the given run, seed s > 0 is the same data and config
+trained with seed (run seed + s) into the experiment folder; every method's scores are computed on
+each base run and every retrain replays that base run's trajectory (Hara's protocol). In mode
+``fresh`` the scores come from the given run and each (method, m) is retrained with S fresh seeds.
+
+``random`` is always computed here (not from the registry): ``random_draws`` independent random
+removals per base run (mode fresh: one per fresh seed), the control every method is tested
+against with Welch's t-test at each m.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine.config import ConfigError
+from engine.experiments.report import new_experiment_dir, save_result, write_figure, write_table
+from engine.retrain import Changes, counterfactual, evaluate_theta, train_fresh
+from engine.stats import fmt_p, summarize, welch
+from engine.train import LoadedRun, load_run, train
+
+Progress = Callable[[int, int, float | None], None]
+DEFAULT_METHODS = (
+    "sgd-influence",
+    "sgd-influence-last",
+    "hydra",
+    "influence-function",
+    "loss",
+    "random",
+)
+DEFAULT_REMOVE = (1, 3, 10, 30, 100, 300)
+
+
+def method_scores(
+    loaded: LoadedRun, method: str, *, query: str = "val", progress: Progress | None = None
+) -> np.ndarray:
+    """Scores (N_train,) of `method` for `query`, in training-split order; negative = harmful.
+
+    Uses engine.influence.api.compute_influence (which caches in the run) when it exists, else
+    the registry. Raises ConfigError for an unknown method or an unsupported query.
+    """
+    try:
+        from engine.influence.api import compute_influence
+    except ModuleNotFoundError as e:
+        if e.name != "engine.influence.api":
+            raise
+        compute_influence = None
+    if compute_influence is not None:
+        kw: dict[str, Any] = {"query": query}
+        if "progress" in inspect.signature(compute_influence).parameters:
+            kw["progress"] = progress
+        df = compute_influence(loaded.run.path, method, **kw)
+        col = "score" if "score" in df.columns else [c for c in df.columns if c != "sample_id"][0]
+        s = df.set_index("sample_id")[col].reindex(loaded.bundle.train.ids)
+        if s.isna().any():
+            raise ConfigError(
+                f"{method} returned no score for {int(s.isna().sum())} training samples"
+            )
+        return s.to_numpy(np.float64)
+    from engine.influence.queries import Query
+    from engine.influence.registry import run_method
+
+    return run_method(method, loaded, Query.parse(query), progress=progress)[:, 0]
+
+
+def harmful_first(scores: np.ndarray) -> np.ndarray:
+    """Training indices ordered most harmful (most negative score) first; ties by index."""
+    return np.argsort(scores, kind="stable")
+
+
+def _base_runs(loaded: LoadedRun, folder: Path, seeds: int, mode: str) -> list[LoadedRun]:
+    if mode == "fresh":
+        return [loaded]
+    bases = [loaded]
+    for s in range(1, seeds):
+        d = folder / f"base-seed{loaded.cfg.seed + s}"
+        train(d, loaded.data, replace(loaded.cfg, seed=loaded.cfg.seed + s), overwrite=True)
+        bases.append(load_run(d))
+    return bases
+
+
+def _retrain_errors(
+    base: LoadedRun, drop: np.ndarray, mode: str, fresh_seeds: Sequence[int]
+) -> list[dict[str, Any]]:
+    ch = Changes(
+        torch.as_tensor(np.sort(drop), dtype=torch.int64),
+        torch.zeros(0, dtype=torch.int64),
+        torch.zeros(0, dtype=torch.int64),
+    )
+    if mode == "fresh":
+        thetas = [train_fresh(base, seed=s, changes=ch) for s in fresh_seeds]
+    else:
+        thetas = [counterfactual(base, ch, mode=mode)]
+    return [evaluate_theta(base, th) for th in thetas]
+
+
+def cleanse(
+    run_dir: str | Path,
+    *,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    remove: Sequence[int] = DEFAULT_REMOVE,
+    mode: str = "all",
+    seeds: int = 1,
+    random_draws: int = 3,
+    query: str = "val",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run the cleansing experiment; returns the result dict (also saved with a CSV and a figure).
+
+    result["rows"]: one row per retrain (seed, method, draw, m, test_error, test_acc, test_loss,
+    val_loss, val_acc); result["summary"]: per (method, m) the mean / std / n of the test
+    misclassification rate and Welch's p against random; result["skipped"]: methods not run, why.
+    """
+    if mode not in ("all", "last", "fresh"):
+        raise ConfigError(f"--mode must be all, last or fresh, got {mode!r}")
+    if seeds < 1 or random_draws < 1:
+        raise ConfigError("--seeds and random draws must be at least 1")
+    t0 = time.perf_counter()
+    loaded = load_run(run_dir)
+    n = len(loaded.bundle.train)
+    ms = sorted({int(m) for m in remove})
+    if not ms or ms[0] < 1:
+        raise ConfigError(f"--remove needs positive counts, got {list(remove)}")
+    too_big = [m for m in ms if m >= n]
+    ms = [m for m in ms if m < n]
+    if not ms:
+        raise ConfigError(f"every --remove count is >= the {n} training samples")
+    folder = new_experiment_dir(loaded.run.path, "cleanse")
+    bases = _base_runs(loaded, folder, seeds, mode)
+    fresh_seeds = [loaded.cfg.seed + 1 + i for i in range(seeds)] if mode == "fresh" else []
+    per_retrain = len(fresh_seeds) or 1
+    n_rand = seeds if mode == "fresh" else random_draws
+    names = list(dict.fromkeys(methods))
+    total = (
+        len(bases)
+        * len(ms)
+        * (sum(m != "random" for m in names) * per_retrain + n_rand * per_retrain)
+    )
+    done = [0]
+    rows: list[dict[str, Any]] = []
+    before_rows: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+
+    def record(seed: int, method: str, draw: int, m: int, evs: list[dict[str, Any]]) -> None:
+        for j, ev in enumerate(evs):
+            rows.append(
+                {
+                    "seed": seed,
+                    "method": method,
+                    "draw": draw if method == "random" else j,
+                    "m": m,
+                    "test_error": 1 - ev["test_acc"],
+                    **{k: ev[k] for k in ("test_acc", "test_loss", "val_acc", "val_loss")},
+                }
+            )
+        done[0] += len(evs)
+        if progress is not None:
+            progress(done[0], total, None)
+
+    for base in bases:
+        s = base.cfg.seed
+        if mode == "fresh":
+            evs = [evaluate_theta(base, train_fresh(base, seed=fs)) for fs in fresh_seeds]
+        else:
+            evs = [evaluate_theta(base, base.final_theta)]
+        before_rows += [{"seed": s, "test_error": 1 - ev["test_acc"]} for ev in evs]
+        rankings: dict[str, list[np.ndarray]] = {}
+        for name in names:
+            if name == "random" or name in skipped:
+                continue
+            try:
+                rankings[name] = [harmful_first(method_scores(base, name, query=query))]
+            except (ConfigError, NotImplementedError) as e:
+                skipped[name] = str(e)
+                total -= len(bases) * len(ms) * per_retrain
+        rng = np.random.default_rng([s, 104729])  # the random control is always computed
+        rankings["random"] = [rng.permutation(n) for _ in range(n_rand)]
+        for name, ranks in rankings.items():
+            for m in ms:
+                if name == "random" and mode == "fresh":
+                    for i, (r, fs) in enumerate(zip(ranks, fresh_seeds, strict=True)):
+                        record(s, name, i, m, _retrain_errors(base, r[:m], mode, [fs]))
+                else:
+                    for i, r in enumerate(ranks):
+                        record(s, name, i, m, _retrain_errors(base, r[:m], mode, fresh_seeds))
+    table = pd.DataFrame(rows)
+    summary = _summarize(table, before_rows)
+    res: dict[str, Any] = {
+        "kind": "cleanse",
+        "run_dir": str(loaded.run.path),
+        "mode": mode,
+        "seeds": seeds,
+        "base_seeds": [b.cfg.seed for b in bases],
+        "fresh_seeds": fresh_seeds,
+        "query": query,
+        "methods": [m for m in names if m not in skipped]
+        + ([] if "random" in names else ["random"]),
+        "remove": ms,
+        "remove_skipped": too_big,
+        "skipped": skipped,
+        "random_draws": n_rand,
+        "n_train": n,
+        "before": summarize([r["test_error"] for r in before_rows]),
+        "summary": summary.to_dict(orient="records"),
+        "rows": rows,
+        "conclusion": _conclusion(summary),
+    }
+    write_table(folder, "retrains", table)
+    write_table(folder, "summary", summary)
+    res["figure"] = write_figure(
+        folder,
+        "cleanse",
+        cleanse_figure(
+            summary, res["before"], title=f"{loaded.run.path.name}: mode {mode}, {seeds} seed(s)"
+        ),
+    )
+    res["seconds"] = time.perf_counter() - t0
+    save_result(folder, res)
+    return res
+
+
+def _summarize(table: pd.DataFrame, before_rows: list[dict[str, Any]]) -> pd.DataFrame:
+    out = []
+    before = [r["test_error"] for r in before_rows]
+    for (method, m), g in table.groupby(["method", "m"], sort=False):
+        vals = g["test_error"].tolist()
+        rand = table[(table["method"] == "random") & (table["m"] == m)]["test_error"].tolist()
+        vs_r = welch(vals, rand) if method != "random" else {"diff": 0.0, "p": None, "test": ""}
+        vs_b = welch(vals, before)
+        s = summarize(vals)
+        out.append(
+            {
+                "method": method,
+                "m": int(m),
+                "test_error_mean": s["mean"],
+                "test_error_std": s["std"],
+                "n": s["n"],
+                "diff_vs_random": vs_r["diff"],
+                "p_vs_random": vs_r["p"],
+                "test_vs_random": vs_r["test"],
+                "diff_vs_before": vs_b["diff"],
+                "p_vs_before": vs_b["p"],
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def _conclusion(summary: pd.DataFrame) -> str:
+    """One sentence per method: where removing its top-m lowered test error significantly more than random."""
+    parts = []
+    for method, g in summary[summary["method"] != "random"].groupby("method", sort=False):
+        wins = g[(g["diff_vs_random"] < 0) & (g["p_vs_random"].fillna(1.0) < 0.05)]
+        if len(wins):
+            best = wins.loc[wins["diff_vs_random"].idxmin()]
+            parts.append(
+                f"{method}: lower test error than random removal at m = {', '.join(map(str, wins['m']))} "
+                f"(best m = {best['m']}: {-best['diff_vs_random'] * 100:.2f} points, {fmt_p(best['p_vs_random'])})"
+            )
+        else:
+            parts.append(f"{method}: never significantly better than random removal")
+    return "; ".join(parts) + "." if parts else "No method was run."
+
+
+def cleanse_figure(summary: pd.DataFrame, before: dict[str, Any], *, title: str = "") -> Any:
+    """Test misclassification (%) against the number removed (log x), mean +- std, one line per method."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for method, g in summary.groupby("method", sort=False):
+        fig.add_trace(
+            go.Scatter(
+                x=g["m"],
+                y=g["test_error_mean"] * 100,
+                error_y={"type": "data", "array": g["test_error_std"] * 100},
+                mode="lines+markers",
+                name=str(method),
+                line={"dash": "dot"} if method == "random" else {},
+            )
+        )
+    xs = [summary["m"].min(), summary["m"].max()]
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=[before["mean"] * 100] * 2,
+            mode="lines",
+            name="before removal",
+            line={"color": "black", "dash": "dash"},
+        )
+    )
+    fig.update_layout(
+        title=title or "Test error after removing the top-m harmful training samples",
+        xaxis={"title": "number of training samples removed (m)", "type": "log"},
+        yaxis={"title": "test misclassification (%)"},
+        template="plotly_white",
+    )
+    return fig

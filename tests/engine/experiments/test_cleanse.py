@@ -1,0 +1,131 @@
+"""Cleansing experiment end to end on a tiny digits run, and the retrain CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.cli import main
+from engine.config import TrainConfig
+from engine.data import DataSpec
+from engine.experiments.cleanse import cleanse, harmful_first
+from engine.retrain import list_experiments
+from engine.train import load_run, train
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cleanse") / "run"
+    train(
+        d,
+        DataSpec(dataset="digits", n_train=120, n_val=40, n_test=50, seed=0),
+        TrainConfig(model="mlp", widths=[12], epochs=2, batch_size=16, lr=0.05, seed=0),
+    )
+    return d
+
+
+def test_harmful_first_orders_most_negative_first() -> None:
+    assert harmful_first(np.array([0.5, -2.0, 0.0, -2.0, -0.1])).tolist() == [1, 3, 4, 2, 0]
+
+
+@pytest.mark.slow
+def test_cleanse_all_with_two_base_seeds(small_run: Path) -> None:
+    res = cleanse(
+        small_run,
+        methods=["hydra", "no-such-method", "random"],
+        remove=[1, 5, 500],
+        seeds=2,
+        random_draws=2,
+    )
+    assert (
+        "no-such-method" in res["skipped"]
+        and res["remove"] == [1, 5]
+        and res["remove_skipped"] == [500]
+    )
+    assert (
+        res["base_seeds"] == [0, 1]
+        and Path(small_run, "experiments", res["id"], "base-seed1", "config.json").is_file()
+    )
+    rows = pd.DataFrame(res["rows"])
+    assert set(rows["method"]) == {"hydra", "random"}
+    # one exact retrain per (base seed, m) for hydra; random_draws per (base seed, m) for random
+    assert (
+        len(rows[rows["method"] == "hydra"]) == 2 * 2
+        and len(rows[rows["method"] == "random"]) == 2 * 2 * 2
+    )
+    assert np.allclose(rows["test_error"], 1 - rows["test_acc"])
+    summ = pd.DataFrame(res["summary"])
+    h = summ[(summ["method"] == "hydra") & (summ["m"] == 5)].iloc[0]
+    assert h["n"] == 2 and h["test_vs_random"] == "welch"
+    assert res["before"]["n"] == 2
+    folder = Path(res["path"])
+    for f in ("result.json", "summary.csv", "retrains.csv", "cleanse.html"):
+        assert (folder / f).is_file(), f
+    assert list_experiments(small_run, kind="cleanse")[0]["id"] == res["id"]
+    assert "hydra" in res["conclusion"]
+
+
+def test_cleanse_fresh_one_seed(small_run: Path) -> None:
+    res = cleanse(small_run, methods=["random"], remove=[3], mode="fresh", seeds=1)
+    assert res["fresh_seeds"] == [1] and len(res["rows"]) == 1 and res["skipped"] == {}
+
+
+def test_retrain_cli_prints_verdict_and_json(
+    small_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = load_run(small_run).bundle.train.ids
+    drop = tmp_path / "drop.csv"
+    drop.write_text("sample_id,score\n" + "\n".join(f"{i},-1" for i in ids[:4]) + "\n")
+    relabel = tmp_path / "relabel.csv"
+    relabel.write_text(f"sample_id,label\n{ids[10]},3\n")
+    assert (
+        main(
+            [
+                "retrain",
+                "--run-dir",
+                str(small_run),
+                "--drop",
+                str(drop),
+                "--relabel",
+                str(relabel),
+                "--mode",
+                "last",
+                "--control-draws",
+                "2",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert (
+        "before" in out
+        and "after" in out
+        and "control" in out
+        and "Removing 4 images and relabelling 1 image" in out
+    )
+    plain = tmp_path / "ids.txt"
+    plain.write_text(ids[0] + "\n")
+    assert (
+        main(
+            [
+                "retrain",
+                "--run-dir",
+                str(small_run),
+                "--drop",
+                str(plain),
+                "--control",
+                "none",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    res = json.loads(capsys.readouterr().out)
+    assert res["drop"] == [ids[0]] and res["control_runs"] is None
+    plain.write_text("digits-9999x\n")
+    assert main(["retrain", "--run-dir", str(small_run), "--drop", str(plain)]) == 2
+    assert "digits-9999x" in capsys.readouterr().err

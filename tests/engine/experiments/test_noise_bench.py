@@ -1,0 +1,68 @@
+"""Noise benchmark: detection metrics, and the whole command on tiny noisy digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.cli import main
+from engine.experiments.noise_bench import detection_metrics
+
+
+def test_detection_metrics() -> None:
+    flipped = np.array([1, 0, 0, 1, 0, 0], dtype=bool)
+    perfect = detection_metrics(np.array([5.0, 0, 1, 4, 2, 0]), flipped)
+    assert perfect == {"auroc": 1.0, "ap": 1.0, "precision_at_n": 1.0, "recall_at_n": 1.0}
+    half = detection_metrics(np.array([5.0, 4, 0, 1, 2, 0]), flipped)
+    assert half["precision_at_n"] == 0.5 and 0.5 < half["auroc"] < 1.0
+
+
+@pytest.mark.slow
+def test_noise_bench_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "noisy"
+    args = [
+        "noise-bench",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--widths",
+        "16",
+        "--n-train",
+        "150",
+        "--n-val",
+        "50",
+        "--n-test",
+        "60",
+        "--epochs",
+        "3",
+        "--noise",
+        "0.2",
+        "--methods",
+        "hydra,random",
+        "--run-dir",
+        str(run),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for row in ("no filtering", "oracle", "| hydra | val", "| hydra (self) | self", "| random |"):
+        assert row in out, row
+    assert "30 flipped" in out
+    assert main(args) == 0  # the identical run is reused, not retrained
+    assert "(reused)" in capsys.readouterr().out
+    from engine.retrain import list_experiments
+
+    res = list_experiments(run, kind="noise-bench")
+    assert len(res) == 2
+    rows = {r["method"]: r for r in res[0]["rows"]}
+    assert rows["oracle"]["removed"] == 30 and rows["no filtering"]["removed"] == 0
+    assert (
+        0 <= rows["hydra"]["auroc"] <= 1
+        and rows["hydra"]["precision_at_n"] == rows["hydra"]["recall_at_n"]
+    )
+    assert Path(res[0]["path"], "noise_bench.csv").is_file()
+    assert (
+        main([*args[:-2], "--run-dir", str(run), "--noise", "0.3"]) == 2
+    )  # another config, same folder
