@@ -40,7 +40,9 @@ def main() -> None:
     except DataError as e:
         print(f"{a.dataset} unavailable ({e}); falling back to digits")
         spec = DataSpec(dataset="digits")
-    cfg = TrainConfig(model=a.model, epochs=a.epochs, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-4)
+    cfg = TrainConfig(
+        model=a.model, epochs=a.epochs, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-4
+    )
     times: dict[bool, list[float]] = {True: [], False: []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(a.repeats):
@@ -48,15 +50,30 @@ def main() -> None:
                 t0 = time.perf_counter()
                 res = train(Path(tmp) / f"r{r}-{int(log)}", spec, cfg, log_trajectory=log)
                 times[log].append(res.seconds)
-                print(f"repeat {r} logging={log}: {res.seconds:.2f}s (wall {time.perf_counter() - t0:.2f}s)", flush=True)
+                print(
+                    f"repeat {r} logging={log}: {res.seconds:.2f}s (wall {time.perf_counter() - t0:.2f}s)",
+                    flush=True,
+                )
     with_log, without = statistics.median(times[True]), statistics.median(times[False])
     ratio = with_log / without
-    print(f"median with logging {with_log:.2f}s, without {without:.2f}s: ratio {ratio:.3f} (target <= 1.05)")
-    print(json.dumps({
-        "bench": "logging_overhead", "dataset": spec.dataset, "model": a.model, "n_train": a.n_train,
-        "epochs": a.epochs, "repeats": a.repeats, "seconds_with": with_log, "seconds_without": without,
-        "ratio": round(ratio, 4),
-    }))
+    print(
+        f"median with logging {with_log:.2f}s, without {without:.2f}s: ratio {ratio:.3f} (target <= 1.05)"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "logging_overhead",
+                "dataset": spec.dataset,
+                "model": a.model,
+                "n_train": a.n_train,
+                "epochs": a.epochs,
+                "repeats": a.repeats,
+                "seconds_with": with_log,
+                "seconds_without": without,
+                "ratio": round(ratio, 4),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,9 @@ class TrainConfig:
     def validate(self, *, n_train: int | None = None, n_classes: int | None = None) -> None:
         """Raise ConfigError naming the first impossible value."""
         if self.model not in MODEL_NAMES:
-            raise ConfigError(f"--model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}")
+            raise ConfigError(
+                f"--model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}"
+            )
         _positive_int("epochs", self.epochs)
         _positive_int("batch-size", self.batch_size)
         if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
@@ -64,7 +66,9 @@ class TrainConfig:
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.schedule not in SCHEDULES:
-            raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            raise ConfigError(
+                f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
         if not (math.isfinite(self.gamma) and self.gamma > 0):
             raise ConfigError(f"--gamma must be positive, got {self.gamma}")
         _positive_int("step-epochs", self.step_epochs)
@@ -77,9 +81,13 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if n_train is not None and self.batch_size > n_train:
-            raise ConfigError(f"--batch-size {self.batch_size} is larger than the {n_train} training samples")
+            raise ConfigError(
+                f"--batch-size {self.batch_size} is larger than the {n_train} training samples"
+            )
         if self.binary and n_classes is not None and n_classes != 2:
-            raise ConfigError(f"a binary (sigmoid) model needs exactly 2 classes, the data has {n_classes}")
+            raise ConfigError(
+                f"a binary (sigmoid) model needs exactly 2 classes, the data has {n_classes}"
+            )
 
 
 def _positive_int(name: str, v: Any) -> None:

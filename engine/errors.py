@@ -11,4 +11,6 @@ def is_user_error(e: BaseException) -> bool:
     from engine.runs import RunError
     from engine.sgd import TrainingDiverged
 
-    return isinstance(e, DataError | ConfigError | ModelError | RunError | TrainingDiverged | FileNotFoundError)
+    return isinstance(
+        e, DataError | ConfigError | ModelError | RunError | TrainingDiverged | FileNotFoundError
+    )

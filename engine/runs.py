@@ -168,15 +168,15 @@ class RunDir:
             try:
                 fcntl.flock(f.fileno(), flags)
             except BlockingIOError as e:
-                raise RunError(f"run {self.path} is busy: another job holds its '{name}' lock") from e
+                raise RunError(
+                    f"run {self.path} is busy: another job holds its '{name}' lock"
+                ) from e
             try:
                 yield
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
-    def update_json(
-        self, name: str, update: Callable[[Any], Any], *, default: Any
-    ) -> Any:
+    def update_json(self, name: str, update: Callable[[Any], Any], *, default: Any) -> Any:
         """Read-modify-write a JSON file under a lock, so concurrent writers merge."""
         with self.lock(f"json-{name}"):
             p = self.file(name)

@@ -66,8 +66,8 @@ def augment(x: torch.Tensor, *, seed: int, shift: int, flip: bool) -> torch.Tens
         dy = torch.randint(-shift, shift + 1, (b,), generator=g).to(x.device)
         dx = torch.randint(-shift, shift + 1, (b,), generator=g).to(x.device)
         padded = torch.nn.functional.pad(x, (shift, shift, shift, shift))
-        rows = (torch.arange(h, device=x.device)[None, :] + shift - dy[:, None])  # (B, H)
-        cols = (torch.arange(w, device=x.device)[None, :] + shift - dx[:, None])  # (B, W)
+        rows = torch.arange(h, device=x.device)[None, :] + shift - dy[:, None]  # (B, H)
+        cols = torch.arange(w, device=x.device)[None, :] + shift - dx[:, None]  # (B, W)
         bi = torch.arange(b, device=x.device)[:, None, None]
         out = padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     if flip:
@@ -132,7 +132,15 @@ def run_steps(
 ) -> None:
     """Apply the logged steps start..stop-1 to (theta, v) in place."""
     for t in range(start, stop):
-        loss = sgd_step(problem, theta, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t), weights=weights)
+        loss = sgd_step(
+            problem,
+            theta,
+            v,
+            traj.batch(t),
+            lr=traj.lr(t),
+            aug_seed=traj.aug_seed(t),
+            weights=weights,
+        )
         if check_finite and not torch.isfinite(torch.tensor(loss)):
             raise TrainingDiverged(f"loss became {loss} at step {t}")
         if on_step is not None:

@@ -15,9 +15,9 @@ import torch
 from engine.config import ConfigError, TrainConfig, learning_rate
 from engine.data import DataBundle, DataSpec, Split, prepare_data
 from engine.models import build_model, per_sample_loss, predict
-from engine.runs import ENGINE_VERSION, RunDir
+from engine.runs import ENGINE_VERSION, RunDir, load_tensors
 from engine.sgd import Problem, TrainingDiverged, sgd_step
-from engine.trajectory import Params, Trajectory, TrajectoryWriter
+from engine.trajectory import Params, StepLog, Trajectory, TrajectoryWriter
 
 Progress = Callable[[int, int, float], None]
 DTYPE = {"float32": torch.float32, "float64": torch.float64}
@@ -34,7 +34,9 @@ def build_problem(bundle: DataBundle, cfg: TrainConfig) -> tuple[Problem, Params
     dtype, device = DTYPE[cfg.dtype], resolve_device(cfg.device)
     n_out = 1 if cfg.binary else bundle.n_classes
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, input_shape=bundle.input_shape, n_outputs=n_out, widths=cfg.widths)
+    model = build_model(
+        cfg.model, input_shape=bundle.input_shape, n_outputs=n_out, widths=cfg.widths
+    )
     model = model.to(device=device, dtype=dtype)
     problem = Problem(
         model=model,
@@ -60,7 +62,9 @@ def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[tor
 
 
 def aug_seed_for(cfg: TrainConfig, step: int) -> int:
-    return (cfg.seed * 10_000_019 + step) % (2**62) if (cfg.augment_shift or cfg.augment_flip) else 0
+    return (
+        (cfg.seed * 10_000_019 + step) % (2**62) if (cfg.augment_shift or cfg.augment_flip) else 0
+    )
 
 
 @torch.no_grad()
@@ -77,7 +81,9 @@ def evaluate(
 
 
 @torch.no_grad()
-def split_logits(problem: Problem, theta: Params, split: Split, *, batch_size: int = 2048) -> torch.Tensor:
+def split_logits(
+    problem: Problem, theta: Params, split: Split, *, batch_size: int = 2048
+) -> torch.Tensor:
     """Logits (N, K) of `theta` on every image of `split`."""
     from torch.func import functional_call
 
@@ -120,7 +126,8 @@ def train(
     run = RunDir.create(run_dir, overwrite=overwrite)
     with run.lock(blocking=False):
         run.write_json(
-            "config.json", {"data": data.to_dict(), "train": cfg.to_dict(), "engine_version": ENGINE_VERSION}
+            "config.json",
+            {"data": data.to_dict(), "train": cfg.to_dict(), "engine_version": ENGINE_VERSION},
         )
         bundle.save(run.path)
         if bundle.skipped:
@@ -128,7 +135,9 @@ def train(
         run.set_status("running", "training")
         problem, theta = build_problem(bundle, cfg)
         try:
-            return _train_loop(run, bundle, cfg, problem, theta, progress=progress, log_trajectory=log_trajectory)
+            return _train_loop(
+                run, bundle, cfg, problem, theta, progress=progress, log_trajectory=log_trajectory
+            )
         except TrainingDiverged as e:
             msg = f"training diverged: {e}; lower --lr (now {cfg.lr}) or --momentum"
             run.set_status("failed", msg)
@@ -155,18 +164,26 @@ def _train_loop(
     *,
     progress: Progress | None,
     log_trajectory: bool,
+    start_step: int = 0,
+    v: Params | None = None,
+    writer: TrajectoryWriter | None = None,
+    metrics: list[dict[str, Any]] | None = None,
 ) -> TrainResult:
+    """Run SGD from `start_step` (0, or a checkpoint when resuming) to the end."""
     t0 = time.perf_counter()
     n = len(bundle.train)
     spe = steps_per_epoch(n, cfg.batch_size)
     total = cfg.epochs * spe
-    v = {k: torch.zeros_like(p) for k, p in theta.items()}
-    writer = TrajectoryWriter(run.file("trajectory"), steps_per_epoch=spe, n_steps=total) if log_trajectory else None
+    if v is None:
+        v = {k: torch.zeros_like(p) for k, p in theta.items()}
+    if writer is None and log_trajectory:
+        writer = TrajectoryWriter(run.file("trajectory"), steps_per_epoch=spe, n_steps=total)
     ckpts = _checkpoint_steps(cfg, spe)
-    metrics: list[dict[str, Any]] = []
-    step = 0
-    for epoch in range(cfg.epochs):
-        for idx in epoch_batches(n, cfg.batch_size, seed=cfg.seed, epoch=epoch):
+    metrics = list(metrics or [])
+    step = start_step
+    for epoch in range(start_step // spe, cfg.epochs):
+        batches = epoch_batches(n, cfg.batch_size, seed=cfg.seed, epoch=epoch)
+        for idx in batches[step - epoch * spe :]:
             if writer is not None and step in ckpts:
                 writer.checkpoint(step, theta, v)
             lr, aseed = learning_rate(cfg, step, spe), aug_seed_for(cfg, step)
@@ -178,7 +195,11 @@ def _train_loop(
             step += 1
             if progress is not None:
                 progress(step, total, loss)
-        row: dict[str, Any] = {"epoch": epoch + 1, "step": step, "seconds": time.perf_counter() - t0}
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": step,
+            "seconds": time.perf_counter() - t0,
+        }
         for s in ("train", "val", "test"):
             ev = evaluate(problem, theta, bundle.split(s))
             row[f"{s}_loss"], row[f"{s}_acc"] = ev["loss"], ev["acc"]
@@ -191,6 +212,56 @@ def _train_loop(
     seconds = time.perf_counter() - t0
     run.set_status("done", f"trained {cfg.epochs} epochs in {seconds:.1f}s", seconds=seconds)
     return TrainResult(run.path, metrics, seconds)
+
+
+def resume(run_dir: str | Path, *, progress: Progress | None = None) -> TrainResult:
+    """Finish a run that was killed or interrupted, from its last checkpoint.
+
+    The result is bit-identical to an uninterrupted run: batches, learning rates and augmentation
+    seeds are functions of (seed, step), and the checkpoint holds theta and the momentum buffer.
+    A run that is already complete is returned as it is.
+    """
+    run = RunDir.open(run_dir)
+    conf = run.config
+    cfg = TrainConfig.from_dict(conf["train"])
+    bundle = DataBundle.load(run.path)
+    tdir = run.file("trajectory")
+    with run.lock(blocking=False):
+        if not (tdir / "meta.json").exists():
+            raise ConfigError(
+                f"run {run.path} has no checkpoint to resume from; train it again with --overwrite"
+            )
+        traj = Trajectory(tdir)
+        if traj.complete:
+            return TrainResult(run.path, run.read_json("metrics.json", default=[]), 0.0)
+        start = max(traj.checkpoints)
+        problem, _ = build_problem(bundle, cfg)
+        theta, v = traj.load_checkpoint(start, device=problem.x.device)
+        writer = TrajectoryWriter(tdir, steps_per_epoch=traj.steps_per_epoch, n_steps=traj.n_steps)
+        writer.log = StepLog.from_tensors(load_tensors(tdir / "steps.safetensors"), start)
+        writer.checkpoints = list(traj.checkpoints)
+        done_epochs = start // traj.steps_per_epoch
+        metrics = [
+            m for m in run.read_json("metrics.json", default=[]) if m["epoch"] <= done_epochs
+        ]
+        run.set_status("running", f"resuming from step {start}")
+        try:
+            return _train_loop(
+                run,
+                bundle,
+                cfg,
+                problem,
+                theta,
+                progress=progress,
+                log_trajectory=True,
+                start_step=start,
+                v=v,
+                writer=writer,
+                metrics=metrics,
+            )
+        except BaseException as e:
+            run.set_status("failed", f"{type(e).__name__}: {e}")
+            raise
 
 
 @dataclass

@@ -45,7 +45,9 @@ class StepLog:
     def tensors(self) -> dict[str, torch.Tensor]:
         sizes = torch.tensor([0] + [len(b) for b in self.batches], dtype=torch.int64)
         return {
-            "batch_index": torch.cat(self.batches) if self.batches else torch.zeros(0, dtype=torch.int64),
+            "batch_index": torch.cat(self.batches)
+            if self.batches
+            else torch.zeros(0, dtype=torch.int64),
             "batch_offsets": torch.cumsum(sizes, 0),
             "lr": torch.tensor(self.lrs, dtype=torch.float64),
             "aug_seed": torch.tensor(self.aug_seeds, dtype=torch.int64),
@@ -58,7 +60,12 @@ class StepLog:
         total = len(t["lr"]) if n is None else n
         log = cls()
         for i in range(total):
-            log.append(t["batch_index"][off[i] : off[i + 1]], float(t["lr"][i]), int(t["aug_seed"][i]), int(t["epoch"][i]))
+            log.append(
+                t["batch_index"][off[i] : off[i + 1]],
+                float(t["lr"][i]),
+                int(t["aug_seed"][i]),
+                int(t["epoch"][i]),
+            )
         return log
 
 
@@ -155,7 +162,9 @@ class Trajectory:
             raise RunError(f"no checkpoint at or before step {t}")
         return max(best)
 
-    def load_checkpoint(self, step: int, *, device: str | torch.device = "cpu") -> tuple[Params, Params]:
+    def load_checkpoint(
+        self, step: int, *, device: str | torch.device = "cpu"
+    ) -> tuple[Params, Params]:
         """(theta_step, v_step) as dicts of tensors keyed by parameter name."""
         if step not in self.checkpoints:
             raise RunError(f"no checkpoint at step {step}; have {self.checkpoints[:5]}...")

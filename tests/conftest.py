@@ -23,6 +23,14 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train(
         run_dir,
         DataSpec(dataset="digits", n_train=200, n_val=60, n_test=60, seed=0),
-        TrainConfig(model="mlp", widths=[16], epochs=2, batch_size=16, lr=0.05, schedule="step", step_epochs=1),
+        TrainConfig(
+            model="mlp",
+            widths=[16],
+            epochs=2,
+            batch_size=16,
+            lr=0.05,
+            schedule="step",
+            step_epochs=1,
+        ),
     )
     return run_dir

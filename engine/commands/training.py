@@ -12,16 +12,28 @@ from engine.progress import ProgressBar
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="digits", help="digits | fashion-mnist | mnist | cifar10 | imagefolder:PATH | csv:FILE")
+    g.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits | fashion-mnist | mnist | cifar10 | imagefolder:PATH | csv:FILE",
+    )
     g.add_argument("--data-dir", default=None, help="where the dataset's files are")
-    g.add_argument("--image-size", default=None, help="HxW to resize images to, e.g. 28x28 (default: inferred)")
-    g.add_argument("--classes", default=None, help="keep these classes, e.g. 1,7 (relabelled 0..k-1)")
+    g.add_argument(
+        "--image-size", default=None, help="HxW to resize images to, e.g. 28x28 (default: inferred)"
+    )
+    g.add_argument(
+        "--classes", default=None, help="keep these classes, e.g. 1,7 (relabelled 0..k-1)"
+    )
     g.add_argument("--n-train", type=int, default=None)
     g.add_argument("--n-val", type=int, default=None)
     g.add_argument("--n-test", type=int, default=None)
     g.add_argument("--noise", type=float, default=0.0, help="fraction of training labels to flip")
     g.add_argument("--noise-kind", default="uniform", choices=["uniform", "pair"])
-    g.add_argument("--refuse-bad-images", action="store_true", help="fail on unreadable images instead of skipping them")
+    g.add_argument(
+        "--refuse-bad-images",
+        action="store_true",
+        help="fail on unreadable images instead of skipping them",
+    )
 
 
 def data_spec_from_args(a: argparse.Namespace) -> DataSpec:
@@ -41,7 +53,9 @@ def data_spec_from_args(a: argparse.Namespace) -> DataSpec:
         try:
             classes = [int(c) for c in a.classes.split(",")]
         except ValueError as e:
-            raise DataError(f"--classes must be comma-separated class numbers, got {a.classes!r}") from e
+            raise DataError(
+                f"--classes must be comma-separated class numbers, got {a.classes!r}"
+            ) from e
     return DataSpec(
         dataset=a.dataset,
         data_dir=a.data_dir,
@@ -68,13 +82,22 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=d.lr)
     g.add_argument("--momentum", type=float, default=d.momentum)
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--schedule", default=d.schedule, help="constant | step | exp | invsqrt | cosine")
+    g.add_argument(
+        "--schedule", default=d.schedule, help="constant | step | exp | invsqrt | cosine"
+    )
     g.add_argument("--gamma", type=float, default=d.gamma)
     g.add_argument("--step-epochs", type=int, default=d.step_epochs)
-    g.add_argument("--augment-shift", type=int, default=0, help="random shifts up to this many pixels")
+    g.add_argument(
+        "--augment-shift", type=int, default=0, help="random shifts up to this many pixels"
+    )
     g.add_argument("--augment-flip", action="store_true", help="random horizontal flips")
     g.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default: each epoch)")
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help="steps between checkpoints (default: each epoch)",
+    )
     g.add_argument("--device", default="auto")
     g.add_argument("--seed", type=int, default=0)
 
@@ -120,6 +143,17 @@ def run_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def run_resume(a: argparse.Namespace) -> int:
+    from engine.train import resume
+
+    res = resume(a.run_dir, progress=ProgressBar("resume"))
+    f = res.final
+    print(
+        f"run complete: validation accuracy {f['val_acc']:.4f}, test accuracy {f['test_acc']:.4f} -> {a.run_dir}"
+    )
+    return 0
+
+
 def run_verify(a: argparse.Namespace) -> int:
     from engine.verify import verify_replay
 
@@ -139,14 +173,24 @@ def run_info(a: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, sort_keys=True, default=str))
         return 0
     d, t = info["config"]["data"], info["config"]["train"]
-    print(f"run       {info['run_dir']}  ({info['status']['state']}: {info['status'].get('message', '')})")
-    print(f"data      {d['dataset']}  train/val/test {info['sizes']['train']}/{info['sizes']['val']}/{info['sizes']['test']}  classes {info['n_classes']}  flipped {info['n_flipped']}")
+    print(
+        f"run       {info['run_dir']}  ({info['status']['state']}: {info['status'].get('message', '')})"
+    )
+    print(
+        f"data      {d['dataset']}  train/val/test {info['sizes']['train']}/{info['sizes']['val']}/{info['sizes']['test']}  classes {info['n_classes']}  flipped {info['n_flipped']}"
+    )
     print(f"model     {t['model']}  {info['n_params']} parameters  {t['dtype']}")
-    print(f"sgd       epochs {t['epochs']}  batch {t['batch_size']}  lr {t['lr']} ({t['schedule']})  momentum {t['momentum']}  weight decay {t['weight_decay']}")
+    print(
+        f"sgd       epochs {t['epochs']}  batch {t['batch_size']}  lr {t['lr']} ({t['schedule']})  momentum {t['momentum']}  weight decay {t['weight_decay']}"
+    )
     if info.get("final"):
         f = info["final"]
-        print(f"accuracy  train {f['train_acc']:.4f}  validation {f['val_acc']:.4f}  test {f['test_acc']:.4f}")
-    print(f"storage   trajectory {info['trajectory_bytes'] / 1e6:.2f} MB, {len(info['checkpoints'])} checkpoints")
+        print(
+            f"accuracy  train {f['train_acc']:.4f}  validation {f['val_acc']:.4f}  test {f['test_acc']:.4f}"
+        )
+    print(
+        f"storage   trajectory {info['trajectory_bytes'] / 1e6:.2f} MB, {len(info['checkpoints'])} checkpoints"
+    )
     return 0
 
 
@@ -158,6 +202,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.set_defaults(func=run_train)
 
+    p = sub.add_parser(
+        "resume", help="finish a killed or interrupted training run from its last checkpoint"
+    )
+    p.add_argument("--run-dir", required=True)
+    p.set_defaults(func=run_resume)
+
     p = sub.add_parser("verify", help="replay the whole trajectory and check it is bit-exact")
     p.add_argument("--run-dir", required=True)
     p.set_defaults(func=run_verify)
@@ -166,4 +216,3 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--run-dir", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_info)
-

@@ -46,7 +46,9 @@ class ImageSet:
             self.split = [""] * n
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise DataError("images must be a uint8 tensor of shape (N, C, H, W)")
-        if not (self.images.shape[0] == self.labels.shape[0] == n == len(self.paths) == len(self.split)):
+        if not (
+            self.images.shape[0] == self.labels.shape[0] == n == len(self.paths) == len(self.split)
+        ):
             raise DataError("images, labels, ids, paths and split must have the same length")
         if len(set(self.ids)) != n:
             dup = pd.Series(self.ids)[pd.Series(self.ids).duplicated()].iloc[0]
@@ -127,6 +129,8 @@ class DataBundle:
             ids = list(manifest.loc[manifest["split"] == s, "sample_id"])
             images, labels = t[f"{s}.images"], t[f"{s}.labels"]
             if len(ids) != images.shape[0]:
-                raise DataError(f"{folder}: manifest and data.safetensors disagree on the {s} split")
+                raise DataError(
+                    f"{folder}: manifest and data.safetensors disagree on the {s} split"
+                )
             splits[s] = Split(ids, images, labels)
         return cls(splits["train"], splits["val"], splits["test"], names, manifest)

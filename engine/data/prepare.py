@@ -61,7 +61,9 @@ def prepare_data(spec: DataSpec) -> DataBundle:
         idx = np.flatnonzero(split == name)
         if n is not None:
             if n > len(idx):
-                raise DataError(f"--n-{name} {n} is larger than the {len(idx)} {name} samples available")
+                raise DataError(
+                    f"--n-{name} {n} is larger than the {len(idx)} {name} samples available"
+                )
             idx = np.sort(rng.choice(idx, size=n, replace=False))
         if len(idx) == 0:
             raise DataError(f"the {name} split is empty; use a larger dataset or other split sizes")
@@ -76,18 +78,36 @@ def prepare_data(spec: DataSpec) -> DataBundle:
         true = labels.clone()
         if name == "train" and spec.noise > 0:
             labels, flipped = inject_label_noise(
-                labels, rate=spec.noise, kind=spec.noise_kind, n_classes=len(class_names), seed=spec.seed
+                labels,
+                rate=spec.noise,
+                kind=spec.noise_kind,
+                n_classes=len(class_names),
+                seed=spec.seed,
             )
             flipped_train = set(flipped.tolist())
         ids = [src.ids[i] for i in idx]
         splits[name] = Split(ids, src.images[t].contiguous(), labels)
         for j, i in enumerate(idx):
             rows.append(
-                (ids[j], name, int(labels[j]), int(true[j]), src.paths[i], name == "train" and j in flipped_train)
+                (
+                    ids[j],
+                    name,
+                    int(labels[j]),
+                    int(true[j]),
+                    src.paths[i],
+                    name == "train" and j in flipped_train,
+                )
             )
-    manifest = pd.DataFrame(rows, columns=["sample_id", "split", "label", "true_label", "path", "flipped"])
+    manifest = pd.DataFrame(
+        rows, columns=["sample_id", "split", "label", "true_label", "path", "flipped"]
+    )
     return DataBundle(
-        splits["train"], splits["val"], splits["test"], class_names, manifest, skipped=list(src.skipped)
+        splits["train"],
+        splits["val"],
+        splits["test"],
+        class_names,
+        manifest,
+        skipped=list(src.skipped),
     )
 
 

@@ -69,7 +69,9 @@ class Query:
         return ["score"]
 
 
-def query_inputs(loaded: LoadedRun, query: Query) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def query_inputs(
+    loaded: LoadedRun, query: Query
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x (M, C, H, W), y (M,), column (M,)) : the samples a query sums over and their column.
 
     Column q's query loss is sum over samples with column == q of weight * loss, where the weight
@@ -101,14 +103,19 @@ def n_columns(loaded: LoadedRun, query: Query) -> int:
     return len(query.column_names(loaded)) if query.kind != "self" else len(loaded.bundle.train)
 
 
-def query_losses(loaded: LoadedRun, query: Query, theta: Params, *, batch_size: int = 4096) -> torch.Tensor:
+def query_losses(
+    loaded: LoadedRun, query: Query, theta: Params, *, batch_size: int = 4096
+) -> torch.Tensor:
     """The Q query losses (Q,) at `theta`, differentiable with respect to theta."""
     x, y, col = query_inputs(loaded, query)
     q = n_columns(loaded, query)
     scale = 1.0 / x.shape[0] if query.kind == "val" else 1.0
     total = torch.zeros(q, dtype=x.dtype, device=x.device)
     for i in range(0, x.shape[0], batch_size):
-        losses = per_sample_loss(functional_call(loaded.problem.model, theta, (x[i : i + batch_size],)), y[i : i + batch_size])
+        losses = per_sample_loss(
+            functional_call(loaded.problem.model, theta, (x[i : i + batch_size],)),
+            y[i : i + batch_size],
+        )
         total = total.index_add(0, col[i : i + batch_size], losses * scale)
     return total
 
@@ -124,6 +131,8 @@ def flat_query_gradients(loaded: LoadedRun, query: Query, theta: Params) -> torc
     losses = query_losses(loaded, query, leaves)
     cols = []
     for q in range(losses.shape[0]):
-        g = torch.autograd.grad(losses[q], list(leaves.values()), retain_graph=q + 1 < losses.shape[0])
+        g = torch.autograd.grad(
+            losses[q], list(leaves.values()), retain_graph=q + 1 < losses.shape[0]
+        )
         cols.append(torch.cat([t.reshape(-1) for t in g]))
     return torch.stack(cols, dim=1)

@@ -10,7 +10,24 @@ from engine.cli import main
 
 def test_train_verify_info(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     run = str(tmp_path / "r")
-    assert main(["train", "--dataset", "digits", "--n-train", "150", "--epochs", "2", "--noise", "0.1", "--run-dir", run]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--n-train",
+                "150",
+                "--epochs",
+                "2",
+                "--noise",
+                "0.1",
+                "--run-dir",
+                run,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "test accuracy" in out
     assert main(["verify", "--run-dir", run]) == 0
@@ -30,7 +47,9 @@ def test_bad_input_is_one_line_without_traceback(tmp_path: Path) -> None:
         ["info", "--run-dir", str(tmp_path)],
     ]
     for argv in cases:
-        p = subprocess.run([sys.executable, "-m", "engine.cli", *argv], capture_output=True, text=True, timeout=120)
+        p = subprocess.run(
+            [sys.executable, "-m", "engine.cli", *argv], capture_output=True, text=True, timeout=120
+        )
         assert p.returncode == 2, (argv, p.stderr)
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("retracer: error:"), p.stderr

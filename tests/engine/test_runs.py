@@ -10,11 +10,15 @@ import pytest
 from engine.runs import RunDir, RunError, atomic_write_bytes, atomic_write_json
 
 
-def test_atomic_write_interrupted_half_way_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_atomic_write_interrupted_half_way_leaves_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "metrics.json"
     atomic_write_json(target, {"old": True})
 
-    def crash(fd: int) -> None:  # the write got half way, then the process "died" before fsync/rename
+    def crash(
+        fd: int,
+    ) -> None:  # the write got half way, then the process "died" before fsync/rename
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "fsync", crash)

@@ -17,8 +17,16 @@ from engine.verify import verify_replay
 
 def test_replay_is_bit_exact_with_momentum_decay_schedule_and_augmentation(tmp_path: Path) -> None:
     cfg = TrainConfig(
-        model="lenet5", epochs=2, batch_size=20, lr=0.05, momentum=0.9, weight_decay=1e-3,
-        schedule="cosine", augment_shift=1, augment_flip=True, checkpoint_every=7,
+        model="lenet5",
+        epochs=2,
+        batch_size=20,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=1e-3,
+        schedule="cosine",
+        augment_shift=1,
+        augment_flip=True,
+        checkpoint_every=7,
     )
     train(tmp_path / "r", DataSpec(n_train=100, n_val=30, n_test=30), cfg)
     rep = verify_replay(tmp_path / "r")
@@ -112,7 +120,11 @@ def test_augmentation_is_per_sample_and_deterministic() -> None:
 
 
 def test_float64_training(tmp_path: Path) -> None:
-    train(tmp_path / "r", DataSpec(classes=[1, 7], n_train=50), TrainConfig(model="logreg", binary=True, dtype="float64", epochs=1))
+    train(
+        tmp_path / "r",
+        DataSpec(classes=[1, 7], n_train=50),
+        TrainConfig(model="logreg", binary=True, dtype="float64", epochs=1),
+    )
     lr = load_run(tmp_path / "r")
     assert lr.final_theta["1.weight"].dtype == torch.float64
     assert lr.final_theta["1.weight"].shape == (1, 64)
