@@ -64,7 +64,9 @@ def window_start(traj: Trajectory, last_epochs: int | None) -> int:
     return traj.epoch_start(max(0, n_epochs - last_epochs))
 
 
-def step_coefficients(traj: Trajectory, *, momentum: float, weight_decay: float, start: int = 0) -> np.ndarray:
+def step_coefficients(
+    traj: Trajectory, *, momentum: float, weight_decay: float, start: int = 0
+) -> np.ndarray:
     """coef (T,) for the H := 0 pass: score_k = sum_{t: k in S_t} coef_t <u, g_k(theta_t)>.
 
     Pass weight_decay=0 for the "none" curvature. coef_t = 0 for t < start.
@@ -107,7 +109,9 @@ def parallel_pass(
     coef = _coef_for(loaded, curvature, start)
     theta_ref = loaded.final_theta
     ud = unflatten(theta_ref, u.to(problem.x.dtype))
-    scores = torch.zeros(problem.x.shape[0], u.shape[1], dtype=torch.float64, device=problem.x.device)
+    scores = torch.zeros(
+        problem.x.shape[0], u.shape[1], dtype=torch.float64, device=problem.x.device
+    )
     total, done = traj.n_steps - start, 0
     for s, e in _segments_from(traj, start):
         theta, v = traj.load_checkpoint(s, device=problem.x.device)
@@ -127,7 +131,11 @@ def parallel_pass(
 
 
 def self_parallel_pass(
-    loaded: LoadedRun, *, curvature: str, last_epochs: int | None = None, progress: Progress | None = None
+    loaded: LoadedRun,
+    *,
+    curvature: str,
+    last_epochs: int | None = None,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """Self-influence (N, 1) for H := 0: score_k = sum_t coef_t <g_k(theta_T), g_k(theta_t)>.
 
@@ -149,7 +157,9 @@ def self_parallel_pass(
                 g_t = per_sample_grads(problem, theta, xb, yb)
                 dev_idx = idx.to(problem.x.device)
                 g_T = per_sample_grads(problem, theta_T, problem.x[dev_idx], problem.y[dev_idx])
-                scores.index_add_(0, dev_idx, ((g_t * g_T).sum(1, keepdim=True) * coef[t]).to(torch.float64))
+                scores.index_add_(
+                    0, dev_idx, ((g_t * g_T).sum(1, keepdim=True) * coef[t]).to(torch.float64)
+                )
                 done += 1
                 if progress is not None:
                     progress(done, total, None)
@@ -247,7 +257,11 @@ def exact_pass(
                 c = {k: b[k] - eta * a[k] for k in a}
                 hc, d = hvp_and_dots(problem, theta_t, xb, yb, c)
                 scores[idx.to(scores.device), q0 : q0 + q_chunk] -= d.T.to(torch.float64) / len(idx)
-                a = {k: a[k] + hc[k] + lam * c[k] for k in a} if lam else {k: a[k] + hc[k] for k in a}
+                a = (
+                    {k: a[k] + hc[k] + lam * c[k] for k in a}
+                    if lam
+                    else {k: a[k] + hc[k] for k in a}
+                )
                 b = {k: mom * c[k] for k in c}
                 done += 1
                 if progress is not None and q0 == 0:
@@ -281,14 +295,18 @@ def adjoint_scores(
                 "the self query needs one adjoint pass per training sample with exact curvature; "
                 "use hydra or tracin for self-influence"
             )
-        out = self_parallel_pass(loaded, curvature=curvature, last_epochs=last_epochs, progress=progress)
+        out = self_parallel_pass(
+            loaded, curvature=curvature, last_epochs=last_epochs, progress=progress
+        )
         return out.cpu().numpy()
     if u is None:
         u = flat_query_gradients(loaded, query, loaded.final_theta).detach()
     if curvature == "exact":
         out = exact_pass(loaded, u, last_epochs=last_epochs, progress=progress)
     else:
-        out = parallel_pass(loaded, u, curvature=curvature, last_epochs=last_epochs, dots=dots, progress=progress)
+        out = parallel_pass(
+            loaded, u, curvature=curvature, last_epochs=last_epochs, dots=dots, progress=progress
+        )
     return out.cpu().numpy()
 
 

@@ -49,7 +49,9 @@ def flatten_batched(d: Params) -> torch.Tensor:
     return torch.cat([t.reshape(t.shape[0], -1) for t in d.values()], dim=1).T
 
 
-def per_sample_grads(problem: Problem, theta: Params, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+def per_sample_grads(
+    problem: Problem, theta: Params, xb: torch.Tensor, yb: torch.Tensor
+) -> torch.Tensor:
     """Per-sample loss gradients (B, P) at theta, parameters flattened in theta's key order."""
     model = problem.model
 
@@ -60,7 +62,9 @@ def per_sample_grads(problem: Problem, theta: Params, xb: torch.Tensor, yb: torc
     return torch.cat([g[k].reshape(xb.shape[0], -1) for k in theta], dim=1)
 
 
-def jvp_dots(problem: Problem, theta: Params, xb: torch.Tensor, yb: torch.Tensor, u: Params) -> torch.Tensor:
+def jvp_dots(
+    problem: Problem, theta: Params, xb: torch.Tensor, yb: torch.Tensor, u: Params
+) -> torch.Tensor:
     """D (B, Q) = <u_q, g_k> by forward-mode JVPs of the per-sample losses; u is {name: (Q, *shape)}."""
     model = problem.model
     th = {k: t.detach() for k, t in theta.items()}
@@ -76,7 +80,9 @@ def jvp_dots(problem: Problem, theta: Params, xb: torch.Tensor, yb: torch.Tensor
 
 # -- the folded route -----------------------------------------------------------------------------
 def _param_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    return [
+        (n, m) for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))
+    ]
 
 
 def supports_fold(model: nn.Module) -> bool:
@@ -84,7 +90,12 @@ def supports_fold(model: nn.Module) -> bool:
     for _, m in _param_modules(model):
         if isinstance(m, nn.Linear):
             continue
-        if isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros" and not isinstance(m.padding, str):
+        if (
+            isinstance(m, nn.Conv2d)
+            and m.groups == 1
+            and m.padding_mode == "zeros"
+            and not isinstance(m.padding, str)
+        ):
             continue
         return False
     return True
@@ -104,7 +115,9 @@ def _capturing(model: nn.Module) -> Iterator[_Capture]:
     handles = []
     for name, m in _param_modules(model):
 
-        def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor, name: str = name) -> None:
+        def hook(
+            mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor, name: str = name
+        ) -> None:
             cap.inputs[name] = inp[0].detach()
             cap.outputs[name] = out
 
@@ -116,7 +129,9 @@ def _capturing(model: nn.Module) -> Iterator[_Capture]:
             h.remove()
 
 
-def _layer_dots(m: nn.Module, a: torch.Tensor, delta: torch.Tensor, uw: torch.Tensor, ub: torch.Tensor | None) -> torch.Tensor:
+def _layer_dots(
+    m: nn.Module, a: torch.Tensor, delta: torch.Tensor, uw: torch.Tensor, ub: torch.Tensor | None
+) -> torch.Tensor:
     """(B, Q) contribution of one layer: <U_layer, per-sample gradient> from input a and output grad delta."""
     q = uw.shape[0]
     if isinstance(m, nn.Linear):
@@ -161,7 +176,9 @@ def step_with_dots(
             loss = batch_loss(problem, leaves, xb, yb, None)
         mods = dict(_param_modules(problem.model))
         layer_names = list(cap.outputs)
-        grads_all = torch.autograd.grad(loss, [leaves[k] for k in names] + [cap.outputs[n] for n in layer_names])
+        grads_all = torch.autograd.grad(
+            loss, [leaves[k] for k in names] + [cap.outputs[n] for n in layer_names]
+        )
         grads = grads_all[: len(names)]
         bsz = xb.shape[0]
         total = None
@@ -199,5 +216,7 @@ def resolve_dots(model: nn.Module, method: str) -> str:
     if method == "auto":
         return "fold" if supports_fold(model) else "jvp"
     if method == "fold" and not supports_fold(model):
-        raise ConfigError("dots='fold' needs a model made of Linear and Conv2d layers only; use jvp or vmap")
+        raise ConfigError(
+            "dots='fold' needs a model made of Linear and Conv2d layers only; use jvp or vmap"
+        )
     return method

@@ -14,10 +14,23 @@ from engine.train import LoadedRun, load_run, train
 
 def make_run(root: Path, name: str, *, data: dict[str, Any] | None = None, **cfg: Any) -> LoadedRun:
     """Train a tiny float64 run under root/name (digits 1 vs 7, 30 training samples) and load it."""
-    spec = DataSpec(dataset="digits", classes=[1, 7], n_train=30, n_val=20, n_test=12, **(data or {}))
+    spec = DataSpec(
+        dataset="digits", classes=[1, 7], n_train=30, n_val=20, n_test=12, **(data or {})
+    )
     base: dict[str, Any] = dict(
-        model="mlp", widths=[4], epochs=3, batch_size=5, lr=0.1, momentum=0.9, weight_decay=1e-3,
-        schedule="step", step_epochs=1, gamma=0.5, dtype="float64", seed=0, device="cpu",
+        model="mlp",
+        widths=[4],
+        epochs=3,
+        batch_size=5,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-3,
+        schedule="step",
+        step_epochs=1,
+        gamma=0.5,
+        dtype="float64",
+        seed=0,
+        device="cpu",
     )
     base.update(cfg)
     train(root / name, spec, TrainConfig(**base))
@@ -39,7 +52,13 @@ def tiny_run(runs_root: Path) -> LoadedRun:
 def aug_run(runs_root: Path) -> LoadedRun:
     """Binary sigmoid mlp with shift + flip augmentation and an invsqrt schedule."""
     return make_run(
-        runs_root, "aug", binary=True, schedule="invsqrt", lr=0.3, augment_shift=1, augment_flip=True
+        runs_root,
+        "aug",
+        binary=True,
+        schedule="invsqrt",
+        lr=0.3,
+        augment_shift=1,
+        augment_flip=True,
     )
 
 

@@ -8,11 +8,32 @@ import torch
 
 from engine.config import ConfigError
 from engine.influence.adjoint import adjoint_scores, parallel_pass, step_coefficients, window_start
-from engine.influence.pergrad import per_sample_grads
 from engine.influence.queries import Query, flat_query_gradients, query_losses
 from engine.influence.registry import run_method
-from engine.sgd import batch_loss, replay_to
+from engine.models import per_sample_loss
+from engine.sgd import batch_loss, clone_params, replay_to, sgd_step
 from engine.train import LoadedRun
+from engine.trajectory import Params
+
+
+def forward_states(loaded: LoadedRun) -> list[Params]:
+    """theta_t for t = 0..T-1, replayed once from theta_0."""
+    problem, traj = loaded.problem, loaded.traj
+    theta, v = traj.load_checkpoint(0)
+    out = []
+    for t in range(traj.n_steps):
+        out.append(clone_params(theta))
+        sgd_step(problem, theta, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t))
+    return out
+
+
+def sample_grad(loaded: LoadedRun, theta: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """grad l(z; theta) (P,) for one sample, by plain autograd."""
+    from torch.func import functional_call
+
+    leaves = {k: t.detach().requires_grad_(True) for k, t in theta.items()}
+    loss = per_sample_loss(functional_call(loaded.problem.model, leaves, (x[None],)), y[None])[0]
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(leaves.values()))])
 
 
 def unrolled_scores(loaded: LoadedRun, query: Query, *, start: int = 0) -> np.ndarray:
@@ -42,13 +63,13 @@ def naive_flat_pass(loaded: LoadedRun, query: Query, *, lam: float) -> np.ndarra
     u = flat_query_gradients(loaded, query, loaded.final_theta)
     a, b = u.clone(), torch.zeros_like(u)
     scores = torch.zeros(problem.x.shape[0], u.shape[1], dtype=torch.float64)
+    states = forward_states(loaded)
     for t in range(traj.n_steps - 1, -1, -1):
-        theta_t, _ = replay_to(problem, traj, t)
         idx = traj.batch(t)
         xb, yb = problem.batch_inputs(idx, traj.aug_seed(t))
         c = b - traj.lr(t) * a
         for j, k in enumerate(idx.tolist()):
-            g = per_sample_grads(problem, theta_t, xb[j : j + 1], yb[j : j + 1])[0]
+            g = sample_grad(loaded, states[t], xb[j], yb[j])
             scores[k] -= (g @ c) / len(idx)
         a = a + lam * c
         b = problem.momentum * c
@@ -79,7 +100,10 @@ def test_last_epoch_equals_window_restricted_autograd(tiny_run: LoadedRun) -> No
     ours = run_method("sgd-influence-last", tiny_run, Query("val"))
     assert rel_err(ours, unrolled_scores(tiny_run, Query("val"), start=t0)) < 1e-9
     two = run_method("sgd-influence", tiny_run, Query("val"), last_epochs=2)
-    assert rel_err(two, unrolled_scores(tiny_run, Query("val"), start=tiny_run.traj.steps_per_epoch)) < 1e-9
+    assert (
+        rel_err(two, unrolled_scores(tiny_run, Query("val"), start=tiny_run.traj.steps_per_epoch))
+        < 1e-9
+    )
     # samples only see steps inside the window: the full pass differs
     assert rel_err(ours, run_method("sgd-influence", tiny_run, Query("val"))) > 1e-6
 
@@ -96,16 +120,19 @@ def test_hessian_free_methods_equal_naive_pass(
         assert rel_err(ours, ref) < 1e-10
 
 
+@pytest.mark.slow
 def test_dot_product_routes_agree_on_convolutions(conv_run: LoadedRun) -> None:
     u = flat_query_gradients(conv_run, Query("class"), conv_run.final_theta)
     out = {
-        m: parallel_pass(conv_run, u, curvature="decay", dots=m).numpy() for m in ("fold", "jvp", "vmap")
+        m: parallel_pass(conv_run, u, curvature="decay", dots=m).numpy()
+        for m in ("fold", "jvp", "vmap")
     }
     assert rel_err(out["fold"], out["vmap"]) < 1e-10
     assert rel_err(out["jvp"], out["vmap"]) < 1e-10
     assert np.abs(out["fold"]).max() > 0
 
 
+@pytest.mark.slow
 def test_exact_pass_on_convolutions_matches_autograd(conv_run: LoadedRun) -> None:
     ours = run_method("sgd-influence", conv_run, Query("val"))
     assert rel_err(ours, unrolled_scores(conv_run, Query("val"))) < 1e-9
@@ -114,13 +141,13 @@ def test_exact_pass_on_convolutions_matches_autograd(conv_run: LoadedRun) -> Non
 def test_self_influence_matches_naive_sum(tiny_run: LoadedRun) -> None:
     problem, traj = tiny_run.problem, tiny_run.traj
     coef = step_coefficients(traj, momentum=problem.momentum, weight_decay=problem.weight_decay)
-    g_T = per_sample_grads(problem, tiny_run.final_theta, problem.x, problem.y)
+    theta_T = tiny_run.final_theta
     ref = np.zeros(30)
-    for t in range(traj.n_steps):
-        theta_t, _ = replay_to(problem, traj, t)
-        idx = traj.batch(t)
-        g_t = per_sample_grads(problem, theta_t, problem.x[idx], problem.y[idx])
-        ref[idx.numpy()] += coef[t] * (g_t * g_T[idx]).sum(1).numpy()
+    for t, theta_t in enumerate(forward_states(tiny_run)):
+        for k in traj.batch(t).tolist():
+            g_t = sample_grad(tiny_run, theta_t, problem.x[k], problem.y[k])
+            g_T = sample_grad(tiny_run, theta_T, problem.x[k], problem.y[k])
+            ref[k] += coef[t] * float(g_t @ g_T)
     ours = run_method("hydra", tiny_run, Query("self"))[:, 0]
     assert rel_err(ours, ref) < 1e-10
     assert np.median(ours) > 0  # a sample's own training lowers its own loss

@@ -1,0 +1,76 @@
+"""`retracer influence` (score every training sample) and `retracer influencers` (one test sample)."""
+
+from __future__ import annotations
+
+import argparse
+
+from engine.progress import ProgressBar
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "influence",
+        help="score every training sample's influence on a query (negative = harmful)",
+        description="Retrace the logged trajectory and write R/influence/<method>/<query>/scores.csv. "
+        "score = estimated change of the query loss if the sample is removed; negative = harmful.",
+    )
+    p.add_argument("--run-dir", required=True)
+    p.add_argument(
+        "--method",
+        default="sgd-influence",
+        help="sgd-influence | sgd-influence-last | hydra | tracin | ...",
+    )
+    p.add_argument(
+        "--query", default="val", help="val | class | self | test:ID[,ID...] (default val)"
+    )
+    p.add_argument("--last-epochs", type=int, default=None, help="retrace only the last K epochs")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace scores made with other parameters"
+    )
+    p.add_argument("--top", type=int, default=10, help="how many of the most harmful ids to print")
+    p.set_defaults(func=cmd_influence)
+
+    q = sub.add_parser(
+        "influencers",
+        help="the most harmful and most helpful training samples for one test sample",
+    )
+    q.add_argument("--run-dir", required=True)
+    q.add_argument("--test-id", required=True)
+    q.add_argument("--method", default="hydra")
+    q.add_argument("--k", type=int, default=10)
+    q.add_argument(
+        "--exact", action="store_true", help="run the adjoint pass instead of the projected store"
+    )
+    q.add_argument("--dim", type=int, default=2048, help="projection dimension of the store")
+    q.set_defaults(func=cmd_influencers)
+
+
+def cmd_influence(a: argparse.Namespace) -> int:
+    from engine.influence.api import compute_influence
+
+    options = {} if a.last_epochs is None else {"last_epochs": a.last_epochs}
+    bar = ProgressBar(f"{a.method} ({a.query})")
+    frame = compute_influence(
+        a.run_dir, a.method, query=a.query, progress=bar, overwrite=a.overwrite, **options
+    )
+    col = "score" if "score" in frame.columns else frame.columns[1]
+    worst = frame.nsmallest(a.top, col)
+    print(f"wrote {a.run_dir}/influence/{a.method}/ ({len(frame)} samples; negative = harmful)")
+    print(f"{a.top} most harmful by {col!r}:")
+    for sid, s in zip(worst["sample_id"], worst[col], strict=True):
+        print(f"  {sid}\t{s:+.6g}")
+    return 0
+
+
+def cmd_influencers(a: argparse.Namespace) -> int:
+    from engine.influence import api
+
+    frame = api.test_influencers(
+        a.run_dir, a.test_id, method=a.method, k=a.k, exact=a.exact, dim=a.dim
+    )
+    for kind in ("harmful", "helpful"):
+        part = frame[frame["kind"] == kind]
+        print(f"most {kind} for {a.test_id} ({a.method}{', exact' if a.exact else ', projected'}):")
+        for sid, s, r in zip(part["sample_id"], part["score"], part["rank"], strict=True):
+            print(f"  {r:>6}  {sid}\t{s:+.6g}")
+    return 0

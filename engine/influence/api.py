@@ -1,0 +1,289 @@
+"""The public influence API: compute, store, load and serve scores of a run.
+
+Sign convention everywhere: score = estimated change of the query loss if the sample is removed;
+NEGATIVE = HARMFUL, positive = helpful.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine.config import ConfigError
+from engine.influence import classmatrix
+from engine.influence.featurestore import (
+    FeatureStore,
+    build_store,
+    hessian_free_settings,
+    open_store,
+)
+from engine.influence.queries import Query, flat_query_gradients
+from engine.influence.registry import Progress, get_method, run_method
+from engine.influence.store import (
+    as_query,
+    check_json_options,
+    existing_params,
+    list_params,
+    query_text,
+    read_scores,
+    run_fingerprint,
+    same_request,
+    scores_dir,
+    write_scores,
+)
+from engine.runs import ENGINE_VERSION, RunError
+
+if TYPE_CHECKING:
+    from engine.train import LoadedRun
+
+__all__ = [
+    "build_projected_store",
+    "class_matrix",
+    "compute_influence",
+    "list_scores",
+    "load_scores",
+    "projection_agreement",
+    "test_influencers",
+]
+
+_LOADED: dict[str, tuple[dict[str, Any], LoadedRun]] = {}
+
+
+def _load(run_dir: str | Path) -> LoadedRun:
+    """load_run, cached per run directory while its final checkpoint is unchanged."""
+    from engine.train import load_run
+
+    key = str(Path(run_dir).resolve())
+    fp = run_fingerprint(run_dir)
+    hit = _LOADED.get(key)
+    if hit is not None and hit[0] == fp:
+        return hit[1]
+    loaded = load_run(run_dir)
+    _LOADED.clear()
+    _LOADED[key] = (fp, loaded)
+    return loaded
+
+
+def compute_influence(
+    run_dir: str | Path,
+    method: str,
+    *,
+    query: str | Query = "val",
+    progress: Progress | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> pd.DataFrame:
+    """Run `method` on the run for `query`, store and return the scores.
+
+    Returns a frame (N_train rows, training-split order): ``sample_id`` plus one column per query
+    column (``score`` for val / self, ``class:<name>``, ``test:<id>``). Writes
+    ``R/influence/<method>/<query.tag>/scores.csv`` and ``params.json`` atomically. Raises RunError
+    rather than replace stored scores made with other parameters (or for another run) unless
+    ``overwrite=True``. ``options`` go to the estimator (e.g. ``last_epochs=2``).
+    """
+    q = as_query(query)
+    spec = get_method(method)
+    opts = check_json_options({**spec.defaults, **options})
+    loaded = _load(run_dir)
+    folder = scores_dir(run_dir, method, q)
+    fp = run_fingerprint(run_dir)
+    params: dict[str, Any] = {
+        "method": method,
+        "query": query_text(q),
+        "options": opts,
+        "fingerprint": fp,
+        "engine_version": ENGINE_VERSION,
+    }
+    old = existing_params(folder)
+    if old is not None and not overwrite and not same_request(old, params):
+        raise RunError(
+            f"{folder} holds {method} scores made with other parameters "
+            f"(options {old.get('options')}, query {old.get('query')!r}); pass overwrite=True to replace them"
+        )
+    t0 = time.perf_counter()
+    scores = run_method(method, loaded, q, progress=progress, **options)
+    seconds = time.perf_counter() - t0
+    cols = q.column_names(loaded) if spec.uses_query else ["score"]
+    if scores.shape[1] != len(cols):
+        if scores.shape[1] != 1:
+            raise RuntimeError(
+                f"{method} returned {scores.shape[1]} columns for {len(cols)} query columns"
+            )
+        cols = ["score"]
+    frame = pd.DataFrame(scores, columns=cols)
+    frame.insert(0, "sample_id", list(loaded.bundle.train.ids))
+    params.update(
+        seconds=seconds,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        n=len(frame),
+        columns=cols,
+        query_tag=q.tag,
+    )
+    with loaded.run.lock(f"influence-{method}-{q.tag}"):
+        write_scores(folder, frame, params)
+    return frame
+
+
+def load_scores(run_dir: str | Path, method: str, query: str | Query = "val") -> pd.DataFrame:
+    """The stored scores of `method` for `query`; RunError if absent or made from another run."""
+    return read_scores(run_dir, method, as_query(query))[0]
+
+
+def list_scores(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every stored score set: [{"method", "query", "seconds", "created", "n"}, ...]."""
+    keys = ("method", "query", "seconds", "created", "n")
+    return [{k: p.get(k) for k in keys} for p in list_params(run_dir)]
+
+
+def _scores_or_compute(run_dir: str | Path, method: str, query: Query) -> pd.DataFrame:
+    try:
+        return load_scores(run_dir, method, query)
+    except RunError:
+        return compute_influence(run_dir, method, query=query, overwrite=True)
+
+
+def class_matrix(
+    run_dir: str | Path, method: str = "hydra", *, normalise: bool = False
+) -> tuple[np.ndarray, list[str]]:
+    """HYDRA Fig. 2 inter-class matrix (C, C): rows = training class a, columns = test class b.
+
+    M[a, b] = (1/(|S_a| |T_b|)) sum_{k in S_a} score_k(u_b), u_b the gradient of test class b's
+    summed loss (the "class" query, computed and stored if absent). Positive = class a helps
+    class b. normalise=True applies HYDRA's normalisation: every entry divided by
+    sqrt(|row sum x column sum|) (see engine.influence.classmatrix). Returns (M, class names).
+    """
+    frame = _scores_or_compute(run_dir, method, Query("class"))
+    loaded = _load(run_dir)
+    names = list(loaded.bundle.class_names)
+    scores = frame[[f"class:{c}" for c in names]].to_numpy()
+    m = classmatrix.class_contribution(
+        scores, loaded.bundle.train.labels.numpy(), loaded.bundle.test.labels.numpy(), len(names)
+    )
+    return (classmatrix.hydra_normalise(m) if normalise else m), names
+
+
+_STORES: dict[tuple[str, str, int, int], FeatureStore] = {}
+
+
+def build_projected_store(
+    run_dir: str | Path,
+    method: str = "hydra",
+    *,
+    dim: int = 2048,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> Path:
+    """Build R phi_k for every training sample (see engine.influence.featurestore); returns its folder.
+
+    R (dim x P) is a subsampled randomized Hadamard transform generated from `seed` and never
+    materialised; dim >= P stores phi exactly.
+    """
+    hessian_free_settings(method)
+    path = build_store(_load(run_dir), method, dim=dim, seed=seed, progress=progress)
+    _STORES.pop((str(Path(run_dir).resolve()), method, dim, seed), None)
+    return path
+
+
+def _store(run_dir: str | Path, method: str, dim: int, seed: int) -> FeatureStore:
+    key = (str(Path(run_dir).resolve()), method, dim, seed)
+    hit = _STORES.get(key)
+    if hit is not None and hit.meta.get("fingerprint") == run_fingerprint(run_dir):
+        return hit
+    try:
+        st = open_store(run_dir, method, dim=dim, seed=seed)
+    except RunError:
+        build_projected_store(run_dir, method, dim=dim, seed=seed)
+        st = open_store(run_dir, method, dim=dim, seed=seed)
+    _STORES[key] = st
+    return st
+
+
+def _test_gradients(loaded: LoadedRun, test_ids: list[str]) -> torch.Tensor:
+    return flat_query_gradients(loaded, Query("test", tuple(test_ids)), loaded.final_theta).detach()
+
+
+def test_influencers(
+    run_dir: str | Path,
+    test_id: str,
+    *,
+    method: str = "hydra",
+    k: int = 20,
+    exact: bool = False,
+    dim: int = 2048,
+) -> pd.DataFrame:
+    """The k most harmful (most negative score first) then the k most helpful training samples
+    (most positive first) for the loss of test sample `test_id`.
+
+    Columns: sample_id, score, rank (1 = most harmful of all N, N = most helpful), kind
+    ("harmful" / "helpful"). exact=False serves the projected store (built if missing; after that
+    one (N x d)(d) product); exact=True runs the adjoint pass of `method` for this single query.
+    """
+    if k <= 0:
+        raise ConfigError(f"--k must be positive, got {k}")
+    loaded = _load(run_dir)
+    if test_id not in set(loaded.bundle.test.ids):
+        raise ConfigError(f"unknown test sample id {test_id!r}")
+    if exact:
+        q = Query("test", (test_id,))
+        scores = compute_influence(run_dir, method, query=q, overwrite=True)[
+            f"test:{test_id}"
+        ].to_numpy()
+    else:
+        hessian_free_settings(method)
+        st = _store(run_dir, method, dim, 0)
+        scores = st.scores(_test_gradients(loaded, [test_id]))[:, 0]
+    order = np.argsort(scores, kind="stable")
+    n = len(order)
+    harm = order[: min(k, n)]
+    rest = order[len(harm) :]
+    helpful = rest[::-1][: min(k, len(rest))]
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[order] = np.arange(1, n + 1)
+    ids = np.asarray(loaded.bundle.train.ids, dtype=object)
+    pick = np.concatenate([harm, helpful])
+    return pd.DataFrame(
+        {
+            "sample_id": ids[pick],
+            "score": scores[pick],
+            "rank": ranks[pick],
+            "kind": ["harmful"] * len(harm) + ["helpful"] * len(helpful),
+        }
+    )
+
+
+def projection_agreement(
+    run_dir: str | Path, method: str = "hydra", *, n_test: int = 5, dim: int = 2048
+) -> dict[str, Any]:
+    """Spearman correlation between projected and exact scores for n_test test samples.
+
+    The test samples are spread evenly over the test split. Returns {"method", "dim",
+    "projector", "test_ids", "spearman" (list), "mean", "min"}.
+    """
+    from scipy.stats import spearmanr
+
+    loaded = _load(run_dir)
+    ids = list(loaded.bundle.test.ids)
+    pick = [ids[i] for i in np.linspace(0, len(ids) - 1, min(n_test, len(ids))).round().astype(int)]
+    hessian_free_settings(method)
+    st = _store(run_dir, method, dim, 0)
+    u = _test_gradients(loaded, pick)
+    approx = st.scores(u)
+    exact = run_method(method, loaded, Query("test", tuple(pick)), u=u)
+    rho = [float(spearmanr(approx[:, j], exact[:, j]).statistic) for j in range(len(pick))]
+    return {
+        "method": method,
+        "dim": int(st.projector.dim),
+        "projector": st.projector.kind,
+        "test_ids": pick,
+        "spearman": rho,
+        "mean": float(np.mean(rho)),
+        "min": float(np.min(rho)),
+    }
+
+
+test_influencers.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name

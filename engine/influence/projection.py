@@ -1,0 +1,124 @@
+"""Random projections R (d x P) for the TRAK-style feature store, generated from a seed.
+
+Both keep E[R^T R] = I, so <R x, R y> is an unbiased estimate of <x, y> (Johnson-Lindenstrauss):
+
+- ``srht`` (default, fast): subsampled randomized Hadamard transform,
+  R x = (1/sqrt(d)) * (H diag(s) x_pad)[S], with s random signs (P,), x zero-padded to the next
+  power of two P', H the unnormalised Walsh-Hadamard matrix (applied in O(P' log P') per vector)
+  and S d rows drawn without replacement. Never materialised; costs ~log2(P') passes over a batch.
+- ``gaussian``: R_ij ~ N(0, 1/d), generated in column chunks from (seed, chunk); chunks are kept in
+  memory when P*d*4 bytes fits ``cache_bytes``, otherwise regenerated on every call (slow).
+- When d >= P the projection is the identity (``identity``): the store is then exact.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+from engine.config import ConfigError
+
+PROJECTORS = ("srht", "gaussian")
+
+
+class Projector(ABC):
+    """x (B, P) -> R x (B, d)."""
+
+    dim: int
+    n_params: int
+    seed: int
+    kind: str
+
+    @abstractmethod
+    def project(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def meta(self) -> dict[str, Any]:
+        return {"kind": self.kind, "dim": self.dim, "n_params": self.n_params, "seed": self.seed}
+
+
+class IdentityProjector(Projector):
+    kind = "identity"
+
+    def __init__(self, n_params: int, seed: int = 0) -> None:
+        self.n_params, self.dim, self.seed = n_params, n_params, seed
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def fwht(x: torch.Tensor) -> torch.Tensor:
+    """Unnormalised Walsh-Hadamard transform along the last axis of x (B, n), n a power of two."""
+    b, n = x.shape
+    h = 1
+    while h < n:
+        y = x.view(b, n // (2 * h), 2, h)
+        x = torch.stack((y[:, :, 0] + y[:, :, 1], y[:, :, 0] - y[:, :, 1]), dim=2).reshape(b, n)
+        h *= 2
+    return x
+
+
+class SRHTProjector(Projector):
+    kind = "srht"
+
+    def __init__(self, n_params: int, dim: int, seed: int = 0) -> None:
+        self.n_params, self.dim, self.seed = n_params, dim, seed
+        self.padded = 1 << max(0, math.ceil(math.log2(n_params)))
+        g = torch.Generator().manual_seed(int(seed))
+        self.signs = (torch.randint(0, 2, (n_params,), generator=g) * 2 - 1).to(torch.float64)
+        self.rows = torch.randperm(self.padded, generator=g)[:dim].sort().values
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        z = torch.zeros(b, self.padded, dtype=x.dtype, device=x.device)
+        z[:, : self.n_params] = x * self.signs.to(device=x.device, dtype=x.dtype)
+        return fwht(z)[:, self.rows.to(x.device)] / math.sqrt(self.dim)
+
+
+class GaussianProjector(Projector):
+    kind = "gaussian"
+
+    def __init__(
+        self,
+        n_params: int,
+        dim: int,
+        seed: int = 0,
+        *,
+        chunk: int = 8192,
+        cache_bytes: int = 1 << 28,
+    ) -> None:
+        self.n_params, self.dim, self.seed, self.chunk = n_params, dim, seed, chunk
+        self._cache: dict[int, torch.Tensor] | None = (
+            {} if n_params * dim * 4 <= cache_bytes else None
+        )
+
+    def _block(self, j0: int) -> torch.Tensor:
+        if self._cache is not None and j0 in self._cache:
+            return self._cache[j0]
+        g = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + j0)
+        n = min(self.chunk, self.n_params - j0)
+        r = torch.randn(n, self.dim, generator=g, dtype=torch.float32) / math.sqrt(self.dim)
+        if self._cache is not None:
+            self._cache[j0] = r
+        return r
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(x.shape[0], self.dim, dtype=x.dtype, device=x.device)
+        for j0 in range(0, self.n_params, self.chunk):
+            r = self._block(j0).to(device=x.device, dtype=x.dtype)
+            out += x[:, j0 : j0 + r.shape[0]] @ r
+        return out
+
+
+def make_projector(n_params: int, dim: int, *, seed: int = 0, kind: str = "srht") -> Projector:
+    if not isinstance(dim, int) or dim <= 0:
+        raise ConfigError(f"--dim must be a positive integer, got {dim!r}")
+    if kind not in PROJECTORS:
+        raise ConfigError(f"projection must be one of {', '.join(PROJECTORS)}, got {kind!r}")
+    if dim >= n_params:
+        return IdentityProjector(n_params, seed)
+    if kind == "gaussian":
+        return GaussianProjector(n_params, dim, seed)
+    return SRHTProjector(n_params, dim, seed)
