@@ -7,6 +7,7 @@ Cache keys include the file's modification time, so a re-trained run or new scor
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
@@ -111,22 +112,18 @@ def _scores(path: str, method: str, version: float) -> pd.Series:
 
 
 def scores(run_dir: str | Path, method: str) -> pd.Series:
-    """Default-query scores of `method`, indexed by sample_id (negative = harmful; cached)."""
-    f = Path(run_dir) / "influence" / method / "scores.csv"
+    """Validation-query scores of `method`, indexed by sample_id (negative = harmful; cached)."""
+    f = Path(run_dir) / "influence" / method / "val" / "scores.csv"
     return _scores(str(run_dir), method, _mtime(f))
 
 
 def score_info(run_dir: str | Path, method: str) -> dict[str, object]:
-    """What the method's JSON beside its scores says (time taken, parameters), or {}."""
-    import json
+    """What is stored beside the method's validation scores: seconds, created, n (or {})."""
+    from engine.influence.api import list_scores
 
-    folder = Path(run_dir) / "influence" / method
-    for name in ("meta.json", "scores.json", "params.json", "info.json"):
-        if (folder / name).is_file():
-            try:
-                return dict(json.loads((folder / name).read_text(encoding="utf-8")))
-            except (OSError, ValueError):
-                return {}
+    for p in list_scores(run_dir):
+        if p.get("method") == method and p.get("query") == "val":
+            return dict(p)
     return {}
 
 
@@ -161,3 +158,24 @@ def thumbnail(
 ) -> bytes:
     """A small PNG (longest side `px`) of one image; upscaled with nearest neighbour (cached)."""
     return _thumb(str(run_dir), run_version(run_dir), split, sample_id, px)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _known_errors(path: str, version: float) -> frozenset[str]:
+    b = _bundle(path, version)
+    m = b.manifest
+    out = set(m.loc[(m["split"] == "train") & m["flipped"].astype(bool), "sample_id"])
+    from engine.runs import RunDir
+
+    kind, _, arg = str(RunDir(path).config["data"]["dataset"]).partition(":")
+    listed = Path(arg) / "MISLABELED.csv"
+    if kind == "imagefolder" and listed.is_file():
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            out |= set(pd.read_csv(listed, dtype={"path": str})["path"]) & set(b.train.ids)
+    return frozenset(out)
+
+
+def known_errors(run_dir: str | Path) -> set[str]:
+    """Training ids whose label is known to be wrong: flipped by injected noise, or listed in the
+    ImageFolder's MISLABELED.csv (the bundled sample has one). Empty when nothing is known."""
+    return set(_known_errors(str(run_dir), run_version(run_dir)))

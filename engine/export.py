@@ -1,7 +1,7 @@
 """What leaves the tool: the ticked samples as a table, and a cleaned label file.
 
 ``export_selection`` -> DataFrame with one row per ticked (dropped or relabelled) sample:
-sample_id, path, given_label, predicted_label, score, method, action ('drop' | 'relabel'),
+sample_id, path, given_label, predicted_label, score, method, action ('drop' | 'relabel' | 'flag'),
 new_label (the relabel's class name, '' for drops). Labels are class names.
 
 ``cleaned_labels`` -> (filename, bytes) in the input's own format, with dropped samples left out
@@ -12,8 +12,8 @@ and relabels applied:
   with ``csv:`` when saved in PATH), one row per sample of the run;
 - any other source (digits, mnist, ...): a ``sample_id,label`` CSV.
 
-Scores: ``method_scores(run_dir, method)`` reads ``<run_dir>/influence/<method>/scores.csv``
-(sample_id, score; negative = harmful) and ``score_methods(run_dir)`` lists the methods present.
+Scores: ``method_scores(run_dir, method)`` loads the validation-query scores through
+engine.influence.api (negative = harmful); ``score_methods(run_dir)`` lists the methods present.
 """
 
 from __future__ import annotations
@@ -43,23 +43,23 @@ EXPORT_COLUMNS = [
 
 
 def score_methods(run_dir: str | os.PathLike[str]) -> list[str]:
-    """Methods with saved default-query scores in the run, sorted by name."""
-    root = Path(run_dir) / "influence"
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / "scores.csv").is_file())
+    """Methods with stored validation-query scores in the run, sorted by name."""
+    from engine.influence.api import list_scores
+
+    return sorted({str(p["method"]) for p in list_scores(run_dir) if p.get("query") == "val"})
 
 
 def method_scores(run_dir: str | os.PathLike[str], method: str) -> pd.Series:
-    """The default-query scores of `method` as a float Series indexed by sample_id (negative = harmful)."""
-    p = Path(run_dir) / "influence" / method / "scores.csv"
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"no {method} scores in {run_dir}; compute them on the Influence page"
-        )
-    df = pd.read_csv(p, dtype={"sample_id": str})
-    col = "score" if "score" in df.columns else df.columns[1]
-    return pd.Series(df[col].to_numpy(dtype=np.float64), index=df["sample_id"], name=method)
+    """Validation-query scores of `method` as a float Series indexed by sample_id.
+
+    Negative = harmful. Raises RunError when absent or computed for another run.
+    """
+    from engine.influence.api import load_scores
+
+    df = load_scores(run_dir, method, "val")
+    return pd.Series(
+        df["score"].to_numpy(dtype=np.float64), index=df["sample_id"].astype(str), name=method
+    )
 
 
 def run_predictions(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
@@ -97,27 +97,35 @@ def export_selection(
     run_dir: str | os.PathLike[str],
     *,
     method: str | None = None,
+    top_k: int = 0,
     predictions: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per ticked sample (see the module docstring); `method` picks the score column."""
+    """One row per ticked sample (see the module docstring).
+
+    method: which scores fill the score column (default: the first method with scores).
+    top_k: also add the method's k most harmful samples that are not ticked, action 'flag'.
+    predictions: a run_predictions() frame the caller already has (else computed).
+    """
     run = RunDir(run_dir)
     sel = load_selections(run.path)
     names = _class_names(run.path)
-    man = pd.read_csv(run.file("manifest.csv"), dtype={"sample_id": str, "path": str}).set_index(
-        "sample_id"
-    )
-    ids = [i for i in sorted(sel.ids) if i in man.index]
-    if not ids:
-        return pd.DataFrame(columns=EXPORT_COLUMNS)
-    preds = run_predictions(run.path) if predictions is None else predictions
-    pred = preds.set_index("sample_id")["predicted"]
+    man = pd.read_csv(run.file("manifest.csv"), dtype={"sample_id": str, "path": str})
+    man = man.set_index("sample_id")
     if method is None:
         methods = score_methods(run.path)
         method = methods[0] if methods else None
     scores = method_scores(run.path, method) if method else pd.Series(dtype=np.float64)
+    ids = [i for i in sorted(sel.ids) if i in man.index]
+    worst = scores.sort_values(kind="stable").index[: max(int(top_k), 0)]
+    ids += [i for i in worst if i not in sel.ids and i in man.index]
+    if not ids:
+        return pd.DataFrame(columns=EXPORT_COLUMNS)
+    preds = run_predictions(run.path) if predictions is None else predictions
+    pred = preds.set_index("sample_id")["predicted"]
     rows = []
     for i in ids:
         relabel = sel.relabel.get(i)
+        action = "drop" if i in sel.drop else "relabel" if i in sel.relabel else "flag"
         rows.append(
             {
                 "sample_id": i,
@@ -126,8 +134,8 @@ def export_selection(
                 "predicted_label": names[int(pred[i])] if i in pred.index else "",
                 "score": float(scores[i]) if i in scores.index else np.nan,
                 "method": method or "",
-                "action": "drop" if i in sel.drop else "relabel",
-                "new_label": names[relabel] if relabel is not None and i not in sel.drop else "",
+                "action": action,
+                "new_label": names[relabel] if action == "relabel" and relabel is not None else "",
             }
         )
     return pd.DataFrame(rows, columns=EXPORT_COLUMNS)

@@ -17,7 +17,8 @@ A job whose process is gone while its state says queued / running is reported ``
 Kinds (params):
 - ``train``: {"data": DataSpec dict, "train": TrainConfig dict, "overwrite": bool,
   "then": [{"kind", "params"}...]}  -> engine.train.train; ``then`` jobs start when it succeeds.
-- ``influence``: {"method", "query": "val", "options": {}} -> engine.influence.api.compute_influence
+- ``influence``: {"method", "query": "val", "options": {}, "overwrite": true}
+  -> engine.influence.api.compute_influence (result: the score frame's shape)
 - ``retrain``: kwargs of engine.retrain.retrain (drop / relabel default to the run's selections)
 - ``embedding``: kwargs of engine.embedding.compute_embedding
 - ``call``: {"function": "pkg.module:name", "args": [], "kwargs": {}, "pass_run_dir": true}
@@ -51,6 +52,7 @@ __all__ = [
     "cancel_job",
     "job_status",
     "list_jobs",
+    "run_inline",
     "start_job",
     "wait_job",
 ]
@@ -251,6 +253,8 @@ class _Reporter:
 
     def __call__(self, done: int, total: int, value: float | None = None, *_: Any) -> None:
         now = time.monotonic()
+        if self.path == Path(os.devnull):
+            return
         if done < total and now - self._last < self.min_interval:
             return
         self._last = now
@@ -310,13 +314,14 @@ def _run_kind(kind: str, run_dir: Path, params: dict[str, Any], rep: _Reporter) 
         )  # fmt: skip
         return {"final": res.final, "seconds": res.seconds}
     if kind == "influence":
-        from engine.influence import api
+        from engine.influence.api import compute_influence
 
         rep.stage = str(params["method"])
+        opts = dict(params.get("options", {}))
         return _call(
-            api.compute_influence, run_dir, params["method"], query=params.get("query", "val"),
-            progress=rep, **params.get("options", {}),
-        )  # fmt: skip
+            compute_influence, run_dir, params["method"], query=params.get("query", "val"),
+            progress=rep, overwrite=bool(params.get("overwrite", True)), **opts,
+        ).shape  # fmt: skip
     if kind == "retrain":
         from engine.retrain import retrain
         from engine.selections import load_selections
@@ -338,6 +343,11 @@ def _run_kind(kind: str, run_dir: Path, params: dict[str, Any], rep: _Reporter) 
     args = ([run_dir] if params.get("pass_run_dir", True) else []) + list(params.get("args", []))
     rep.stage = str(params["function"]).rpartition(".")[2].rpartition(":")[2]
     return _call(fn, *args, progress=rep, **params.get("kwargs", {}))
+
+
+def run_inline(kind: str, run_dir: str | os.PathLike[str], params: dict[str, Any]) -> Any:
+    """Do a job's work in this process, without a job file (tests, scripts)."""
+    return _run_kind(kind, Path(run_dir), params, _Reporter(Path(os.devnull)))
 
 
 def _raise_cancelled(signum: int, frame: Any) -> None:

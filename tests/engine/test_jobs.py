@@ -16,6 +16,7 @@ TINY_DATA = {"dataset": "digits", "classes": [1, 7], "n_train": 60, "n_val": 30,
 TINY_TRAIN = {"model": "logreg", "epochs": 2, "batch_size": 10, "lr": 0.1}
 
 
+@pytest.mark.slow
 def test_train_job_creates_the_run_and_reports_done(tmp_path: Path) -> None:
     run = tmp_path / "ws" / "r1"
     jid = start_job("train", run_dir=run, params={"data": TINY_DATA, "train": TINY_TRAIN})
@@ -32,6 +33,7 @@ def test_train_job_creates_the_run_and_reports_done(tmp_path: Path) -> None:
     assert list(runs["name"]) == ["r1"] and runs["state"][0] == "done"
 
 
+@pytest.mark.slow
 def test_train_job_with_bad_input_fails_with_the_message(tmp_path: Path) -> None:
     run = tmp_path / "ws" / "bad"
     bad = {**TINY_TRAIN, "lr": -1.0}

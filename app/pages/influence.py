@@ -1,0 +1,90 @@
+"""Influence: compute estimators as background jobs; show each method's score distribution and time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import state
+from app.components.common import SIGN_LINE, require_run
+from app.components.progress import active_jobs
+from engine import jobs
+from engine.influence.registry import get_method, method_names
+
+
+def _chain(run: Path, methods: list[str]) -> None:
+    """One job per method, each started when the previous one ends (2 cores: no point in parallel)."""
+    spec: dict[str, object] | None = None
+    for m in reversed(methods):
+        params: dict[str, object] = {"method": m, "query": "val"}
+        if spec is not None:
+            params["then"] = [spec]
+        spec = {"kind": "influence", "params": params}
+    if spec is not None:
+        jobs.start_job("influence", run_dir=run, params=spec["params"])  # type: ignore[arg-type]
+
+
+def compute_section(run: Path) -> None:
+    names = method_names()
+    have = set(state.score_methods(run))
+    default = [m for m in ("sgd-influence",) if m in names and m not in have][:1]
+    chosen = st.multiselect(
+        "Methods",
+        names,
+        default=default,
+        key="influence-methods",
+        format_func=lambda m: f"{m} ✓" if m in have else m,
+        help="\n\n".join(f"**{m}**: {get_method(m).description}" for m in names),
+    )
+    busy = jobs.active_job(run) is not None
+    if st.button("Compute", type="primary", key="influence-compute", disabled=not chosen or busy):
+        _chain(run, list(chosen))
+        st.rerun()
+    if busy:
+        st.caption("A job is running on this run; new computations start when it ends.")
+
+
+def results_section(run: Path) -> None:
+    methods = state.score_methods(run)
+    if not methods:
+        st.info("No scores yet: choose one or more methods above and press **Compute**.")
+        return
+    st.markdown(SIGN_LINE)
+    rows = []
+    for m in methods:
+        s = state.scores(run, m)
+        info = state.score_info(run, m)
+        secs = info.get("seconds")
+        rows.append(
+            {
+                "method": m,
+                "seconds": round(float(secs), 2) if isinstance(secs, int | float) else None,
+                "harmful (score < 0)": int((s < 0).sum()),
+                "most harmful": float(s.min()),
+                "most helpful": float(s.max()),
+            }
+        )
+    st.dataframe(rows, hide_index=True, width="stretch")
+    pick = st.multiselect(
+        "Score distribution of", methods, default=methods[:1], key="influence-hist"
+    )
+    fig = go.Figure()
+    for m in pick:
+        fig.add_histogram(x=state.scores(run, m).to_numpy(), name=m, opacity=0.6, nbinsx=60)
+    fig.add_vline(x=0, line_dash="dash", line_color="grey")
+    fig.update_layout(
+        barmode="overlay", xaxis_title="score (negative = harmful)", yaxis_title="training images",
+        height=360, margin=dict(l=10, r=10, t=30, b=10),
+    )  # fmt: skip
+    st.plotly_chart(fig, key="influence-histogram")
+
+
+st.title("Influence")
+run = require_run()
+if run is None:
+    st.stop()
+active_jobs(run)
+compute_section(run)
+results_section(run)

@@ -1,0 +1,295 @@
+"""Runs & training: the first screen. One button trains the demo model and finds harmful images;
+a form trains any model on any source; a table lists the runs; curves show the current run."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import state
+from app.components.common import show_user_error
+from app.components.progress import active_jobs
+from engine import jobs
+from engine.workspace import new_run_name
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "sample_data" / "digits"
+DEFAULT_METHOD = "sgd-influence"
+
+SOURCES = {
+    "Bundled sample (digits with mislabeled images)": "sample",
+    "scikit-learn digits (8x8)": "digits",
+    "Fashion-MNIST": "fashion-mnist",
+    "MNIST": "mnist",
+    "CIFAR-10": "cifar10",
+    "ImageFolder path": "imagefolder",
+    "Upload a zip of an ImageFolder": "zip",
+    "CSV file (path,label[,split])": "csv",
+}
+# Sensible defaults per source: small enough to train in seconds to a few minutes on a laptop CPU.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "sample": dict(model="mlp", epochs=10, batch_size=32, lr=0.05, n_train=0, image_size="8x8"),
+    "digits": dict(model="mlp", epochs=10, batch_size=32, lr=0.05, n_train=0, image_size=""),
+    "fashion-mnist": dict(
+        model="lenet5", epochs=5, batch_size=64, lr=0.05, n_train=5000, image_size=""
+    ),
+    "mnist": dict(model="lenet5", epochs=5, batch_size=64, lr=0.05, n_train=5000, image_size=""),
+    "cifar10": dict(
+        model="cifar-cnn", epochs=10, batch_size=64, lr=0.02, n_train=5000, image_size=""
+    ),
+    "imagefolder": dict(
+        model="lenet5", epochs=10, batch_size=32, lr=0.05, n_train=0, image_size="32x32"
+    ),
+    "zip": dict(model="lenet5", epochs=10, batch_size=32, lr=0.05, n_train=0, image_size="32x32"),
+    "csv": dict(model="lenet5", epochs=10, batch_size=32, lr=0.05, n_train=0, image_size="32x32"),
+}
+MODELS = ["logreg", "mlp", "lenet5", "hara-cnn", "cifar-cnn"]
+
+
+def demo_spec() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The demo: an MLP on the bundled sample (or sklearn digits with 8% injected noise)."""
+    if SAMPLE.is_dir():
+        data = {"dataset": f"imagefolder:{SAMPLE}", "image_size": [8, 8], "seed": 0}
+    else:
+        data = {"dataset": "digits", "noise": 0.08, "seed": 0}
+    train = {
+        "model": "mlp",
+        "widths": [64],
+        "epochs": 10,
+        "batch_size": 32,
+        "lr": 0.05,
+        "momentum": 0.9,
+    }
+    return data, train
+
+
+def start_training(data: dict[str, Any], train: dict[str, Any], *, then_influence: bool) -> None:
+    from engine.config import ConfigError, TrainConfig
+    from engine.data import DataSpec
+
+    TrainConfig.from_dict(train).validate()  # fail in the page, with the message, not in the job
+    spec = DataSpec.from_dict(data)
+    if not 0 <= spec.noise < 1:
+        raise ConfigError(f"label noise must be in [0, 1), got {spec.noise}")
+    run = state.workspace() / new_run_name(spec.dataset, str(train.get("model")))
+    then = (
+        [{"kind": "influence", "params": {"method": DEFAULT_METHOD, "query": "val"}}]
+        if then_influence
+        else []
+    )
+    jobs.start_job("train", run_dir=run, params={"data": data, "train": train, "then": then})
+    state.set_current_run(run)
+
+
+def intro() -> None:
+    st.title("Retracer")
+    st.markdown(
+        "Retracer trains an image classifier while recording every SGD step, then replays that "
+        "record to estimate how much each training image helped or hurt the model. It shows you the "
+        "most harmful images (often mislabeled ones), and proves the finding by retraining without them."
+    )
+    if st.button("Train the demo model and find harmful images", type="primary", key="runs-demo"):
+        data, train = demo_spec()
+        try:
+            start_training(data, train, then_influence=True)
+        except Exception as e:
+            if not show_user_error(e):
+                raise
+        else:
+            st.rerun()
+    src = (
+        "the bundled sample (`sample_data/digits`, about 8% mislabeled)"
+        if SAMPLE.is_dir()
+        else ("scikit-learn's digits with 8% of labels flipped (the bundled sample is missing)")
+    )
+    st.caption(f"The demo trains a small MLP on {src}, then computes `{DEFAULT_METHOD}` scores.")
+
+
+def progress_section(run: Path | None) -> None:
+    if run is None:
+        return
+    act = active_jobs(run)
+    if act and (run / "metrics.json").is_file():
+        curves(run)
+
+
+def curves(run: Path) -> None:
+    f = run / "metrics.json"
+    if not f.is_file():
+        return
+    m = pd.read_json(f)
+    if m.empty:
+        return
+    c1, c2 = st.columns(2)
+    for col, what, title in ((c1, "loss", "Loss"), (c2, "acc", "Accuracy")):
+        fig = go.Figure()
+        for s in ("train", "val", "test"):
+            if f"{s}_{what}" in m:
+                fig.add_scatter(x=m["epoch"], y=m[f"{s}_{what}"], mode="lines+markers", name=s)
+        fig.update_layout(
+            title=title, xaxis_title="epoch", height=300, margin=dict(l=10, r=10, t=40, b=10)
+        )
+        col.plotly_chart(fig, key=f"runs-curve-{what}")
+
+
+def _save_upload(up: Any) -> Path:
+    data = up.getvalue()
+    folder = state.workspace() / ".uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / f"{hashlib.sha256(data).hexdigest()[:16]}-{Path(up.name).name}"
+    if not p.exists():
+        p.write_bytes(data)
+    return p
+
+
+def _ints(text: str, what: str) -> list[int] | None:
+    from engine.config import ConfigError
+
+    if not text.strip():
+        return None
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError as e:
+        raise ConfigError(f"{what} must be comma-separated integers, got {text!r}") from e
+
+
+def _size(text: str) -> list[int] | None:
+    from engine.data import DataError
+
+    if not text.strip():
+        return None
+    try:
+        h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError as e:
+        raise DataError(f"image size must look like 28x28, got {text!r}") from e
+    return [h, w]
+
+
+def train_form() -> None:
+    with st.expander("Train a new model", expanded=state.current_run() is None):
+        label = st.selectbox("Data source", list(SOURCES), key="runs-source")
+        src = SOURCES[label]
+        d = DEFAULTS[src]
+        k = f"runs-{src}"
+        dataset, upload = src, None
+        if src == "sample":
+            dataset = f"imagefolder:{SAMPLE}" if SAMPLE.is_dir() else "digits"
+            if not SAMPLE.is_dir():
+                st.caption(
+                    "The bundled sample is missing; this trains on scikit-learn digits instead."
+                )
+        elif src in ("imagefolder", "csv"):
+            hint = (
+                "folder with one sub-folder per class"
+                if src == "imagefolder"
+                else "CSV with columns path,label[,split]"
+            )
+            path = st.text_input(f"Path ({hint})", key=f"{k}-path")
+            dataset = f"{src}:{path.strip()}"
+        elif src == "zip":
+            upload = st.file_uploader("Zip of an ImageFolder", type=["zip"], key="runs-zip")
+        c = st.columns(4)
+        classes = c[0].text_input("Classes to keep (e.g. 1,7; empty = all)", key=f"{k}-classes")
+        n_train = c[1].number_input(
+            "Training images (0 = all)", 0, 1_000_000, d["n_train"], key=f"{k}-ntrain"
+        )
+        noise = c[2].number_input("Injected label noise", 0.0, 0.9, 0.0, 0.01, key=f"{k}-noise")
+        size = c[3].text_input("Image size HxW (empty = as is)", d["image_size"], key=f"{k}-size")
+        c = st.columns(4)
+        model = c[0].selectbox("Model", MODELS, MODELS.index(d["model"]), key=f"{k}-model")
+        widths = c[1].text_input("MLP widths", "64", key=f"{k}-widths", disabled=model != "mlp")
+        epochs = c[2].number_input("Epochs", 1, 500, d["epochs"], key=f"{k}-epochs")
+        batch = c[3].number_input("Batch size", 1, 4096, d["batch_size"], key=f"{k}-batch")
+        c = st.columns(4)
+        lr = c[0].number_input("Learning rate", 1e-6, 10.0, d["lr"], format="%.4f", key=f"{k}-lr")
+        momentum = c[1].number_input("Momentum", 0.0, 0.999, 0.9, key=f"{k}-mom")
+        wd = c[2].number_input("Weight decay", 0.0, 1.0, 1e-4, format="%.5f", key=f"{k}-wd")
+        seed = c[3].number_input("Seed", 0, 2**31 - 1, 0, key=f"{k}-seed")
+        also = st.checkbox(f"Then compute `{DEFAULT_METHOD}` influence", True, key="runs-then")
+        if st.button("Train", type="primary", key="runs-train"):
+            try:
+                if src == "zip":
+                    if upload is None:
+                        from engine.data import DataError
+
+                        raise DataError("choose a zip file of an ImageFolder first")
+                    dataset = f"imagefolder:{_save_upload(upload)}"
+                data = {
+                    "dataset": dataset, "classes": _ints(classes, "classes"),
+                    "n_train": int(n_train) or None, "noise": float(noise), "seed": int(seed),
+                    "image_size": _size(size),
+                }  # fmt: skip
+                if src == "sample" and SAMPLE.is_dir() is False:
+                    data["noise"] = data["noise"] or 0.08
+                train = {
+                    "model": model, "widths": _ints(widths, "MLP widths") or [64], "epochs": int(epochs),
+                    "batch_size": int(batch), "lr": float(lr), "momentum": float(momentum),
+                    "weight_decay": float(wd), "seed": int(seed),
+                }  # fmt: skip
+                _check_source(data)
+                start_training(data, train, then_influence=also)
+            except Exception as e:
+                if not show_user_error(e):
+                    raise
+            else:
+                st.rerun()
+
+
+def _check_source(data: dict[str, Any]) -> None:
+    """Refuse obviously bad paths in the page (the job would fail with the same message)."""
+    from engine.data import DataError
+
+    kind, _, arg = str(data["dataset"]).partition(":")
+    if kind in ("imagefolder", "csv"):
+        if not arg:
+            raise DataError(
+                f"enter the path of the {'folder' if kind == 'imagefolder' else 'CSV file'}"
+            )
+        p = Path(arg).expanduser()
+        if not p.exists():
+            raise DataError(f"{p} does not exist")
+        if kind == "imagefolder" and p.is_file() and p.suffix.lower() != ".zip":
+            raise DataError(
+                f"{p} is a file; an ImageFolder is a folder with one sub-folder per class"
+            )
+        if kind == "csv" and not p.is_file():
+            raise DataError(f"{p} is not a file")
+
+
+def last_failure(run: Path | None) -> None:
+    if run is None:
+        return
+    done = [j for j in jobs.list_jobs(run) if j.get("state") not in jobs.ACTIVE_STATES]
+    if done and done[-1].get("state") == "failed":
+        st.error(f"The last {done[-1].get('kind')} job failed: {done[-1].get('error')}")
+
+
+def runs_section(run: Path | None) -> None:
+    df = state.runs_table()
+    if df.empty:
+        st.info("No runs yet: press the button above, or train a model with the form.")
+        return
+    st.subheader("Runs")
+    view = df[["name", "dataset", "model", "state", "val_acc", "test_acc"]].copy()
+    view["created"] = pd.to_datetime(df["created"], unit="s").dt.strftime("%Y-%m-%d %H:%M")
+    st.dataframe(view, hide_index=True, width="stretch")
+    if run is not None and (run / "metrics.json").is_file() and not active_jobs_exist(run):
+        st.subheader(f"Training curves of `{run.name}`")
+        curves(run)
+
+
+def active_jobs_exist(run: Path) -> bool:
+    return jobs.active_job(run) is not None
+
+
+run = state.current_run()
+intro()
+progress_section(run)
+last_failure(run)
+train_form()
+runs_section(run)

@@ -1,0 +1,69 @@
+"""Harmful images page: the grid renders, a drop tick and a relabel persist to selections.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from engine.export import method_scores
+from engine.selections import load_selections
+from tests.app.conftest import TINY_METHOD, page
+
+
+def test_no_scores_says_what_to_do(run_dir: Path) -> None:
+    import shutil
+
+    shutil.rmtree(run_dir / "influence")
+    at = AppTest.from_file(page("harmful.py"), default_timeout=30).run()
+    assert not at.exception
+    assert any("No influence scores" in i.value for i in at.info)
+
+
+def test_grid_shows_most_harmful_first_with_precision(run_dir: Path) -> None:
+    at = AppTest.from_file(page("harmful.py"), default_timeout=30).run()
+    assert not at.exception
+    worst = method_scores(run_dir, TINY_METHOD).sort_values(kind="stable").index[0]
+    drops = [c for c in at.checkbox if c.key and c.key.startswith("harmful-top-drop-")]
+    assert drops[0].key == f"harmful-top-drop-{worst}"
+    assert len(drops) == 24  # one page
+    labels = [m.label for m in at.metric]
+    assert any("Precision of the top-k" in x for x in labels)  # the tiny run has injected noise
+
+
+def test_ticking_drop_and_relabel_persist_and_survive_a_new_session(run_dir: Path) -> None:
+    at = AppTest.from_file(page("harmful.py"), default_timeout=30).run()
+    drops = [c for c in at.checkbox if c.key and c.key.startswith("harmful-top-drop-")]
+    sid = drops[1].key.removeprefix("harmful-top-drop-")
+    drops[1].check().run()
+    assert not at.exception
+    assert json.loads((run_dir / "selections.json").read_text())["drop"] == [sid]
+    other = drops[2].key.removeprefix("harmful-top-drop-")
+    at.selectbox(key=f"harmful-top-relabel-{other}").set_value(0).run()
+    assert load_selections(run_dir).relabel == {other: 0}
+    fresh = AppTest.from_file(
+        page("harmful.py"), default_timeout=30
+    ).run()  # like a browser refresh
+    assert fresh.checkbox(key=f"harmful-top-drop-{sid}").value is True
+    assert fresh.selectbox(key=f"harmful-top-relabel-{other}").value == 0
+    fresh.checkbox(key=f"harmful-top-drop-{sid}").uncheck().run()
+    assert load_selections(run_dir).drop == set()
+
+
+def test_disagreement_filter_keeps_only_mispredicted(run_dir: Path) -> None:
+    at = AppTest.from_file(page("harmful.py"), default_timeout=30).run()
+    at.checkbox(key="harmful-disagree").check().run()
+    assert not at.exception
+    from engine.export import run_predictions
+
+    p = run_predictions(run_dir).set_index("sample_id")
+    import pandas as pd
+
+    man = pd.read_csv(run_dir / "manifest.csv", dtype={"sample_id": str}).set_index("sample_id")
+    shown = [
+        c.key.removeprefix("harmful-top-drop-")
+        for c in at.checkbox
+        if c.key and c.key.startswith("harmful-top-drop-")
+    ]
+    assert all(p.at[i, "predicted"] != man.at[i, "label"] for i in shown)

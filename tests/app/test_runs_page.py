@@ -1,0 +1,53 @@
+"""Runs & training page: renders empty and with a run; the demo button starts a real job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine.jobs import list_jobs, wait_job
+from tests.app.conftest import page
+
+
+def test_empty_workspace_explains_and_offers_the_demo_button(workspace: Path) -> None:
+    at = AppTest.from_file(page("runs.py"), default_timeout=30).run()
+    assert not at.exception
+    assert any("Train the demo model" in b.label for b in at.button)
+    assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_lists_the_run_with_accuracies(run_dir: Path) -> None:
+    at = AppTest.from_file(page("runs.py"), default_timeout=30).run()
+    assert not at.exception
+    df = at.dataframe[0].value
+    assert list(df["name"]) == ["tiny"]
+    assert 0.0 <= float(df["test_acc"].iloc[0]) <= 1.0
+
+
+def test_bad_form_input_is_one_error_line_not_a_traceback(workspace: Path) -> None:
+    at = AppTest.from_file(page("runs.py"), default_timeout=30).run()
+    at.selectbox(key="runs-source").set_value("ImageFolder path").run()
+    at.text_input(key="runs-imagefolder-path").set_value(str(workspace / "nope")).run()
+    at.button(key="runs-train").click().run()
+    assert not at.exception
+    assert any("does not exist" in e.value for e in at.error)
+
+
+@pytest.mark.slow
+def test_demo_button_trains_in_a_background_job(workspace: Path) -> None:
+    at = AppTest.from_file(page("runs.py"), default_timeout=30).run()
+    at.button(key="runs-demo").click().run()
+    assert not at.exception
+    from engine.workspace import current_run
+
+    run = current_run(workspace)
+    assert run is not None and run.parent == workspace
+    (job,) = list_jobs(run, kind="train")
+    done = wait_job(run, job["id"], timeout=180)
+    assert done["state"] == "done", done
+    # the influence job is chained from the training job, so closing the tab would not lose it
+    (inf,) = done["next_jobs"]
+    assert wait_job(run, inf, timeout=180)["state"] == "done"
+    assert (run / "influence").is_dir()
