@@ -1,0 +1,159 @@
+"""Embedding map: the training set in 2-D (penultimate-layer features), coloured by label, score
+or injected noise. Box- or lasso-select points, confirm, and they are ticked to drop.
+
+PCA is drawn at once; UMAP runs in a background job (its first run compiles for about a minute)
+and replaces the PCA map when it is ready.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app import state
+from app.components.common import require_run, show_user_error
+from app.components.gallery import render_gallery
+from app.components.progress import active_jobs
+from app.components.scatter import COLOR_OPTIONS, embedding_figure, ids_from_event
+from engine import jobs
+from engine.embedding import embedding_path, has_embedding
+from engine.selections import load_selections, set_drop
+
+K = "embedding"
+
+
+def _version(run: Path) -> float:
+    return max(
+        (p.stat().st_mtime for m in ("pca", "umap") if (p := embedding_path(run, m)).is_file()),
+        default=0.0,
+    )
+
+
+@st.cache_data(max_entries=8, show_spinner="Computing the PCA map ...")
+def _embedding(path: str, version: float, run_version: float) -> pd.DataFrame:
+    from engine.embedding import load_embedding
+
+    return load_embedding(path)
+
+
+def map_table(run: Path, method: str | None) -> pd.DataFrame:
+    """The map joined with labels, predictions, flipped flag and (optionally) a method's scores."""
+    emb = _embedding(str(run), _version(run), state.run_version(run))
+    names = state.bundle(run).class_names
+    t = state.train_table(run)
+    df = emb.set_index("sample_id").join(t[["label", "predicted", "flipped"]], how="left")
+    df["label_name"] = [names[int(i)] if i == i else "?" for i in df["label"]]
+    df["predicted_name"] = [names[int(i)] if i == i else "?" for i in df["predicted"]]
+    df["flipped"] = df["flipped"].fillna(False).astype(bool)
+    if method:
+        s = state.scores(run, method)
+        df["score"] = s.reindex(df.index).to_numpy(dtype=np.float64)
+    return df.reset_index()
+
+
+def umap_controls(run: Path) -> None:
+    running = active_jobs(run, kinds=("embedding",))
+    if has_embedding(run, "umap") or running:
+        return
+    last = jobs.list_jobs(run, kind="embedding")
+    if last and last[-1].get("state") == "failed":
+        st.warning(f"The last UMAP job failed: {last[-1].get('error') or last[-1].get('message')}")
+    c1, c2 = st.columns([1, 3])
+    if c1.button("Compute the UMAP map", key=f"{K}-umap"):
+        jobs.start_job("embedding", run_dir=run, params={"method": "umap"})
+        st.rerun()
+    c2.caption(
+        "This is the PCA map. UMAP separates the classes better; it runs in the background "
+        "(about a minute the first time on a small CPU) and replaces this map when it is done."
+    )
+
+
+def selection_section(
+    run: Path, ids: list[str], scores: dict[str, float] | None, flipped: set[str]
+) -> None:
+    if not ids:
+        st.caption(
+            "Use the box or lasso tool (top right of the map) to select points; their images "
+            "show here and one button ticks them all to drop."
+        )
+        return
+    sel = load_selections(run)
+    new = [i for i in ids if i not in sel.drop]
+    st.markdown(f"**{len(ids)} images selected** ({len(ids) - len(new)} already ticked).")
+    c1, c2, _ = st.columns([2, 2, 3])
+    if c1.button(
+        f"Tick these {len(ids)} images to drop",
+        type="primary",
+        key=f"{K}-confirm",
+        disabled=not new,
+    ):
+        set_drop(run, ids, True)
+        st.toast(f"Ticked {len(new)} images; see them on Retrain & compare.")
+        st.rerun()
+    if c2.button("Untick them", key=f"{K}-untick", disabled=len(new) == len(ids) and bool(new)):
+        set_drop(run, ids, False)
+        st.rerun()
+    render_gallery(run, ids, scores=scores, key=f"{K}-gallery", page_size=12, flipped=flipped)
+
+
+def main() -> None:
+    st.title("Embedding map")
+    st.markdown(
+        "Each point is a training image, placed by what the model's last hidden layer sees. "
+        "Mislabeled images often sit inside another class's cluster. Select points with the box "
+        "or lasso tool to look at them and tick them to drop."
+    )
+    run = require_run()
+    if run is None:
+        return
+    methods = state.score_methods(run)
+    t = state.train_table(run)
+    has_noise = bool(t["flipped"].astype(bool).any()) if "flipped" in t else False
+    options = (
+        ["label", "predicted"] + (["score"] if methods else []) + (["flipped"] if has_noise else [])
+    )
+    c1, c2 = st.columns([3, 2])
+    color_by = c1.radio(
+        "Colour by",
+        options,
+        format_func=lambda o: COLOR_OPTIONS[o],
+        horizontal=True,
+        key=f"{K}-color",
+    )
+    method = c2.selectbox("Scores of", methods, key=f"{K}-method") if methods else None
+    if not methods:
+        c2.caption(
+            "No influence scores yet: compute them on the **Influence** page to colour by score."
+        )
+    try:
+        df = map_table(run, method)
+    except Exception as e:
+        if show_user_error(e):
+            return
+        raise
+    kind = str(df["method"].iloc[0]) if len(df) else "pca"
+    umap_controls(run)
+    sel = load_selections(run)
+    fig = embedding_figure(df, color_by=color_by, method=kind, selected_ids=sel.drop)
+    event = st.plotly_chart(
+        fig,
+        key=f"{K}-chart",
+        on_select="rerun",
+        selection_mode=("points", "box", "lasso"),
+        width="stretch",
+        config={"displaylogo": False},
+    )
+    st.caption(
+        f"{kind.upper()} of {len(df)} training images · outlined = ticked to drop ({len(sel.drop)}). "
+        "Hover a point for its id, labels and score."
+    )
+    ids = ids_from_event(event)
+    scores = dict(zip(df["sample_id"], df["score"], strict=True)) if "score" in df else None
+    flipped = set(df.loc[df["flipped"], "sample_id"]) if has_noise else set()
+    selection_section(run, ids, scores, flipped)
+
+
+main()

@@ -1,0 +1,158 @@
+"""Retrain & compare: retrain without the ticked images (and with the relabels), against the run
+itself and a random control of the same size, and say in one sentence whether it helped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from app import state
+from app.components.common import require_run
+from app.components.experiment import history_table, render_experiment
+from app.components.gallery import render_gallery
+from app.components.progress import active_jobs
+from engine import jobs
+from engine.selections import clear_selections, load_selections
+
+K = "retrain"
+MODES = {
+    "all": "Retrain all epochs: same start, same batches, the ticked images left out (exact, one run)",
+    "last": "Retrain the last epoch only: fast, from the checkpoint before it",
+    "fresh": "Fresh seeds: new initial weights and batch order, several seeds (slower, error bars)",
+}
+
+
+def experiments(run: Path) -> list[dict[str, Any]]:
+    from engine.retrain import list_experiments
+
+    return [r for r in list_experiments(run) if r.get("kind", "retrain") == "retrain"]
+
+
+def changes_section(run: Path) -> tuple[int, int]:
+    sel = load_selections(run)
+    st.subheader("1. What to change")
+    if not sel.ids:
+        st.info(
+            "Nothing is ticked yet. Tick images to drop (or choose a new label) on **Harmful images**, "
+            "**Class heatmap**, **Test sample** or **Embedding map**, then come back here."
+        )
+        return 0, 0
+    names = state.bundle(run).class_names
+    st.markdown(
+        f"**{len(sel.drop)}** images ticked to drop, **{len(sel.relabel)}** relabelled. "
+        "Untick a tile to remove it from the set."
+    )
+    if sel.relabel:
+        st.caption(
+            "Relabels: "
+            + ", ".join(f"`{i}` → {names[c]}" for i, c in sorted(sel.relabel.items())[:20])
+            + (" ..." if len(sel.relabel) > 20 else "")
+        )
+    ids = sorted(sel.ids)
+    methods = state.score_methods(run)
+    scores = state.scores(run, methods[0]).to_dict() if methods else None
+    render_gallery(run, ids, scores=scores, key=f"{K}-set", page_size=12)
+    if st.button("Clear all ticks and relabels", key=f"{K}-clear"):
+        clear_selections(run)
+        st.rerun()
+    return len(sel.drop), len(sel.relabel)
+
+
+def settings_section(run: Path, n_drop: int, n_relabel: int, busy: bool) -> None:
+    st.subheader("2. How to retrain")
+    mode = st.radio("Mode", list(MODES), format_func=lambda m: MODES[m], key=f"{K}-mode")
+    c1, c2, c3 = st.columns(3)
+    seeds = int(
+        c1.number_input(
+            "Seeds",
+            min_value=1,
+            max_value=10,
+            value=3,
+            step=1,
+            key=f"{K}-seeds",
+            disabled=mode != "fresh",
+            help="Fresh mode only: each seed trains the original and the cleaned data once.",
+        )
+    )
+    control = c2.checkbox(
+        "Random control",
+        value=True,
+        key=f"{K}-control",
+        help="Also remove the same number of randomly chosen images, to tell a real effect from "
+        "the effect of removing any images.",
+    )
+    draws = int(
+        c3.number_input(
+            "Control draws",
+            min_value=1,
+            max_value=10,
+            value=3,
+            step=1,
+            key=f"{K}-draws",
+            disabled=not control or mode == "fresh",
+            help="All / last modes: how many random sets to retrain without (fresh mode uses one per seed).",
+        )
+    )
+    if st.button(
+        "Retrain and compare",
+        type="primary",
+        key=f"{K}-start",
+        disabled=busy or not (n_drop or n_relabel),
+    ):
+        params: dict[str, Any] = {
+            "mode": mode,
+            "seeds": seeds if mode == "fresh" else 1,
+            "control": "random" if control else None,
+            "control_draws": draws,
+        }
+        jobs.start_job("retrain", run_dir=run, params=params)
+        st.rerun()
+
+
+def results_section(run: Path) -> None:
+    exps = experiments(run)
+    st.subheader("3. Result")
+    if not exps:
+        st.info(
+            "No retraining yet on this run: tick some images and press **Retrain and compare**."
+        )
+        return
+    ids = [str(r["id"]) for r in exps]
+    pick = (
+        st.selectbox("Experiment", ids, key=f"{K}-pick", help="Newest first.")
+        if len(ids) > 1
+        else ids[0]
+    )
+    render_experiment(exps[ids.index(pick)], key=f"{K}-result")
+    if len(exps) > 0:
+        st.subheader("History of this run")
+        st.dataframe(history_table(exps).round(2), hide_index=True, width="stretch")
+
+
+def last_failure(run: Path) -> None:
+    done = [
+        j for j in jobs.list_jobs(run, kind="retrain") if j.get("state") not in jobs.ACTIVE_STATES
+    ]
+    if done and done[-1].get("state") == "failed":
+        st.error(f"The last retraining failed: {done[-1].get('error') or done[-1].get('message')}")
+
+
+def main() -> None:
+    st.title("Retrain & compare")
+    st.markdown(
+        "The proof: retrain without the images you ticked and compare test accuracy with the "
+        "original model and with a **random control** (the same number of random images removed)."
+    )
+    run = require_run()
+    if run is None:
+        return
+    n_drop, n_relabel = changes_section(run)
+    busy = bool(active_jobs(run, kinds=("retrain",)))
+    last_failure(run)
+    settings_section(run, n_drop, n_relabel, busy)
+    results_section(run)
+
+
+main()

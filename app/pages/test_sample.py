@@ -1,0 +1,313 @@
+"""Test sample: "why did the model get this wrong?" Pick a test image (the misclassified ones are
+shown first) and see the training images that most raise its loss (harmful) and most lower it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import state
+from app.components.common import require_run, show_user_error
+from app.components.gallery import render_gallery
+from app.components.progress import active_jobs
+from engine import jobs
+
+K = "test"
+DEFAULT_METHOD = "hydra"
+GRID = 12
+
+
+def _influence_version(run: Path) -> float:
+    folder = run / "influence"
+    if not folder.is_dir():
+        return 0.0
+    return max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()), default=0.0)
+
+
+def query_methods() -> list[str]:
+    from engine.influence.registry import get_method, method_names
+
+    return [m for m in method_names() if get_method(m).uses_query]
+
+
+def fast_methods(methods: list[str]) -> set[str]:
+    """Methods that can serve any test image at once from a projected store (Hessian-free ones)."""
+    from engine.influence.featurestore import hessian_free_settings
+
+    out = set()
+    for m in methods:
+        try:
+            hessian_free_settings(m)
+        except Exception:  # ConfigError: needs exact curvature
+            continue
+        out.add(m)
+    return out
+
+
+def store_ready(run: Path, method: str) -> bool:
+    from engine.influence.featurestore import open_store
+    from engine.runs import RunError
+
+    try:
+        open_store(run, method)
+    except RunError:
+        return False
+    return True
+
+
+@st.cache_data(
+    max_entries=64, show_spinner="Scoring the training images against this test image ..."
+)
+def _projected(path: str, test_id: str, method: str, k: int, version: float) -> pd.DataFrame:
+    from engine.influence.api import test_influencers
+
+    return pd.DataFrame(test_influencers(path, test_id, method=method, k=k, exact=False))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _exact(path: str, test_id: str, method: str, k: int, version: float) -> pd.DataFrame | None:
+    """The stored exact scores for query test:<id> as the k most harmful and k most helpful."""
+    from engine.influence.api import load_scores
+    from engine.runs import RunError
+
+    try:
+        frame = load_scores(path, method, f"test:{test_id}")
+    except RunError:
+        return None
+    s = frame.set_index("sample_id")[f"test:{test_id}"].astype(float).sort_values(kind="stable")
+    rank = pd.Series(range(1, len(s) + 1), index=s.index)
+    harm = s.index[: min(k, len(s))]
+    helpful = s.index[len(harm) :][::-1][:k]
+    pick = list(harm) + list(helpful)
+    return pd.DataFrame(
+        {
+            "sample_id": pick,
+            "score": s[pick].to_numpy(),
+            "rank": rank[pick].to_numpy(),
+            "kind": ["harmful"] * len(harm) + ["helpful"] * len(helpful),
+        }
+    )
+
+
+def test_table(run: Path) -> pd.DataFrame:
+    """Test samples: sample_id (index), label, predicted, confidence, correct."""
+    m = state.bundle(run).manifest
+    t = m[m["split"] == "test"].set_index("sample_id")[["label", "path"]]
+    p = state.predictions(run)
+    p = p[p["split"] == "test"].set_index("sample_id")[["predicted", "confidence", "prob_given"]]
+    t = t.join(p, how="left")
+    t["correct"] = t["label"] == t["predicted"]
+    return t
+
+
+def _pick(sample_id: str) -> None:
+    st.session_state[f"{K}-id"] = sample_id
+
+
+def misclassified_grid(run: Path, table: pd.DataFrame, names: list[str]) -> None:
+    wrong = list(table.index[~table["correct"]])
+    if not wrong:
+        st.success(
+            "The model gets every test image right. Pick any test image below to see its influencers."
+        )
+        return
+    st.markdown(
+        f"**{len(wrong)} misclassified test images** of {len(table)} — press one to inspect it."
+    )
+    n_pages = max(1, math.ceil(len(wrong) / GRID))
+    page = 1
+    if n_pages > 1:
+        page = int(st.number_input(f"Page (of {n_pages})", 1, n_pages, 1, key=f"{K}-grid-page"))
+    shown = wrong[(page - 1) * GRID : page * GRID]
+    cols = st.columns(6)
+    for i, sid in enumerate(shown):
+        with cols[i % 6].container(border=True):
+            png = state.thumbnail(run, sid, split="test")
+            if png:
+                st.image(png, width=state.THUMB_PX)
+            r = table.loc[sid]
+            st.markdown(
+                f"true **{names[int(r['label'])]}** · pred **{names[int(r['predicted'])]}**"
+            )
+            st.button("Why?", key=f"{K}-pick-{sid}", on_click=_pick, args=(sid,))
+
+
+def sample_header(run: Path, table: pd.DataFrame, names: list[str], sid: str) -> None:
+    r = table.loc[sid]
+    c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
+    png = state.thumbnail(run, sid, split="test", px=128)
+    if png:
+        c1.image(png, width=128, caption=sid)
+    c2.metric("True label", names[int(r["label"])])
+    c3.metric(
+        "Predicted",
+        names[int(r["predicted"])],
+        delta="wrong" if not r["correct"] else "right",
+        delta_color="inverse" if not r["correct"] else "normal",
+    )
+    c4.metric(
+        "Confidence",
+        f"{float(r['confidence']):.2f}",
+        help=f"probability of the true label {float(r['prob_given']):.2f}",
+    )
+
+
+def influencers_figure(df: pd.DataFrame) -> go.Figure:
+    """Horizontal bars of the influencers' scores: harmful (red, negative) and helpful (blue)."""
+    d = df.sort_values("score", kind="stable")
+    fig = go.Figure(
+        go.Bar(
+            x=d["score"],
+            y=[str(i) for i in d["sample_id"]],
+            orientation="h",
+            marker_color=["#b2182b" if v < 0 else "#2166ac" for v in d["score"]],
+            hovertemplate="%{y}: %{x:.4g}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=max(220, 14 * len(d) + 60),
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis={
+            "title": "score (negative = raises this image's loss = harmful)",
+            "zeroline": True,
+            "zerolinecolor": "#444",
+        },
+        yaxis={"title": "", "type": "category", "autorange": "reversed", "tickfont": {"size": 9}},
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def _influencers(run: Path, sid: str, method: str, k: int, exact: bool) -> pd.DataFrame | None:
+    """The influencers, or None after offering the job that makes them possible."""
+    running = active_jobs(run, kinds=("influence", "call"))
+    if exact:
+        got = _exact(str(run), sid, method, k, _influence_version(run))
+        if got is None and not running:
+            st.info(
+                f"Exact `{method}` scores for `{sid}` are not computed yet: one pass over the trajectory."
+            )
+            if st.button(f"Compute exact {method} scores for this image", key=f"{K}-exact-start"):
+                jobs.start_job(
+                    "influence", run_dir=run, params={"method": method, "query": f"test:{sid}"}
+                )
+                st.rerun()
+        return got
+    if not store_ready(run, method):
+        if not running:
+            st.info(
+                f"To answer any test image at once, `{method}` needs a per-image index of the training "
+                "set (one pass over the trajectory, built once per run)."
+            )
+            if st.button(f"Build the {method} index", type="primary", key=f"{K}-store-start"):
+                jobs.start_job(
+                    "call",
+                    run_dir=run,
+                    params={
+                        "function": "engine.influence.api:build_projected_store",
+                        "kwargs": {"method": method},
+                    },
+                )
+                st.rerun()
+        return None
+    return _projected(str(run), sid, method, k, _influence_version(run))
+
+
+def influencers_section(run: Path, sid: str, method: str, k: int, exact: bool) -> None:
+    try:
+        df = _influencers(run, sid, method, k, exact)
+    except ImportError as e:  # the influence API is not installed in this checkout
+        st.info(f"Per-image influencers need engine.influence.api, which is unavailable ({e}).")
+        return
+    except Exception as e:
+        if show_user_error(e):
+            return
+        raise
+    if df is None:
+        return
+    if df.empty:
+        st.info("No influencers returned for this test image.")
+        return
+    scores = dict(zip(df["sample_id"].astype(str), df["score"].astype(float), strict=True))
+    t = state.train_table(run)
+    flipped = set(t.index[t["flipped"].astype(bool)]) if "flipped" in t else set()
+    harmful = [str(i) for i in df.loc[df["kind"] == "harmful", "sample_id"]]
+    helpful = [str(i) for i in df.loc[df["kind"] == "helpful", "sample_id"]]
+    st.caption(
+        "Score = estimated change of this test image's loss if the training image is removed: "
+        f"**negative = the training image raises its loss (harmful)**, positive = it lowers it. "
+        f"{'Exact adjoint pass' if exact else 'Served from the projected index (approximate)'}."
+    )
+    st.plotly_chart(
+        influencers_figure(df), key=f"{K}-bars", width="stretch", config={"displaylogo": False}
+    )
+    tab1, tab2 = st.tabs(
+        [f"Raise its loss — harmful ({len(harmful)})", f"Lower its loss — helpful ({len(helpful)})"]
+    )
+    with tab1:
+        render_gallery(run, harmful, scores=scores, key=f"{K}-harm", page_size=12, flipped=flipped)
+    with tab2:
+        render_gallery(run, helpful, scores=scores, key=f"{K}-help", page_size=12, flipped=flipped)
+
+
+def main() -> None:
+    st.title("Test sample")
+    st.markdown(
+        "**Why did the model get this wrong?** Pick a test image to see the training images that "
+        "pushed the model towards its answer (they raise the image's loss) and those that held it back."
+    )
+    run = require_run()
+    if run is None:
+        return
+    names = state.bundle(run).class_names
+    table = test_table(run)
+    if table.empty:
+        st.info("This run has no test images.")
+        return
+    try:
+        methods = query_methods()
+    except ImportError as e:
+        st.info(f"Influence estimators are unavailable ({e}).")
+        return
+    ids = list(table.index)
+    wrong = list(table.index[~table["correct"]])
+    if st.session_state.get(f"{K}-id") not in ids:
+        st.session_state[f"{K}-id"] = wrong[0] if wrong else ids[0]
+    with st.expander("Misclassified test images", expanded=True):
+        misclassified_grid(run, table, names)
+    c1, c2, c3 = st.columns([3, 2, 1])
+    sid = c1.selectbox(
+        "Test image",
+        ids,
+        key=f"{K}-id",
+        format_func=lambda i: (
+            f"{i} — true {names[int(table.at[i, 'label'])]}, "
+            f"pred {names[int(table.at[i, 'predicted'])]}"
+            + ("" if table.at[i, "correct"] else "  ✗")
+        ),
+    )
+    default = methods.index(DEFAULT_METHOD) if DEFAULT_METHOD in methods else 0
+    method = c2.selectbox("Method", methods, index=default, key=f"{K}-method")
+    k = int(c3.number_input("How many", 4, 200, 12, step=4, key=f"{K}-k"))
+    fast = method in fast_methods([method])
+    exact = (
+        st.toggle(
+            "Exact scores (one pass per test image)",
+            value=not fast,
+            disabled=not fast,
+            key=f"{K}-exact",
+            help="Hessian-free methods (hydra, tracin) answer any test image at once from a projected "
+            "index; exact scores run the method's pass for this one image.",
+        )
+        if fast
+        else True
+    )
+    sample_header(run, table, names, sid)
+    influencers_section(run, sid, method, k, exact)
+
+
+main()
