@@ -14,9 +14,8 @@ from engine.train import LoadedRun, load_run, train
 
 def make_run(root: Path, name: str, *, data: dict[str, Any] | None = None, **cfg: Any) -> LoadedRun:
     """Train a tiny float64 run under root/name (digits 1 vs 7, 30 training samples) and load it."""
-    spec = DataSpec(
-        dataset="digits", classes=[1, 7], n_train=30, n_val=20, n_test=12, **(data or {})
-    )
+    sizes: dict[str, Any] = {"n_train": 30, "n_val": 20, "n_test": 12, **(data or {})}
+    spec = DataSpec(dataset="digits", classes=[1, 7], **sizes)
     base: dict[str, Any] = dict(
         model="mlp",
         widths=[4],
