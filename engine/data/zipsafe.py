@@ -41,7 +41,9 @@ def _entry_parts(info: zipfile.ZipInfo) -> tuple[str, ...]:
 def _kind(info: zipfile.ZipInfo) -> str:
     """'dir', 'file', or the refused kind ('symlink', 'special file')."""
     mode = info.external_attr >> 16
-    if info.create_system == 3 and mode:  # Unix attributes present
+    if info.create_system == 3 and stat.S_IFMT(
+        mode
+    ):  # Unix file type present (often only perms are)
         if stat.S_ISLNK(mode):
             return "symlink"
         if stat.S_ISDIR(mode):

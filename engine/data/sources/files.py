@@ -178,7 +178,7 @@ def read_label_csv(csv_file: str | os.PathLike[str]) -> LabelTable:
     f = Path(csv_file).expanduser()
     if not f.is_file():
         raise DataError(f"csv: {f} does not exist or is not a file")
-    base = f.parent.absolute()
+    base = Path(os.path.normpath(f.parent.absolute()))
     real_base = base.resolve()
     try:
         with f.open(newline="", encoding="utf-8-sig") as fh:
