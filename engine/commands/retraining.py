@@ -260,4 +260,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--method", required=True)
     p.add_argument("--k", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--float64",
+        action="store_true",
+        help="retrain in float64 (no float32 rounding in the truth)",
+    )
     p.set_defaults(func=run_trust)

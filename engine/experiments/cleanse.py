@@ -61,17 +61,25 @@ def method_scores(
             raise
         compute_influence = None
     if compute_influence is not None:
+        from engine.runs import RunError
+
         kw: dict[str, Any] = {"query": query}
         if "progress" in inspect.signature(compute_influence).parameters:
             kw["progress"] = progress
-        df = compute_influence(loaded.run.path, method, **kw)
-        col = "score" if "score" in df.columns else [c for c in df.columns if c != "sample_id"][0]
-        s = df.set_index("sample_id")[col].reindex(loaded.bundle.train.ids)
-        if s.isna().any():
-            raise ConfigError(
-                f"{method} returned no score for {int(s.isna().sum())} training samples"
+        try:
+            df = compute_influence(loaded.run.path, method, **kw)
+        except RunError:
+            df = None  # scores stored with other options: compute without storing (below)
+        if df is not None:
+            col = (
+                "score" if "score" in df.columns else [c for c in df.columns if c != "sample_id"][0]
             )
-        return s.to_numpy(np.float64)
+            s = df.set_index("sample_id")[col].reindex(loaded.bundle.train.ids)
+            if s.isna().any():
+                raise ConfigError(
+                    f"{method} returned no score for {int(s.isna().sum())} training samples"
+                )
+            return s.to_numpy(np.float64)
     from engine.influence.queries import Query
     from engine.influence.registry import run_method
 

@@ -70,10 +70,18 @@ def trust(
     method: str,
     k: int = 30,
     seed: int = 0,
+    precision: str = "run",
     progress: Progress | None = None,
     save: bool = True,
 ) -> dict[str, Any]:
-    """Compare `method`'s validation-loss scores with k exact leave-one-out retrains (mode all)."""
+    """Compare `method`'s validation-loss scores with k exact leave-one-out retrains (mode all).
+
+    precision: "run" retrains in the run's own dtype (what `retracer retrain` would give you);
+    "float64" recomputes both the reference and the leave-one-out runs in float64 (via
+    engine.experiments.loo), so float32 rounding cannot blur the tiny single-sample effects.
+    """
+    if precision not in ("run", "float64"):
+        raise ConfigError(f"precision must be run or float64, got {precision!r}")
     if k < 3:
         raise ConfigError(f"--k must be at least 3 (a third harmful, helpful, random), got {k}")
     t0 = time.perf_counter()
@@ -107,6 +115,7 @@ def trust(
         "kind": "trust",
         "run_dir": str(loaded.run.path),
         "method": method,
+        "precision": precision,
         "k": len(df),
         "base_val_loss": base,
         "kendall_tau": float(tau.statistic),

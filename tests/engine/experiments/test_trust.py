@@ -58,3 +58,19 @@ def test_trust_end_to_end(run64: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "Kendall's tau" in res["verdict"]
     assert main(["trust", "--run-dir", str(run64), "--method", "nope", "--k", "3"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_trust_float64_truth_on_a_float32_run(tmp_path: Path) -> None:
+    d = tmp_path / "run32"
+    train(
+        d,
+        DataSpec(dataset="digits", n_train=80, n_val=30, n_test=30, seed=3),
+        TrainConfig(model="mlp", widths=[8], epochs=2, batch_size=16, lr=0.05, seed=2),
+    )
+    own = trust(d, method="hydra", k=3, save=False)
+    f64 = trust(d, method="hydra", k=3, precision="float64", save=False)
+    assert [s["sample_id"] for s in own["samples"]] == [s["sample_id"] for s in f64["samples"]]
+    for a, b in zip(
+        own["samples"], f64["samples"], strict=True
+    ):  # same effect, up to float32 rounding
+        assert abs(a["actual"] - b["actual"]) <= 0.1 * abs(b["actual"]) + 1e-4
