@@ -1,0 +1,218 @@
+"""Fidelity of the estimators against true leave-one-out (Hara et al. 2019, Sec. 7.1).
+
+On the bundled digits, classes 1 vs 7 (361 images): 200 training samples, 160 validation
+samples and 1 test sample (the published 200 / 200 does not fit, and a run needs a non-empty
+test split), float64, a binary model (one sigmoid output). For every training sample the true
+change of the mean validation loss when it is left out of SGD (engine.experiments.loo) is
+compared with each method's score: Kendall's tau over all 200 samples, and the Jaccard index of
+the set {10 most positive + 10 most negative} of estimate and truth. Mean and std over seeds;
+the seed changes the split, the initial weights and the batches.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from engine.config import ConfigError, TrainConfig
+from engine.data import DataSpec
+from engine.experiments.loo import loo_changes
+from engine.influence.queries import Query
+from engine.influence.registry import get_method, method_names, run_method
+
+MODELS = ("logreg", "dnn")
+N_TRAIN, N_VAL, N_TEST = 200, 160, 1
+# Stratified split fractions that give exactly 200 / 160 / 1 of the 182 + 179 images.
+_VAL_FRACTION, _TEST_FRACTION = 0.4432, 0.00276
+
+Log = Callable[[str], None]
+
+
+def protocol(model: str, seed: int) -> TrainConfig:
+    """Hara et al.'s Sec. 7.1 training protocol for `model` (logreg | dnn), float64, binary."""
+    if model == "logreg":
+        return TrainConfig(
+            model="logreg",
+            binary=True,
+            epochs=5,
+            batch_size=5,
+            lr=0.1,
+            schedule="invsqrt",
+            momentum=0.0,
+            weight_decay=1e-2,
+            dtype="float64",
+            seed=seed,
+            device="cpu",
+        )
+    if model == "dnn":
+        return TrainConfig(
+            model="mlp",
+            widths=[8, 8],
+            binary=True,
+            epochs=10,
+            batch_size=20,
+            lr=0.1,
+            schedule="constant",
+            momentum=0.0,
+            weight_decay=1e-3,
+            dtype="float64",
+            seed=seed,
+            device="cpu",
+        )
+    raise ConfigError(f"--model must be logreg or dnn, got {model!r}")
+
+
+def data_spec(seed: int) -> DataSpec:
+    """Digits 1 vs 7 split 200 / 160 / 1, seeded."""
+    return DataSpec(
+        dataset="digits",
+        classes=[1, 7],
+        val_fraction=_VAL_FRACTION,
+        test_fraction=_TEST_FRACTION,
+        seed=seed,
+    )
+
+
+def default_methods() -> list[str]:
+    """Every registered method that uses the query (influence-function among them)."""
+    return [m for m in method_names() if get_method(m).uses_query]
+
+
+def kendall(scores: np.ndarray, truth: np.ndarray) -> float:
+    """Kendall's tau-b between two score vectors (N,)."""
+    tau = kendalltau(scores, truth).statistic
+    return float(tau) if tau is not None and math.isfinite(tau) else float("nan")
+
+
+def extremes(values: np.ndarray, k: int = 10) -> set[int]:
+    """Indices of the k most positive and the k most negative entries of `values` (N,)."""
+    order = np.argsort(values, kind="stable")
+    return set(order[:k].tolist()) | set(order[-k:].tolist())
+
+
+def jaccard(scores: np.ndarray, truth: np.ndarray, k: int = 10) -> float:
+    """Jaccard index of the {k most positive + k most negative} sets of estimate and truth."""
+    a, b = extremes(scores, k), extremes(truth, k)
+    return len(a & b) / len(a | b)
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    loo_seconds: float
+    kendall: dict[str, float] = field(default_factory=dict)
+    jaccard: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FidelityResult:
+    model: str
+    methods: list[str]
+    seeds: list[SeedResult]
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """{method: {"kendall", "kendall_std", "jaccard", "jaccard_std", "seconds"}} (+ "error")."""
+        out: dict[str, dict[str, Any]] = {}
+        for m in self.methods:
+            taus = [s.kendall[m] for s in self.seeds if m in s.kendall]
+            jacs = [s.jaccard[m] for s in self.seeds if m in s.jaccard]
+            secs = [s.seconds[m] for s in self.seeds if m in s.seconds]
+            row: dict[str, Any] = {}
+            if taus:
+                row = {
+                    "kendall": float(np.mean(taus)),
+                    "kendall_std": float(np.std(taus)),
+                    "jaccard": float(np.mean(jacs)),
+                    "jaccard_std": float(np.std(jacs)),
+                    "seconds": float(np.mean(secs)),
+                    "n_seeds": len(taus),
+                }
+            errs = [s.errors[m] for s in self.seeds if m in s.errors]
+            if errs:
+                row["error"] = errs[0]
+            out[m] = row
+        return out
+
+
+def fidelity_seed(
+    model: str,
+    seed: int,
+    run_dir: Path,
+    *,
+    methods: Sequence[str],
+    method_options: dict[str, dict[str, Any]] | None = None,
+    log: Log | None = None,
+) -> tuple[SeedResult, np.ndarray, dict[str, np.ndarray]]:
+    """Train one run, compute true LOO and every method's scores; (result, truth (N,), scores)."""
+    from engine.train import load_run, train
+
+    train(run_dir, data_spec(seed), protocol(model, seed), overwrite=True)
+    loaded = load_run(run_dir)
+    t0 = time.perf_counter()
+    truth = loo_changes(loaded, Query("val"))[:, 0]
+    res = SeedResult(seed=seed, loo_seconds=time.perf_counter() - t0)
+    scores: dict[str, np.ndarray] = {}
+    for m in methods:
+        t1 = time.perf_counter()
+        try:
+            s = run_method(m, loaded, Query("val"), **(method_options or {}).get(m, {}))[:, 0]
+        except Exception as e:  # one broken method must not hide the others' rows
+            res.errors[m] = f"{type(e).__name__}: {e}"
+            if log is not None:
+                log(f"  {m}: failed: {res.errors[m]}")
+            continue
+        res.seconds[m] = time.perf_counter() - t1
+        scores[m] = s
+        res.kendall[m] = kendall(s, truth)
+        res.jaccard[m] = jaccard(s, truth)
+    if log is not None:
+        cells = ", ".join(f"{m} tau {res.kendall[m]:.3f} J {res.jaccard[m]:.2f}" for m in scores)
+        log(f"{model} seed {seed}: loo {res.loo_seconds:.1f}s; {cells}")
+    return res, truth, scores
+
+
+def run_fidelity(
+    model: str,
+    *,
+    seeds: int | Sequence[int] = 10,
+    methods: Sequence[str] | None = None,
+    work_dir: str | Path | None = None,
+    method_options: dict[str, dict[str, Any]] | None = None,
+    log: Log | None = None,
+) -> FidelityResult:
+    """The Sec. 7.1 experiment for `model` over `seeds` (a count: seeds 0..S-1, or a list)."""
+    protocol(model, 0)  # validates the model name
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise ConfigError("--seeds must be at least 1")
+    names = list(methods) if methods else default_methods()
+    known = set(method_names())
+    unknown = [m for m in names if m not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}"
+        )
+    results = []
+    with tempfile.TemporaryDirectory(prefix="retracer-fidelity-") as tmp:
+        root = Path(work_dir) if work_dir is not None else Path(tmp)
+        for seed in seed_list:
+            res, _, _ = fidelity_seed(
+                model,
+                seed,
+                root / f"{model}-seed{seed}",
+                methods=names,
+                method_options=method_options,
+                log=log,
+            )
+            results.append(res)
+    return FidelityResult(model, names, results)
