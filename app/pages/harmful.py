@@ -48,9 +48,10 @@ if run is None:
 methods = require_scores(run)
 if methods is None:
     st.stop()
+preferred = [m for m in ("sgd-influence", "hydra") if m in methods]
 method = st.selectbox(
-    "Method", methods, index=methods.index("sgd-influence") if "sgd-influence" in methods else 0,
-    key="harmful-method",
+    "Method", methods, index=methods.index(preferred[0]) if preferred else 0, key="harmful-method",
+    help="Known label errors are marked ⚑ when the run has any; compare methods by the precision shown.",
 )  # fmt: skip
 st.caption(SIGN_LINE)
 ids, scores = filtered(run, method)

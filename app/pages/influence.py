@@ -29,7 +29,7 @@ def _chain(run: Path, methods: list[str]) -> None:
 def compute_section(run: Path) -> None:
     names = method_names()
     have = set(state.score_methods(run))
-    default = [m for m in ("sgd-influence",) if m in names and m not in have][:1]
+    default = [m for m in ("hydra",) if m in names and m not in have][:1]
     chosen = st.multiselect(
         "Methods",
         names,

@@ -19,7 +19,8 @@ from engine.workspace import new_run_name
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_data" / "digits"
-DEFAULT_METHOD = "sgd-influence"
+# hydra: the fastest trajectory method; loss: the baseline it should be compared with (0.2 s).
+DEMO_METHODS = ("hydra", "loss")
 
 SOURCES = {
     "Bundled sample (digits with mislabeled images)": "sample",
@@ -77,11 +78,9 @@ def start_training(data: dict[str, Any], train: dict[str, Any], *, then_influenc
     if not 0 <= spec.noise < 1:
         raise ConfigError(f"label noise must be in [0, 1), got {spec.noise}")
     run = state.workspace() / new_run_name(spec.dataset, str(train.get("model")))
-    then = (
-        [{"kind": "influence", "params": {"method": DEFAULT_METHOD, "query": "val"}}]
-        if then_influence
-        else []
-    )
+    then: list[dict[str, Any]] = []
+    for m in reversed(DEMO_METHODS if then_influence else ()):
+        then = [{"kind": "influence", "params": {"method": m, "query": "val", "then": then}}]
     jobs.start_job("train", run_dir=run, params={"data": data, "train": train, "then": then})
     state.set_current_run(run)
 
@@ -107,7 +106,9 @@ def intro() -> None:
         if SAMPLE.is_dir()
         else ("scikit-learn's digits with 8% of labels flipped (the bundled sample is missing)")
     )
-    st.caption(f"The demo trains a small MLP on {src}, then computes `{DEFAULT_METHOD}` scores.")
+    st.caption(
+        f"The demo trains a small MLP on {src}, then computes {' and '.join(DEMO_METHODS)} scores."
+    )
 
 
 def progress_section(run: Path | None) -> None:
@@ -210,7 +211,9 @@ def train_form() -> None:
         momentum = c[1].number_input("Momentum", 0.0, 0.999, 0.9, key=f"{k}-mom")
         wd = c[2].number_input("Weight decay", 0.0, 1.0, 1e-4, format="%.5f", key=f"{k}-wd")
         seed = c[3].number_input("Seed", 0, 2**31 - 1, 0, key=f"{k}-seed")
-        also = st.checkbox(f"Then compute `{DEFAULT_METHOD}` influence", True, key="runs-then")
+        also = st.checkbox(
+            f"Then compute {' and '.join(DEMO_METHODS)} scores", True, key="runs-then"
+        )
         if st.button("Train", type="primary", key="runs-train"):
             try:
                 if src == "zip":

@@ -48,6 +48,32 @@ def test_demo_button_trains_in_a_background_job(workspace: Path) -> None:
     done = wait_job(run, job["id"], timeout=180)
     assert done["state"] == "done", done
     # the influence job is chained from the training job, so closing the tab would not lose it
-    (inf,) = done["next_jobs"]
-    assert wait_job(run, inf, timeout=180)["state"] == "done"
-    assert (run / "influence").is_dir()
+    # the influence jobs are chained from the training job, so closing the tab would not lose them
+    (hydra,) = done["next_jobs"]
+    h = wait_job(run, hydra, timeout=180)
+    assert h["state"] == "done" and h["params"]["method"] == "hydra", h
+    (loss,) = h["next_jobs"]
+    assert wait_job(run, loss, timeout=180)["state"] == "done"
+    from engine.export import score_methods
+
+    assert score_methods(run) == ["hydra", "loss"]
+
+
+def test_main_navigates_and_the_sidebar_switches_the_current_run(run_dir: Path) -> None:
+    import shutil
+
+    from engine.workspace import current_run
+
+    shutil.copytree(run_dir, run_dir.parent / "second")
+    at = AppTest.from_file(
+        str(page("runs.py")).replace("pages/runs.py", "main.py"), default_timeout=30
+    )
+    at.run()
+    assert not at.exception
+    assert at.sidebar.selectbox(key="sidebar-run").value == "tiny"
+    at.sidebar.selectbox(key="sidebar-run").set_value("second").run()
+    assert not at.exception
+    assert current_run(run_dir.parent) == run_dir.parent / "second"
+    at.switch_page("pages/harmful.py").run()
+    assert not at.exception
+    assert any(c.key and c.key.startswith("harmful-top-drop-") for c in at.checkbox)
