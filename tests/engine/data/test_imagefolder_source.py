@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -207,3 +208,39 @@ def test_zipped_image_folder(folder: Path, tmp_path: Path, monkeypatch: pytest.M
     ref = load(folder)
     assert a.ids == b.ids == ref.ids and a.class_names == ref.class_names
     assert torch.equal(a.images, ref.images)
+
+
+def test_thread_pool_gives_the_same_result_as_a_plain_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.data.images as images
+
+    root = make_folder(tmp_path / "many", {"a": 40, "b": 40})
+    write_image(root / "a" / "odd.png", pattern(1, (20, 20)))
+    (root / "b" / "bad.png").write_bytes(b"")
+    serial = load(root)
+    monkeypatch.setattr(images, "_THREADS_ABOVE_BYTES", 0)  # every folder counts as large files
+    assert images._worth_threads([Path(p) for p in serial.paths]) == ((os.cpu_count() or 1) >= 2)
+    threaded = load(root)
+    assert threaded.ids == serial.ids and threaded.skipped == serial.skipped
+    assert torch.equal(threaded.images, serial.images)
+
+
+def test_past_the_memory_budget_headers_choose_the_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.data.images as images
+
+    root = make_folder(tmp_path / "f", {"a": 5, "b": 5}, size=(12, 12))
+    write_image(root / "a" / "0big.png", pattern(9, (30, 30)))  # first file, odd size
+    (root / "b" / "0zero.png").write_bytes(b"")
+    (root / "b" / "zz.txt").write_text("text")
+    whole = load(root)
+    monkeypatch.setattr(images, "_NATIVE_BUDGET_BYTES", 0)
+    monkeypatch.setattr(
+        images, "_CHUNK_FILES", 3
+    )  # 3 files decoded natively, the rest header-first
+    budget = load(root)
+    assert budget.images.shape == whole.images.shape == (11, 1, 12, 12)
+    assert budget.ids == whole.ids and sorted(budget.skipped) == sorted(whole.skipped)
+    assert torch.equal(budget.images, whole.images)
