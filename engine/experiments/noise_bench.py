@@ -97,7 +97,7 @@ def noise_bench(
     t0 = time.perf_counter()
     loaded, reused = _ensure_run(Path(run_dir), data, cfg, overwrite=overwrite)
     train_s = time.perf_counter() - t0
-    from engine.influence.registry import method_names
+    from engine.influence.registry import get_method, method_names
 
     names = list(methods) if methods else [m for m in method_names() if m != "random"] + ["random"]
     flipped = (
@@ -125,7 +125,7 @@ def noise_bench(
             rankings[label] = susp
             info[label] = {
                 "method": label,
-                "query": query if name != "random" else "-",
+                "query": query if name != "random" and get_method(name).uses_query else "-",
                 "seconds": time.perf_counter() - t1,
             }
     if all(c in rankings for c in COMBINED):
