@@ -108,7 +108,7 @@ def _tile(run, sid, split, names, man, preds, sel, scores, flipped, options, key
     if scores is not None and sid in scores:
         lines.append(f"score {scores[sid]:+.3g}")
     if flipped is not None and sid in flipped:
-        lines.append(":red[⚑ flipped label]")
+        lines.append(":red[⚑ known wrong label]")
     st.markdown("  \n".join(lines))
     st.caption(sid)
     if split != "train":

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import subprocess
+import sys
 from pathlib import Path
 
 from engine.selections import clear_selections, load_selections, set_drop, set_relabel
 
-
-def _tick_many(run_dir: str, prefix: str, n: int) -> None:
-    for i in range(n):
-        set_drop(run_dir, [f"{prefix}-{i}"], True)
-        set_relabel(run_dir, f"{prefix}-{i}", i % 3)
+TICKER = """
+import sys
+from engine.selections import set_drop, set_relabel
+run_dir, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    set_drop(run_dir, [f"{prefix}-{i}"], True)
+    set_relabel(run_dir, f"{prefix}-{i}", i % 3)
+"""
 
 
 def test_two_processes_ticking_different_images_both_survive(tmp_path: Path) -> None:
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_tick_many, args=(str(tmp_path), p, 25)) for p in ("a", "b")]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    # separate interpreters, like two Streamlit sessions in two server processes
+    procs = [
+        subprocess.Popen([sys.executable, "-c", TICKER, str(tmp_path), p, "25"]) for p in ("a", "b")
+    ]
+    assert [p.wait(60) for p in procs] == [0, 0]
     sel = load_selections(tmp_path)
     assert sel.drop == {f"{p}-{i}" for p in "ab" for i in range(25)}
     assert sel.relabel == {f"{p}-{i}": i % 3 for p in "ab" for i in range(25)}
