@@ -190,6 +190,9 @@ def hvp_and_dots(
     def along(ci: Params) -> tuple[Params, torch.Tensor]:
         return jvp(gradient, (th,), (ci,))[1]  # type: ignore[no-any-return]
 
+    if next(iter(c.values())).shape[0] == 1:  # one query: a plain jvp is ~25% faster than vmap
+        hc1, d1 = along({k: t[0] for k, t in c.items()})
+        return {k: t[None] for k, t in hc1.items()}, d1[None]
     hc, d = vmap(along)(c)
     return hc, d
 
@@ -244,11 +247,11 @@ def exact_pass(
     n = problem.x.shape[0]
     lam, mom = problem.weight_decay, problem.momentum
     scores = torch.zeros(n, u.shape[1], dtype=torch.float64, device=problem.x.device)
-    total = traj.n_steps - start
+    total = (traj.n_steps - start) * math.ceil(u.shape[1] / q_chunk)
+    done = 0
     for q0 in range(0, u.shape[1], q_chunk):
         a = unflatten(theta_ref, u[:, q0 : q0 + q_chunk].to(dtype))
         b = {k: torch.zeros_like(t) for k, t in a.items()}
-        done = 0
         for s, e in reversed(_segments_from(traj, start)):
             for t, theta_t in _states_backward(problem, traj, s, e, start, max_states=max_states):
                 eta = traj.lr(t)
@@ -264,7 +267,7 @@ def exact_pass(
                 )
                 b = {k: mom * c[k] for k in c}
                 done += 1
-                if progress is not None and q0 == 0:
+                if progress is not None:
                     progress(done, total, None)
     return scores
 

@@ -48,7 +48,9 @@ class FeatureStore:
 
     def scores(self, u: torch.Tensor) -> np.ndarray:
         """Approximate scores (N, Q) for query gradients u (P, Q)."""
-        ru = self.projector.project(u.T.to(torch.float64)).T.numpy().astype(np.float32)  # (d, Q)
+        ru = (
+            self.projector.project(u.T.to(torch.float64)).T.cpu().numpy().astype(np.float32)
+        )  # (d, Q)
         return np.asarray(self.features @ ru, dtype=np.float64)
 
 

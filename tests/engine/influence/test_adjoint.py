@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from engine.config import ConfigError
-from engine.influence.adjoint import adjoint_scores, parallel_pass, step_coefficients, window_start
+from engine.influence.adjoint import (
+    adjoint_scores,
+    exact_pass,
+    parallel_pass,
+    step_coefficients,
+    window_start,
+)
 from engine.influence.queries import Query, flat_query_gradients, query_losses
 from engine.influence.registry import run_method
 from engine.models import per_sample_loss
@@ -150,6 +156,12 @@ def test_self_influence_matches_naive_sum(tiny_run: LoadedRun) -> None:
             ref[k] += coef[t] * float(g_t @ g_T)
     ours = run_method("hydra", tiny_run, Query("self"))[:, 0]
     assert rel_err(ours, ref) < 1e-10
+    # the same as the ordinary pass with sample k's own final gradient as the query direction
+    from engine.influence.pergrad import per_sample_grads
+
+    g_T = per_sample_grads(problem, theta_T, problem.x, problem.y)  # (N, P)
+    as_queries = parallel_pass(tiny_run, g_T.T.contiguous(), curvature="decay").numpy()
+    assert rel_err(ours, np.diag(as_queries)) < 1e-10
     assert np.median(ours) > 0  # a sample's own training lowers its own loss
 
 
@@ -167,3 +179,15 @@ def test_progress_and_bad_options(tiny_run: LoadedRun) -> None:
         run_method("hydra", tiny_run, Query("val"), last_epochs=0)
     with pytest.raises(ConfigError):
         run_method("hydra", tiny_run, Query("val"), bogus=1)
+
+
+def test_exact_pass_with_few_stored_states_and_query_chunks(tiny_run: LoadedRun) -> None:
+    """Segments longer than max_states are replayed in blocks; queries split in chunks: same result."""
+    u = flat_query_gradients(tiny_run, Query("class"), tiny_run.final_theta)
+    ref = exact_pass(tiny_run, u)
+    seen: list[tuple[int, int]] = []
+    low = exact_pass(
+        tiny_run, u, max_states=2, q_chunk=1, progress=lambda d, t, _: seen.append((d, t))
+    )
+    assert torch.equal(ref, low)
+    assert seen[-1] == (2 * tiny_run.traj.n_steps, 2 * tiny_run.traj.n_steps)
