@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--methods",
         default=None,
-        help="comma-separated methods (default: every method that uses the query)",
+        help="comma-separated methods, each optionally with options, e.g. influence-function:damping=1 (default: every method that uses the query)",
     )
     p.add_argument(
         "--work-dir",

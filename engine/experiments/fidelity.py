@@ -86,6 +86,29 @@ def default_methods() -> list[str]:
     return [m for m in method_names() if get_method(m).uses_query]
 
 
+def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """'name' or 'name:key=value:key=value' (values parsed as int, float, else str) -> (name, options).
+
+    Lets one table compare variants, e.g. 'influence-function:damping=1' (Hara et al.'s damping
+    for the DNN) beside plain 'influence-function'.
+    """
+    name, *pairs = spec.split(":")
+    opts: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"method option must look like key=value, got {pair!r} in {spec!r}")
+        value: Any = text
+        for conv in (int, float):
+            try:
+                value = conv(text)
+                break
+            except ValueError:
+                continue
+        opts[key.replace("-", "_")] = value
+    return name, opts
+
+
 def kendall(scores: np.ndarray, truth: np.ndarray) -> float:
     """Kendall's tau-b between two score vectors (N,)."""
     tau = kendalltau(scores, truth).statistic
@@ -164,8 +187,10 @@ def fidelity_seed(
     scores: dict[str, np.ndarray] = {}
     for m in methods:
         t1 = time.perf_counter()
+        name, opts = parse_method_spec(m)
+        opts = {**(method_options or {}).get(m, {}), **opts}
         try:
-            s = run_method(m, loaded, Query("val"), **(method_options or {}).get(m, {}))[:, 0]
+            s = run_method(name, loaded, Query("val"), **opts)[:, 0]
         except Exception as e:  # one broken method must not hide the others' rows
             res.errors[m] = f"{type(e).__name__}: {e}"
             if log is not None:
@@ -190,14 +215,17 @@ def run_fidelity(
     method_options: dict[str, dict[str, Any]] | None = None,
     log: Log | None = None,
 ) -> FidelityResult:
-    """The Sec. 7.1 experiment for `model` over `seeds` (a count: seeds 0..S-1, or a list)."""
+    """The Sec. 7.1 experiment for `model` over `seeds` (a count: seeds 0..S-1, or a list).
+
+    methods: registered names or 'name:key=value' variants (default: every query method).
+    """
     protocol(model, 0)  # validates the model name
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
         raise ConfigError("--seeds must be at least 1")
     names = list(methods) if methods else default_methods()
     known = set(method_names())
-    unknown = [m for m in names if m not in known]
+    unknown = [m for m in names if parse_method_spec(m)[0] not in known]
     if unknown:
         raise ConfigError(
             f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}"

@@ -9,8 +9,10 @@ training Hessian (never formed: Hessian-vector products), and u = grad f(theta_T
 Sign: removing sample k moves the optimum by about +(1/N) A^{-1} g_k, so the query changes by
 (1/N) <u, A^{-1} g_k>: the estimated change of the query loss if k is removed; NEGATIVE = HARMFUL.
 
-Solvers: "cg" (conjugate gradient, batched over the Q query columns; needs A positive definite:
-add damping for non-convex models) and "lissa" (Agarwal et al.'s stochastic series
+Solvers: "cg" (conjugate gradient, batched over the Q query columns; on a non-convex model a
+column that meets non-positive curvature stops there, i.e. truncated CG as in Koh & Liang's
+Newton-CG solver, with a warning: add damping; Hara et al.'s K&L baseline for their DNN used
+damping 1.0) and "lissa" (Agarwal et al.'s stochastic series
 h_j = b + h_{j-1} - A h_{j-1} / scale, which converges to scale * A^{-1} b when scale exceeds
 A's largest eigenvalue; scale=None estimates it by power iteration).
 """

@@ -20,6 +20,7 @@ from engine.experiments.fidelity import (
     extremes,
     jaccard,
     kendall,
+    parse_method_spec,
     protocol,
     run_fidelity,
 )
@@ -79,11 +80,23 @@ def test_unknown_method_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) 
     assert "unknown method" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         run_fidelity("logreg", seeds=[])
+    with pytest.raises(ConfigError):
+        run_fidelity("logreg", seeds=1, methods=["nope:damping=1"])
+
+
+def test_method_specs() -> None:
+    assert parse_method_spec("tracin") == ("tracin", {})
+    assert parse_method_spec("influence-function:damping=0.5:solver=lissa:depth=20") == (
+        "influence-function",
+        {"damping": 0.5, "solver": "lissa", "depth": 20},
+    )
+    with pytest.raises(ConfigError):
+        parse_method_spec("influence-function:damping")
 
 
 @pytest.mark.slow
 def test_one_seed_logreg_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    methods = ["sgd-influence", "influence-function", "loss"]
+    methods = ["sgd-influence", "influence-function", "influence-function:damping=1", "loss"]
     rc = main(
         [
             "fidelity",
@@ -107,4 +120,5 @@ def test_one_seed_logreg_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert out["sgd-influence"]["kendall"] >= 0.9
     assert out["sgd-influence"]["jaccard"] >= 0.8
     assert out["influence-function"]["kendall"] > 0  # positively related, far weaker off-optimum
+    assert out["influence-function:damping=1"]["kendall"] != out["influence-function"]["kendall"]
     assert (tmp_path / "logreg-seed0" / "trajectory").is_dir()
