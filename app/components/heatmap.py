@@ -118,7 +118,7 @@ def heatmap_figure(
     fig.update_layout(
         width=side,
         height=side - 40,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        margin={"l": 10, "r": 10, "t": 70, "b": 10},
         xaxis={
             "title": "test class (whose loss)",
             "type": "category",
@@ -134,8 +134,6 @@ def heatmap_figure(
             "categoryarray": names,
         },
         plot_bgcolor="white",
-        clickmode="event+select",
-        dragmode="select",
     )
     return fig
 

@@ -19,7 +19,7 @@ __all__ = ["COLOR_OPTIONS", "embedding_figure", "ids_from_event"]
 COLOR_OPTIONS = {
     "label": "given label",
     "score": "influence score (red = harmful)",
-    "flipped": "injected label noise",
+    "flipped": "known label error",
     "predicted": "predicted label",
 }
 _PALETTE = [
@@ -36,7 +36,7 @@ def _hover(df: pd.DataFrame) -> tuple[np.ndarray, str]:
         ("label_name", "given", ""),
         ("predicted_name", "predicted", ""),
         ("score", "score", ":.3g"),
-        ("flipped", "injected noise", ""),
+        ("flipped", "known label error", ""),
     ):
         if name in df.columns:
             lines.append(f"{label}: %{{customdata[{len(cols)}]{fmt}}}")

@@ -47,7 +47,8 @@ def map_table(run: Path, method: str | None) -> pd.DataFrame:
     df = emb.set_index("sample_id").join(t[["label", "predicted", "flipped"]], how="left")
     df["label_name"] = [names[int(i)] if i == i else "?" for i in df["label"]]
     df["predicted_name"] = [names[int(i)] if i == i else "?" for i in df["predicted"]]
-    df["flipped"] = df["flipped"].fillna(False).astype(bool)
+    known = state.known_errors(run)  # injected noise, or the data set's list of known errors
+    df["flipped"] = df["flipped"].fillna(False).astype(bool) | df.index.isin(known)
     if method:
         s = state.scores(run, method)
         df["score"] = s.reindex(df.index).to_numpy(dtype=np.float64)
@@ -110,8 +111,7 @@ def main() -> None:
     if run is None:
         return
     methods = state.score_methods(run)
-    t = state.train_table(run)
-    has_noise = bool(t["flipped"].astype(bool).any()) if "flipped" in t else False
+    has_noise = bool(state.known_errors(run))
     options = (
         ["label", "predicted"] + (["score"] if methods else []) + (["flipped"] if has_noise else [])
     )

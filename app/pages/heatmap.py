@@ -121,7 +121,7 @@ def cell_gallery(run: Path, method: str, names: list[str], a: int, b: int, value
     table = state.train_table(run)
     in_class = table.index[table["label"] == a]
     s = scores.loc[scores.index.intersection(in_class), col].astype(float)
-    flipped = set(table.index[table["flipped"].astype(bool)]) if "flipped" in table else set()
+    flipped = state.known_errors(run)
     st.caption(
         f"Cell value {value:.4g}. Score = estimated change of test class {names[b]}'s summed loss "
         "if the image is removed: **negative = it raises that loss (harmful)**."

@@ -233,8 +233,7 @@ def influencers_section(run: Path, sid: str, method: str, k: int, exact: bool) -
         st.info("No influencers returned for this test image.")
         return
     scores = dict(zip(df["sample_id"].astype(str), df["score"].astype(float), strict=True))
-    t = state.train_table(run)
-    flipped = set(t.index[t["flipped"].astype(bool)]) if "flipped" in t else set()
+    flipped = state.known_errors(run)
     harmful = [str(i) for i in df.loc[df["kind"] == "harmful", "sample_id"]]
     helpful = [str(i) for i in df.loc[df["kind"] == "helpful", "sample_id"]]
     st.caption(

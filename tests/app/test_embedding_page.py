@@ -56,7 +56,7 @@ def test_pca_map_then_lasso_ticks_the_selection(run_dir: Path) -> None:
 def test_colour_by_score_and_noise(run_dir: Path) -> None:
     at = AppTest.from_file(page("embedding.py"), default_timeout=60).run()
     options = at.radio(key="embedding-color").options
-    assert "influence score (red = harmful)" in options and "injected label noise" in options
+    assert "influence score (red = harmful)" in options and "known label error" in options
     at.radio(key="embedding-color").set_value("score").run()
     assert not at.exception and len(at.get("plotly_chart")) == 1
     at.radio(key="embedding-color").set_value("flipped").run()

@@ -1,0 +1,226 @@
+"""The whole app in a real browser: demo training, influence, ticking harmful images (which survive
+a reload), retraining against a random control, and the heatmap, test-sample and embedding pages.
+
+One test walks the story in order (each step needs the one before); each step saves a screenshot
+under tests/e2e/artifacts/. Run it with: .venv/bin/pytest -q -m e2e tests/e2e
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.conftest import AppServer, publish, screenshot
+
+STEP_TIMEOUT_S = 240
+
+
+def _run_dir(server: AppServer) -> Path:
+    from engine.workspace import current_run
+
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        run = current_run(server.workspace)
+        if run is not None:
+            return run
+        time.sleep(0.3)
+    raise AssertionError("the demo button created no run in the workspace")
+
+
+def _wait_jobs(
+    run: Path, kind: str, *, n: int = 1, timeout: float = STEP_TIMEOUT_S
+) -> list[dict[str, Any]]:
+    """Wait until `n` jobs of `kind` exist for the run and all of them finished successfully."""
+    from engine.jobs import list_jobs, wait_job
+
+    deadline = time.time() + timeout
+    while len(found := list_jobs(run, kind=kind)) < n:
+        assert time.time() < deadline, f"no {kind} job started within {timeout}s"
+        time.sleep(0.5)
+    out = []
+    for j in found:
+        done = wait_job(run, j["id"], timeout=max(1.0, deadline - time.time()))
+        assert done["state"] == "done", (
+            f"{kind} job failed: {done.get('error') or done.get('message')}"
+        )
+        out.append(done)
+    return out
+
+
+def _open(page: Any, server: AppServer, path: str, text: str) -> None:
+    page.goto(f"{server.url}/{path}")
+    page.get_by_text(text, exact=False).first.wait_for(timeout=60_000)
+    _settle(page)
+
+
+def _settle(page: Any, timeout: float = 60.0) -> None:
+    """Wait until the app has finished its script run (no 'running' indicator, fragments aside)."""
+    deadline = time.time() + timeout
+    page.wait_for_timeout(400)
+    while time.time() < deadline:
+        if page.locator('[data-testid="stStatusWidget"]').count() == 0:
+            return
+        page.wait_for_timeout(300)
+
+
+def _plotly_charts(page: Any, *, at_least: int = 1, timeout_ms: int = 90_000) -> int:
+    loc = page.locator('[data-testid="stPlotlyChart"] .main-svg')
+    loc.nth(at_least - 1).wait_for(timeout=timeout_ms)
+    return int(page.locator('[data-testid="stPlotlyChart"]').count())
+
+
+def _drop_boxes(page: Any) -> Any:
+    """The gallery's "drop" tick boxes (Streamlit checkbox containers), in page order."""
+    return page.locator('[data-testid="stCheckbox"]').filter(
+        has=page.get_by_role("checkbox", name="drop", exact=True)
+    )
+
+
+def test_demo_story_in_a_real_browser(page: Any, app_server: AppServer) -> None:
+    from engine.selections import load_selections
+
+    server = app_server
+    passed: list[str] = []
+    try:
+        # 1. the first screen: one button trains the demo model and computes influence
+        _open(page, server, "", "Train the demo model")
+        screenshot(page, "01-runs-empty")
+        page.get_by_role("button", name="Train the demo model and find harmful images").click()
+        run = _run_dir(server)
+        _wait_jobs(run, "train")
+        _wait_jobs(run, "influence")
+        passed.append("train")
+        passed.append("influence")
+        _open(page, server, "", "Runs")
+        screenshot(page, "02-runs-trained")
+        _open(page, server, "influence", "Influence")
+        screenshot(page, "03-influence")
+
+        # 2. harmful images: tick three, reload, they are still ticked
+        _open(page, server, "harmful", "Harmful images")
+        boxes = _drop_boxes(page)
+        boxes.nth(2).wait_for(timeout=60_000)
+        for i in range(3):
+            boxes.nth(i).locator("label").click()
+            deadline = time.time() + 30
+            while len(load_selections(run).drop) < i + 1:
+                assert time.time() < deadline, "a tick was not saved in the run directory"
+                page.wait_for_timeout(200)
+            _settle(page)
+        ticked = load_selections(run).drop
+        assert len(ticked) == 3
+        passed.append("tick three")
+        page.reload()
+        page.get_by_text("Harmful images").first.wait_for()
+        boxes = _drop_boxes(page)
+        boxes.nth(2).wait_for(timeout=60_000)
+        _settle(page)
+        states = [boxes.nth(i).locator("input").is_checked() for i in range(4)]
+        assert states[:3] == [True, True, True], states
+        assert states[3] is False
+        passed.append("ticks survive reload")
+        publish(screenshot(page, "04-harmful"), "harmful")
+
+        # 3. retrain without them, against a random control
+        _open(page, server, "retrain", "Retrain & compare")
+        page.get_by_text("images ticked to drop").first.wait_for()
+        page.get_by_role("button", name="Retrain and compare").click()
+        _wait_jobs(run, "retrain")
+        _open(page, server, "retrain", "Retrain & compare")
+        for label in (
+            "before test accuracy",
+            "after test accuracy",
+            "random control test accuracy",
+        ):
+            page.get_by_text(label).first.wait_for(timeout=60_000)
+        _plotly_charts(page)
+        passed.append("retrain with control")
+        screenshot(page, "05-retrain")
+
+        # 4. class heatmap: compute the class query, see the matrix, click a cell
+        _open(page, server, "heatmap", "Class heatmap")
+        page.get_by_role("button", name="Compute the class heatmap with hydra").click()
+        _wait_jobs(run, "influence", n=2)
+        _open(page, server, "heatmap", "Class heatmap")
+        _plotly_charts(page)
+        page.get_by_text("Training images labelled").first.wait_for()
+        passed.append("heatmap figure")
+        _click_heatmap_cell(page, passed)
+        publish(screenshot(page, "06-heatmap"), "heatmap")
+
+        # 5. test sample: build the per-image index, see the influencers of a test image
+        _open(page, server, "test_sample", "Test sample")
+        page.get_by_role("button", name="Build the hydra index").click()
+        _wait_jobs(run, "call")
+        _open(page, server, "test_sample", "Test sample")
+        _plotly_charts(page)
+        page.get_by_text("Raise its loss").first.wait_for()
+        passed.append("test-sample figure")
+        screenshot(page, "07-test-sample")
+
+        # 6. embedding map: PCA at once; a lasso around part of it offers to tick the selection
+        _open(page, server, "embedding", "Embedding map")
+        _plotly_charts(page)
+        passed.append("embedding figure")
+        _lasso(page, passed)
+        screenshot(page, "08-embedding")
+    except BaseException:
+        screenshot(page, "99-failure")
+        raise
+    finally:
+        (Path(__file__).parent / "artifacts" / "steps-passed.txt").write_text(
+            "\n".join(passed) + "\n"
+        )
+
+
+def _click_heatmap_cell(page: Any, passed: list[str]) -> None:
+    """Click one square of the matrix and check the chosen cell follows (a real plotly click).
+
+    Plotly takes a click's point from the hover state, so the mouse hovers before it clicks.
+    """
+    before = page.get_by_text("Training images labelled").first.inner_text()
+    points = page.locator('[data-testid="stPlotlyChart"] .scatterlayer .trace').first.locator(
+        "path.point"
+    )
+    for i in range(min(points.count(), 4)):
+        bb = points.nth(i).bounding_box()
+        if bb is None:
+            continue
+        x, y = bb["x"] + bb["width"] / 2, bb["y"] + bb["height"] / 2
+        page.mouse.move(x - 3, y - 3)
+        page.mouse.move(x, y, steps=4)
+        page.wait_for_timeout(300)
+        page.mouse.click(x, y)
+        _settle(page)
+        page.wait_for_timeout(1000)
+        now = page.get_by_text("Training images labelled").first.inner_text()
+        if now != before:
+            passed.append("heatmap click selects a cell")
+            return
+    raise AssertionError("clicking the heatmap cells never changed the chosen cell")
+
+
+def _lasso(page: Any, passed: list[str]) -> None:
+    """Drag a lasso around the middle of the map; the page then offers to tick the selection."""
+    box = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.bounding_box()
+    assert box is not None
+    cx, cy, rx, ry = (
+        box["x"] + box["width"] / 2,
+        box["y"] + box["height"] / 2,
+        box["width"] / 3,
+        box["height"] / 3,
+    )
+    page.mouse.move(cx - rx, cy - ry)
+    page.mouse.down()
+    for x, y in (
+        (cx + rx, cy - ry),
+        (cx + rx, cy + ry),
+        (cx - rx, cy + ry),
+        (cx - rx, cy - ry + 2),
+    ):
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+    button = page.get_by_role("button", name="Tick these")
+    button.first.wait_for(timeout=30_000)
+    passed.append("embedding lasso selects points")
