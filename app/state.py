@@ -7,7 +7,6 @@ Cache keys include the file's modification time, so a re-trained run or new scor
 
 from __future__ import annotations
 
-import contextlib
 import io
 from pathlib import Path
 
@@ -179,20 +178,11 @@ def thumbnail(
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _known_errors(path: str, version: float) -> frozenset[str]:
-    b = _bundle(path, version)
-    m = b.manifest
-    out = set(m.loc[(m["split"] == "train") & m["flipped"].astype(bool), "sample_id"])
-    from engine.runs import RunDir
-
-    kind, _, arg = str(RunDir(path).config["data"]["dataset"]).partition(":")
-    listed = Path(arg) / "MISLABELED.csv"
-    if kind == "imagefolder" and listed.is_file():
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            out |= set(pd.read_csv(listed, dtype={"path": str})["path"]) & set(b.train.ids)
-    return frozenset(out)
+    m = _bundle(path, version).manifest
+    return frozenset(m.loc[(m["split"] == "train") & m["flipped"].astype(bool), "sample_id"])
 
 
 def known_errors(run_dir: str | Path) -> set[str]:
-    """Training ids whose label is known to be wrong: flipped by injected noise, or listed in the
-    ImageFolder's MISLABELED.csv (the bundled sample has one). Empty when nothing is known."""
+    """Training ids whose label is known to be wrong (the manifest's `flipped`): flipped by injected
+    noise, or listed in the source's MISLABELED.csv (the bundled sample has one)."""
     return set(_known_errors(str(run_dir), run_version(run_dir)))

@@ -4,10 +4,14 @@
 
     <out>/<0..9>/<index>.png   1,797 grayscale PNGs, 32x32 (8x8 upscaled, nearest neighbour)
     <out>/MISLABELED.csv       path,true_label,folder_label for every image placed in a wrong folder
+    <out>/splits.csv           path,label,split: a fixed train / val / test split (csv:<out>/splits.csv)
     <out>/README.md            how it was made
 
 About 8% of the images (seeded, so always the same ones) sit in a wrong class folder, so that a new
-user sees real mislabeled images and tests can measure how well they are found. ``--check`` only
+user sees real mislabeled images and tests can measure how well they are found. All of them are
+in the training split of splits.csv: the validation and test images are clean, as a trusted
+validation set should be (influence on a validation loss measured against wrong labels points
+the wrong way). ``--check`` only
 regenerates when the folder is missing or incomplete.
 """
 
@@ -30,6 +34,8 @@ N_IMAGES = 1797
 MISLABEL_RATE = 0.08
 SEED = 0
 SIZE = 32
+N_VAL = 300
+N_TEST = 300
 
 README = """# Sample data: handwritten digits with mislabeled images
 
@@ -47,9 +53,22 @@ again gives the same images in the same folders.
 2. Grey levels were scaled to 0..255 (`round(v * 255 / 16)`) and each image upscaled to
    {size}x{size} with nearest-neighbour sampling (every pixel becomes a {k}x{k} block), then saved as
    an 8-bit grayscale PNG named after its index in `load_digits()` (`0042.png` is image 42).
-3. Each image went into the folder of its true digit, except {n_bad} images ({pct:.1f}%, chosen
-   uniformly at random with numpy's `default_rng({seed})`), which went into a different folder
-   chosen uniformly among the nine wrong digits. These are deliberate label errors.
+3. A fixed split was drawn first (numpy's `default_rng({seed})`): {n_val} validation and {n_test}
+   test images, the rest for training; `splits.csv` lists it (`path,label,split`).
+4. Each image went into the folder of its true digit, except {n_bad} training images ({pct:.1f}% of
+   all images, chosen uniformly at random among the training split), which went into a different
+   folder chosen uniformly among the nine wrong digits. These are deliberate label errors. The
+   validation and test images are all in their true folder.
+
+## Two ways to load it
+
+- `--dataset csv:sample_data/digits/splits.csv` (what `make demo` uses): the fixed split above,
+  clean validation and test images.
+- `--dataset imagefolder:sample_data/digits`: the folders alone, split at random by Retracer, so the
+  validation and test splits then contain label errors too.
+
+Either way Retracer reads `MISLABELED.csv` and records these images as `flipped` (with their true
+label) in the run's manifest, so the app can show how many of them a method finds.
 
 ## MISLABELED.csv
 
@@ -69,14 +88,24 @@ def _images() -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(np.repeat(small, k, axis=1), k, axis=2), d.target.astype(np.int64)
 
 
+def split_plan(n: int, *, seed: int = SEED) -> np.ndarray:
+    """(N,) array of 'train' / 'val' / 'test': N_VAL and N_TEST seeded picks, the rest train."""
+    perm = np.random.default_rng(seed).permutation(n)
+    split = np.full(n, "train", dtype=object)
+    split[perm[:N_VAL]] = "val"
+    split[perm[N_VAL : N_VAL + N_TEST]] = "test"
+    return split
+
+
 def mislabel_plan(
-    labels: np.ndarray, *, rate: float = MISLABEL_RATE, seed: int = SEED
+    labels: np.ndarray, split: np.ndarray, *, rate: float = MISLABEL_RATE, seed: int = SEED
 ) -> np.ndarray:
     """Folder label for every image: (N,) int64, equal to `labels` except round(rate * N) seeded
-    picks, each moved to one of the other classes uniformly."""
-    rng = np.random.default_rng(seed)
+    picks among the training split, each moved to one of the other classes uniformly."""
+    rng = np.random.default_rng(seed + 1)
     n = len(labels)
-    bad = np.sort(rng.choice(n, size=int(round(rate * n)), replace=False))
+    train = np.flatnonzero(split == "train")
+    bad = np.sort(rng.choice(train, size=int(round(rate * n)), replace=False))
     folder = labels.copy()
     folder[bad] = (labels[bad] + rng.integers(1, 10, size=len(bad))) % 10
     return folder
@@ -86,18 +115,23 @@ def make_sample_digits(out: str | os.PathLike[str] = SAMPLE_DIGITS) -> pd.DataFr
     """Write the sample ImageFolder to `out` (replacing it whole) and return MISLABELED.csv's rows."""
     out = Path(out)
     images, labels = _images()
-    folder = mislabel_plan(labels)
+    split = split_plan(len(labels))
+    folder = mislabel_plan(labels, split)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     try:
         for c in range(10):
             (tmp / str(c)).mkdir()
-        rows = []
+        rows, listing = [], []
         for i, (img, y, f) in enumerate(zip(images, labels, folder, strict=True)):
             rel = f"{f}/{i:04d}.png"
             Image.fromarray(img).save(tmp / rel, format="PNG")
+            listing.append((rel, int(f), split[i]))
             if f != y:
                 rows.append((rel, int(y), int(f)))
+        pd.DataFrame(listing, columns=["path", "label", "split"]).to_csv(
+            tmp / "splits.csv", index=False
+        )
         bad = pd.DataFrame(rows, columns=["path", "true_label", "folder_label"])
         bad.to_csv(tmp / "MISLABELED.csv", index=False)
         (tmp / "README.md").write_text(
@@ -107,6 +141,8 @@ def make_sample_digits(out: str | os.PathLike[str] = SAMPLE_DIGITS) -> pd.DataFr
                 size=SIZE,
                 k=SIZE // 8,
                 n_bad=len(bad),
+                n_val=N_VAL,
+                n_test=N_TEST,
                 pct=100 * len(bad) / len(labels),
             ),
             encoding="utf-8",
@@ -132,7 +168,7 @@ def read_mislabeled(folder: str | os.PathLike[str] = SAMPLE_DIGITS) -> pd.DataFr
 def is_complete(folder: str | os.PathLike[str] = SAMPLE_DIGITS) -> bool:
     """True when `folder` holds the README, MISLABELED.csv and all 1,797 PNGs in folders 0..9."""
     f = Path(folder)
-    if not ((f / "README.md").is_file() and (f / "MISLABELED.csv").is_file()):
+    if not all((f / n).is_file() for n in ("README.md", "MISLABELED.csv", "splits.csv")):
         return False
     if not all((f / str(c)).is_dir() for c in range(10)):
         return False

@@ -19,6 +19,8 @@ from engine.workspace import new_run_name
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_data" / "digits"
+# The fixed split: label errors in training only, clean validation / test (sample_data/digits/README.md).
+SAMPLE_DATASET = f"csv:{SAMPLE / 'splits.csv'}"
 # hydra: the fastest trajectory method; loss: the baseline it should be compared with (0.2 s).
 DEMO_METHODS = ("hydra", "loss")
 
@@ -55,7 +57,7 @@ MODELS = ["logreg", "mlp", "lenet5", "hara-cnn", "cifar-cnn"]
 def demo_spec() -> tuple[dict[str, Any], dict[str, Any]]:
     """The demo: an MLP on the bundled sample (or sklearn digits with 8% injected noise)."""
     if SAMPLE.is_dir():
-        data = {"dataset": f"imagefolder:{SAMPLE}", "image_size": [8, 8], "seed": 0}
+        data = {"dataset": SAMPLE_DATASET, "image_size": [8, 8], "seed": 0}
     else:
         data = {"dataset": "digits", "noise": 0.08, "seed": 0}
     train = {
@@ -179,7 +181,7 @@ def train_form() -> None:
         k = f"runs-{src}"
         dataset, upload = src, None
         if src == "sample":
-            dataset = f"imagefolder:{SAMPLE}" if SAMPLE.is_dir() else "digits"
+            dataset = SAMPLE_DATASET if SAMPLE.is_dir() else "digits"
             if not SAMPLE.is_dir():
                 st.caption(
                     "The bundled sample is missing; this trains on scikit-learn digits instead."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,7 @@ def prepare_data(spec: DataSpec) -> DataBundle:
     _check_spec(spec)
     opts = SourceOptions(data_dir=spec.data_dir, image_size=spec.image_size, skip_bad=spec.skip_bad)
     src = load_source(spec.dataset, opts)
+    known = known_label_errors(spec.dataset)
     src, class_names = _select_classes(src, spec.classes)
     split = _assign_splits(src, spec)
     rng = np.random.default_rng(spec.seed + 1)
@@ -76,6 +78,11 @@ def prepare_data(spec: DataSpec) -> DataBundle:
         t = torch.as_tensor(idx, dtype=torch.long)
         labels = src.labels[t].clone()
         true = labels.clone()
+        ids = [src.ids[i] for i in idx]
+        for j, sid in enumerate(ids):
+            if sid in known:
+                name_true = known[sid]
+                true[j] = class_names.index(name_true) if name_true in class_names else -1
         if name == "train" and spec.noise > 0:
             labels, flipped = inject_label_noise(
                 labels,
@@ -85,7 +92,6 @@ def prepare_data(spec: DataSpec) -> DataBundle:
                 seed=spec.seed,
             )
             flipped_train = set(flipped.tolist())
-        ids = [src.ids[i] for i in idx]
         splits[name] = Split(ids, src.images[t].contiguous(), labels)
         for j, i in enumerate(idx):
             rows.append(
@@ -95,7 +101,7 @@ def prepare_data(spec: DataSpec) -> DataBundle:
                     int(labels[j]),
                     int(true[j]),
                     src.paths[i],
-                    name == "train" and j in flipped_train,
+                    bool(labels[j] != true[j]) or (name == "train" and j in flipped_train),
                 )
             )
     manifest = pd.DataFrame(
@@ -109,6 +115,28 @@ def prepare_data(spec: DataSpec) -> DataBundle:
         manifest,
         skipped=list(src.skipped),
     )
+
+
+def known_label_errors(dataset: str) -> dict[str, str]:
+    """Label errors a dataset documents itself: ``MISLABELED.csv`` (columns ``path,true_label``)
+    beside an ImageFolder's class folders or beside a CSV source. Returns {sample id: true class
+    name}; the manifest then records them as ``flipped`` with their ``true_label``, exactly like
+    injected noise, so detection can be measured on real files (the bundled sample has one).
+    """
+    kind, _, arg = dataset.partition(":")
+    if kind not in ("imagefolder", "csv") or not arg:
+        return {}
+    folder = Path(arg) if kind == "imagefolder" else Path(arg).parent
+    listed = folder / "MISLABELED.csv"
+    if not listed.is_file():
+        return {}
+    try:
+        t = pd.read_csv(listed, dtype=str)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{listed}: cannot read it ({e})") from e
+    if not {"path", "true_label"} <= set(t.columns):
+        raise DataError(f"{listed}: needs the columns path,true_label; has {', '.join(t.columns)}")
+    return dict(zip(t["path"], t["true_label"], strict=True))
 
 
 def _check_spec(spec: DataSpec) -> None:

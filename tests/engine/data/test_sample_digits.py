@@ -19,6 +19,7 @@ from engine.sample_data import (
     make_sample_digits,
     mislabel_plan,
     read_mislabeled,
+    split_plan,
 )
 
 
@@ -57,10 +58,24 @@ def test_images_are_the_upscaled_digits_and_mislabeled_csv_is_exact(sample: obje
 
 def test_mislabel_plan_is_seeded_and_never_keeps_the_true_class() -> None:
     y = load_digits().target
-    a, b = mislabel_plan(y), mislabel_plan(y)
+    split = split_plan(len(y))
+    a, b = mislabel_plan(y, split), mislabel_plan(y, split)
     assert np.array_equal(a, b)
     assert int((a != y).sum()) == 144
-    assert not np.array_equal(a, mislabel_plan(y, seed=1))
+    assert set(split[a != y]) == {"train"}  # validation and test stay clean
+    assert (split == "val").sum() == 300 and (split == "test").sum() == 300
+    assert not np.array_equal(a, mislabel_plan(y, split, seed=1))
+
+
+def test_the_fixed_split_loads_with_clean_evaluation_sets_and_known_errors() -> None:
+    from engine.data import DataSpec, prepare_data
+
+    b = prepare_data(DataSpec(dataset=f"csv:{SAMPLE_DIGITS / 'splits.csv'}"))
+    assert (len(b.train), len(b.val), len(b.test)) == (1197, 300, 300)
+    m = b.manifest
+    assert int(m["flipped"].sum()) == 144
+    assert set(m.loc[m["flipped"], "split"]) == {"train"}
+    assert (m.loc[m["flipped"], "label"] != m.loc[m["flipped"], "true_label"]).all()
 
 
 @pytest.mark.slow
