@@ -132,6 +132,44 @@ def epoch_end_checkpoints(traj: Any) -> list[int]:
     return sorted({c for c in traj.checkpoints if (c > 0 and c % spe == 0) or c == traj.n_steps})
 
 
+def influencers_check(n_train: int, dataset: str, folder: Path) -> dict[str, Any]:
+    """Train LeNet-5 one epoch on n_train samples, build the hydra store, time test_influencers."""
+    from engine.config import TrainConfig
+    from engine.data import DataSpec
+    from engine.influence import api
+    from engine.train import train
+
+    run_dir = folder / "big"
+    # Fashion-MNIST's 60,000 training images minus a 100-image validation split carved out of them
+    spec = DataSpec(dataset=dataset, n_train=n_train, n_test=1000, val_fraction=0.0017, seed=0)
+    cfg = TrainConfig(
+        model="lenet5", epochs=1, batch_size=32, lr=0.05, dtype="float32", device="cpu"
+    )
+    res = train(run_dir, spec, cfg)
+    t0 = time.perf_counter()
+    api.build_projected_store(run_dir, "hydra", dim=2048)
+    build = time.perf_counter() - t0
+    ids = api._load(run_dir).bundle.test.ids
+    times = []
+    for tid in ids[:6]:
+        t0 = time.perf_counter()
+        out = api.test_influencers(run_dir, tid, method="hydra", k=20)
+        times.append(time.perf_counter() - t0)
+    assert len(out) == 40
+    r = {
+        "n_train": n_train,
+        "train_seconds": res.seconds,
+        "store_build_seconds": build,
+        "first_query_seconds": times[0],
+        "later_query_seconds_max": max(times[1:]),
+    }
+    print(
+        f"test_influencers on {n_train} training samples: store built in {build:.1f}s "
+        f"(training {res.seconds:.1f}s); first query {times[0]:.3f}s, later queries <= {max(times[1:]):.3f}s"
+    )
+    return r
+
+
 def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[Any, float, float]:
     """Run fn `repeat` times; (last output, fastest time, largest peak)."""
     best, peak, out = float("inf"), 0.0, None
@@ -159,8 +197,18 @@ def main() -> None:
     ap.add_argument(
         "--repeat", type=int, default=2, help="time everything this often, keep the fastest"
     )
+    ap.add_argument(
+        "--influencers-n",
+        type=int,
+        default=0,
+        help="only time test_influencers on this many samples",
+    )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.influencers_n:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(influencers_check(a.influencers_n, a.dataset, Path(tmp))))
+        return
 
     from scipy.stats import spearmanr
 
