@@ -67,7 +67,7 @@ def penultimate_features(
     """
     from engine.train import load_run
 
-    loaded = load_run(run_dir)
+    loaded = load_run(Path(run_dir))
     ids = list(loaded.bundle.train.ids)
     cache = loaded.run.file(_FOLDER, "features.safetensors")
     if cache.is_file():

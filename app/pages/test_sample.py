@@ -18,7 +18,7 @@ from engine import jobs
 
 K = "test"
 DEFAULT_METHOD = "hydra"
-GRID = 12
+GRID = 16
 
 
 def _influence_version(run: Path) -> float:
@@ -106,6 +106,7 @@ def test_table(run: Path) -> pd.DataFrame:
 
 def _pick(sample_id: str) -> None:
     st.session_state[f"{K}-id"] = sample_id
+    st.session_state[f"{K}-picked"] = True
 
 
 def misclassified_grid(run: Path, table: pd.DataFrame, names: list[str]) -> None:
@@ -121,11 +122,12 @@ def misclassified_grid(run: Path, table: pd.DataFrame, names: list[str]) -> None
     n_pages = max(1, math.ceil(len(wrong) / GRID))
     page = 1
     if n_pages > 1:
-        page = int(st.number_input(f"Page (of {n_pages})", 1, n_pages, 1, key=f"{K}-grid-page"))
+        left, _ = st.columns([1, 4])
+        page = int(left.number_input(f"Page (of {n_pages})", 1, n_pages, 1, key=f"{K}-grid-page"))
     shown = wrong[(page - 1) * GRID : page * GRID]
-    cols = st.columns(6)
+    cols = st.columns(8)
     for i, sid in enumerate(shown):
-        with cols[i % 6].container(border=True):
+        with cols[i % 8].container(border=True):
             png = state.thumbnail(run, sid, split="test")
             if png:
                 st.image(png, width=state.THUMB_PX)
@@ -276,7 +278,8 @@ def main() -> None:
     wrong = list(table.index[~table["correct"]])
     if st.session_state.get(f"{K}-id") not in ids:
         st.session_state[f"{K}-id"] = wrong[0] if wrong else ids[0]
-    with st.expander("Misclassified test images", expanded=True):
+    picked = bool(st.session_state.get(f"{K}-picked"))
+    with st.expander("Misclassified test images", expanded=not picked):
         misclassified_grid(run, table, names)
     c1, c2, c3 = st.columns([3, 2, 1])
     sid = c1.selectbox(

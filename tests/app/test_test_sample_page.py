@@ -58,3 +58,24 @@ def test_exact_scores_run_as_a_job(run_dir: Path) -> None:
     assert not at.exception
     assert any("Exact adjoint pass" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 1
+
+
+def test_misclassified_grid_picks_the_image(run_dir: Path) -> None:
+    at = AppTest.from_file(page("test_sample.py"), default_timeout=60).run()
+    why = [b for b in at.button if b.key and b.key.startswith("test-pick-")]
+    from engine.export import run_predictions
+
+    p = run_predictions(run_dir)
+    p = p[p["split"] == "test"]
+    b = DataBundle.load(run_dir)
+    wrong = [
+        i
+        for i, y, q in zip(b.test.ids, b.test.labels.tolist(), p["predicted"], strict=True)
+        if y != q
+    ]
+    assert [w.key.removeprefix("test-pick-") for w in why] == wrong[: len(why)]
+    if why:
+        target = why[-1].key.removeprefix("test-pick-")
+        why[-1].click().run()
+        assert not at.exception
+        assert at.selectbox(key="test-id").value == target

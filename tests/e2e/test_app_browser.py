@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.e2e.conftest import AppServer, publish, screenshot
 
-STEP_TIMEOUT_S = 240
+STEP_TIMEOUT_S = 480
 
 
 def _run_dir(server: AppServer) -> Path:
@@ -120,6 +120,7 @@ def test_demo_story_in_a_real_browser(page: Any, app_server: AppServer) -> None:
         assert states[:3] == [True, True, True], states
         assert states[3] is False
         passed.append("ticks survive reload")
+        page.get_by_text("Most harmful").first.scroll_into_view_if_needed()
         publish(screenshot(page, "04-harmful"), "harmful")
 
         # 3. retrain without them, against a random control
@@ -136,6 +137,7 @@ def test_demo_story_in_a_real_browser(page: Any, app_server: AppServer) -> None:
             page.get_by_text(label).first.wait_for(timeout=60_000)
         _plotly_charts(page)
         passed.append("retrain with control")
+        page.get_by_text("3. Result").first.scroll_into_view_if_needed()
         screenshot(page, "05-retrain")
 
         # 4. class heatmap: compute the class query, see the matrix, click a cell
@@ -157,6 +159,7 @@ def test_demo_story_in_a_real_browser(page: Any, app_server: AppServer) -> None:
         _plotly_charts(page)
         page.get_by_text("Raise its loss").first.wait_for()
         passed.append("test-sample figure")
+        page.locator('[data-testid="stPlotlyChart"]').first.scroll_into_view_if_needed()
         screenshot(page, "07-test-sample")
 
         # 6. embedding map: PCA at once; a lasso around part of it offers to tick the selection
