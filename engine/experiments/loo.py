@@ -75,7 +75,7 @@ def counterfactual_finals(
         xb, yb = p.batch_inputs(idx, traj.aug_seed(t))
         # The runs are independent: the gradient of the summed objectives with respect to the
         # stacked parameters is every run's own gradient (vmapped forward, plain backward).
-        leaves = {k: t.detach().requires_grad_(True) for k, t in theta.items()}
+        leaves = {name: par.detach().requires_grad_(True) for name, par in theta.items()}
         with torch.enable_grad():
             logits = forward(leaves, xb.to(dtype))  # (M, B, K)
             losses = _stacked_loss(logits, yb)  # (M, B)
@@ -83,10 +83,10 @@ def counterfactual_finals(
             gl = torch.autograd.grad(total, list(leaves.values()))
         g = dict(zip(leaves, gl, strict=True))
         lr = traj.lr(t)
-        for k in theta:
-            d = g[k] + lam * theta[k] if lam else g[k]
-            vel[k] = mom * vel[k] + d if mom else d
-            theta[k] = theta[k] - lr * vel[k]
+        for name in theta:
+            d = g[name] + lam * theta[name] if lam else g[name]
+            vel[name] = mom * vel[name] + d if mom else d
+            theta[name] = theta[name] - lr * vel[name]
     return theta
 
 

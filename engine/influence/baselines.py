@@ -88,7 +88,8 @@ def penultimate_features(loaded: LoadedRun, theta: Params, *, batch_size: int = 
     p = loaded.problem
     body = penultimate(p.model)
     # Sequential parameter names ("0.weight", ...) are the same for the prefix of the model.
-    keep = {k: t for k, t in theta.items() if int(k.split(".")[0]) < len(body)}
+    n_body = len(list(body.children()))
+    keep = {k: t for k, t in theta.items() if int(k.split(".")[0]) < n_body}
     out = [
         functional_call(body, keep, (p.x[i : i + batch_size],))
         for i in range(0, p.x.shape[0], batch_size)

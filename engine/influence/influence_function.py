@@ -85,8 +85,8 @@ def train_hvp(
         g_fn = grad(total_loss)
 
         def hvp_col(v: torch.Tensor, g_fn: Callable[[Params], Params] = g_fn) -> torch.Tensor:
-            _, t = jvp(g_fn, (theta,), (unflatten(theta, v),))
-            return flat(t)
+            out = jvp(g_fn, (theta,), (unflatten(theta, v),))
+            return flat(out[1])
 
         out += vmap(hvp_col, in_dims=1, out_dims=1)(vectors)
     return out / n
