@@ -42,14 +42,14 @@ EXPORT_COLUMNS = [
 ]  # fmt: skip
 
 
-def score_methods(run_dir: str | os.PathLike[str]) -> list[str]:
+def score_methods(run_dir: str | Path) -> list[str]:
     """Methods with stored validation-query scores in the run, sorted by name."""
     from engine.influence.api import list_scores
 
     return sorted({str(p["method"]) for p in list_scores(run_dir) if p.get("query") == "val"})
 
 
-def method_scores(run_dir: str | os.PathLike[str], method: str) -> pd.Series:
+def method_scores(run_dir: str | Path, method: str) -> pd.Series:
     """Validation-query scores of `method` as a float Series indexed by sample_id.
 
     Negative = harmful. Raises RunError when absent or computed for another run.
@@ -62,7 +62,7 @@ def method_scores(run_dir: str | os.PathLike[str], method: str) -> pd.Series:
     )
 
 
-def run_predictions(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+def run_predictions(run_dir: str | Path) -> pd.DataFrame:
     """Predictions of the final weights on every split.
 
     Columns: sample_id, split, predicted (class index), confidence (probability of the predicted
@@ -94,7 +94,7 @@ def run_predictions(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def export_selection(
-    run_dir: str | os.PathLike[str],
+    run_dir: str | Path,
     *,
     method: str | None = None,
     top_k: int = 0,
@@ -145,7 +145,7 @@ def _class_names(run_dir: Path) -> list[str]:
     return (run_dir / "classes.txt").read_text(encoding="utf-8").splitlines()
 
 
-def cleaned_labels(run_dir: str | os.PathLike[str]) -> tuple[str, bytes]:
+def cleaned_labels(run_dir: str | Path) -> tuple[str, bytes]:
     """(suggested file name, CSV bytes) of the labels with drops removed and relabels applied."""
     run = RunDir(run_dir)
     sel = load_selections(run.path)
