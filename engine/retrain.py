@@ -9,6 +9,11 @@ Modes (Hara et al. 2019 Sec. 7.2 names in brackets):
 - ``last`` ["Retrain Last"]: the same, starting from the checkpoint at the start of the last epoch.
 - ``fresh``: S new seeds (new initial weights and batch order), training on the cleaned data (the
   dropped samples really removed, batches re-cut), against S fresh seeds on the uncleaned data.
+  Budget (``budget``): ``steps`` (the default) keeps the original run's number of SGD steps,
+  T = epochs * ceil(N / B), and its learning rate at every step, so fewer samples get more
+  epochs (the last one partial); ``epochs`` trains the configured number of epochs on the smaller
+  set, i.e. fewer steps, which biases every removal towards a worse model (with 20% removed, 20%
+  fewer updates) and made the oracle of the noise benchmark score below no filtering.
 
 Controls: the same number of other training samples, drawn at random, removed (and relabelled to a
 random other class, for relabel changes). For ``all`` / ``last`` each of ``control_draws`` draws is
@@ -44,6 +49,7 @@ from engine.train import (
 from engine.trajectory import Params
 
 __all__ = [
+    "BUDGETS",
     "MODES",
     "Changes",
     "evaluate_theta",
@@ -56,6 +62,7 @@ __all__ = [
 MODES = ("all", "last", "fresh")
 CONTROLS = ("random", None)
 SCALARS = ("val_acc", "val_loss", "test_acc", "test_loss")
+ATTACK_SCALARS = ("attack_success", "attack_acc")  # backdoored runs only
 Progress = Callable[[int, int, float | None], None]
 
 
@@ -162,7 +169,13 @@ def counterfactual(
     return theta
 
 
-def fresh_steps(n: int, loaded: LoadedRun) -> int:
+BUDGETS = ("steps", "epochs")
+
+
+def fresh_steps(n: int, loaded: LoadedRun, *, budget: str = "steps") -> int:
+    """SGD steps of a fresh retrain on n samples: the run's own count (steps) or epochs * ceil(n / B)."""
+    if budget == "steps":
+        n = len(loaded.bundle.train)
     return loaded.cfg.epochs * -(-n // loaded.cfg.batch_size)
 
 
@@ -171,14 +184,20 @@ def train_fresh(
     *,
     seed: int,
     changes: Changes | None = None,
+    budget: str = "steps",
     on_step: Callable[[int, float], None] | None = None,
 ) -> Params:
     """Train from scratch with `seed` (initial weights and batch order) on the changed data.
 
     The trainer's own arithmetic (engine.train): seeded init, epoch_batches, learning_rate,
     aug_seed_for, sgd_step, without logging. Dropped samples are really removed (batches re-cut).
-    With seed = the run's seed and no changes this reproduces the run's final weights exactly.
+    budget "steps": as many steps as the run (T = epochs * ceil(N / B) for the run's N) with the
+    run's learning rate at each step t, epochs over the n remaining samples repeating until T
+    steps are done; "epochs": `epochs` full epochs over the n samples (epochs * ceil(n / B) steps).
+    With seed = the run's seed and no changes both reproduce the run's final weights exactly.
     """
+    if budget not in BUDGETS:
+        raise ConfigError(f"--budget must be steps or epochs, got {budget!r}")
     cfg = replace(loaded.cfg, seed=int(seed))
     base, theta = build_problem(loaded.bundle, cfg)
     y = base.y
@@ -190,11 +209,17 @@ def train_fresh(
             x, y = x[keep], y[keep]
     prob: Problem = replace(base, x=x, y=y)
     n = x.shape[0]
-    spe = -(-n // cfg.batch_size)
+    if n == 0:
+        raise ConfigError("cannot train on zero samples; keep at least one")
+    # the learning-rate schedule follows the steps of the budget's reference: the run (steps) or n
+    spe = -(-(base.x.shape[0] if budget == "steps" else n) // cfg.batch_size)
+    total = cfg.epochs * spe
     v = {k: torch.zeros_like(t) for k, t in theta.items()}
-    step = 0
-    for epoch in range(cfg.epochs):
+    step, epoch = 0, 0
+    while step < total:
         for idx in epoch_batches(n, cfg.batch_size, seed=cfg.seed, epoch=epoch):
+            if step == total:
+                break
             loss = sgd_step(
                 prob,
                 theta,
@@ -206,6 +231,7 @@ def train_fresh(
             if on_step is not None:
                 on_step(step, loss)
             step += 1
+        epoch += 1
     return theta
 
 
@@ -214,7 +240,8 @@ def train_fresh(
 
 @torch.no_grad()
 def evaluate_theta(loaded: LoadedRun, theta: Params) -> dict[str, Any]:
-    """val/test loss and accuracy, test per-class accuracy (C,) and confusion matrix (C x C, rows = true)."""
+    """val/test loss and accuracy, test per-class accuracy (C,) and confusion matrix (C x C, rows = true);
+    for a backdoored run also attack_success / attack_acc on test-2 (engine.data.backdoor)."""
     out: dict[str, Any] = {}
     k = loaded.bundle.n_classes
     for s in ("val", "test"):
@@ -230,11 +257,20 @@ def evaluate_theta(loaded: LoadedRun, theta: Params) -> dict[str, Any]:
             rows = conf.sum(1).clamp(min=1)
             out["per_class_acc"] = (conf.diag().double() / rows).tolist()
             out["confusion"] = conf.tolist()
+    b = loaded.bundle
+    if b.attack is not None:  # backdoor: attack success on test-2 next to clean test accuracy
+        from engine.data.backdoor import attack_metrics
+
+        pred = predict(split_logits(loaded.problem, theta, b.attack))
+        out.update(attack_metrics(pred, b.attack.labels, int(b.attack_target or 0)))
     return out
 
 
 def _group(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summ = {m: summarize([r[m] for r in runs]) for m in SCALARS}
+    for m in ATTACK_SCALARS:
+        if runs and all(m in r for r in runs):
+            summ[m] = summarize([r[m] for r in runs])
     if runs:
         pc = np.array([r["per_class_acc"] for r in runs])
         summ["per_class_acc"] = {
@@ -269,12 +305,14 @@ def retrain(
     seeds: int = 1,
     control: str | None = "random",
     control_draws: int = 3,
+    budget: str = "steps",
     progress: Progress | None = None,
     save: bool = True,
 ) -> dict[str, Any]:
     """Retrain without `drop` / with `relabel`, against the run itself and a random control.
 
     seeds: fresh seeds S (mode "fresh" only; "all" and "last" are deterministic, one retrain).
+    budget: mode "fresh" only: "steps" (the run's number of SGD steps, default) or "epochs".
     Returns (and saves under <run>/experiments/, if `save`) a dict with before / after / control
     groups ({"runs": [metrics per retrain], "summary": {metric: {mean, std, n, values}}}), stats
     (per scalar metric: after_vs_before and after_vs_control, see engine.stats.welch) and verdict.
@@ -285,6 +323,8 @@ def retrain(
         raise ConfigError(f"--control must be random or none, got {control!r}")
     if seeds < 1 or control_draws < 1:
         raise ConfigError("--seeds and control draws must be at least 1")
+    if budget not in BUDGETS:
+        raise ConfigError(f"--budget must be steps or epochs, got {budget!r}")
     t0 = time.perf_counter()
     loaded = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
     changes = resolve_changes(loaded, drop, relabel)
@@ -292,9 +332,9 @@ def retrain(
     ctrl = [_control_changes(loaded, changes, d) for d in range(n_ctrl)]
     n = len(loaded.bundle.train)
     if mode == "fresh":
-        per = [fresh_steps(n, loaded)] * seeds + [fresh_steps(n - changes.n_drop, loaded)] * (
-            seeds + n_ctrl
-        )
+        per = [fresh_steps(n, loaded, budget=budget)] * seeds + [
+            fresh_steps(n - changes.n_drop, loaded, budget=budget)
+        ] * (seeds + n_ctrl)
     else:
         start = (
             0
@@ -312,14 +352,19 @@ def retrain(
     fresh_seeds = [loaded.cfg.seed + 1 + s for s in range(seeds)]
     if mode == "fresh":
         before = [
-            evaluate_theta(loaded, train_fresh(loaded, seed=s, on_step=tick)) for s in fresh_seeds
+            evaluate_theta(loaded, train_fresh(loaded, seed=s, budget=budget, on_step=tick))
+            for s in fresh_seeds
         ]
         after = [
-            evaluate_theta(loaded, train_fresh(loaded, seed=s, changes=changes, on_step=tick))
+            evaluate_theta(
+                loaded, train_fresh(loaded, seed=s, changes=changes, budget=budget, on_step=tick)
+            )
             for s in fresh_seeds
         ]
         controls = [
-            evaluate_theta(loaded, train_fresh(loaded, seed=s, changes=c, on_step=tick))
+            evaluate_theta(
+                loaded, train_fresh(loaded, seed=s, changes=c, budget=budget, on_step=tick)
+            )
             for s, c in zip(fresh_seeds, ctrl, strict=True)
         ]
     else:
@@ -335,6 +380,7 @@ def retrain(
         "mode": mode,
         "seeds": seeds if mode == "fresh" else 1,
         "fresh_seeds": fresh_seeds if mode == "fresh" else [],
+        "budget": budget if mode == "fresh" else None,
         "control": control or "none",
         "drop": [ids[i] for i in changes.drop.tolist()],
         "relabel": {
@@ -355,7 +401,7 @@ def retrain(
                 if controls
                 else None,
             }
-            for m in SCALARS
+            for m in SCALARS + (ATTACK_SCALARS if loaded.bundle.attack is not None else ())
         },
         "verdict": verdict(
             after=[r["test_acc"] for r in after],

@@ -82,6 +82,7 @@ def run_retrain(a: argparse.Namespace) -> int:
         seeds=a.seeds,
         control=None if a.control == "none" else a.control,
         control_draws=a.control_draws,
+        budget=a.budget,
         progress=None if a.json else ProgressBar("retrain"),
     )
     if a.json:
@@ -117,6 +118,7 @@ def run_cleanse(a: argparse.Namespace) -> int:
         mode=a.mode,
         seeds=a.seeds,
         random_draws=a.random_draws,
+        budget=a.budget,
         progress=ProgressBar("cleanse"),
     )
     for m, why in res["skipped"].items():
@@ -158,6 +160,7 @@ def run_noise_bench(a: argparse.Namespace) -> int:
         run_dir=run_dir,
         methods=_csv_list(a.methods) if a.methods else None,
         seeds=a.seeds,
+        budget=a.budget,
         overwrite=a.overwrite,
         progress=ProgressBar("noise-bench retrains"),
     )
@@ -212,6 +215,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--control-draws", type=int, default=3, help="random control retrains (modes all / last)"
     )
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument(
+        "--budget",
+        default="steps",
+        choices=["steps", "epochs"],
+        help="fresh retrains: keep the run's number of SGD steps (default; more epochs on fewer "
+        "samples) or its number of epochs (fewer steps)",
+    )
     p.set_defaults(func=run_retrain)
 
     p = sub.add_parser(
@@ -235,6 +245,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=3,
         help="random removals per base run (modes all / last)",
     )
+    p.add_argument(
+        "--budget",
+        default="steps",
+        choices=["steps", "epochs"],
+        help="fresh retrains: keep the run's number of SGD steps (default; more epochs on fewer "
+        "samples) or its number of epochs (fewer steps)",
+    )
     p.set_defaults(func=run_cleanse)
 
     from engine.commands.training import add_data_args, add_train_args
@@ -248,7 +265,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--methods", default=None, help="comma-separated (default: every registered method)"
     )
-    p.add_argument("--seeds", type=int, default=1, help="fresh retrains per row")
+    p.add_argument("--seeds", type=int, default=5, help="fresh retrains per row (mean ± std)")
+    p.add_argument(
+        "--budget",
+        default="steps",
+        choices=["steps", "epochs"],
+        help="fresh retrains: keep the run's number of SGD steps (default; more epochs on fewer "
+        "samples) or its number of epochs (fewer steps)",
+    )
     p.add_argument(
         "--run-dir", default=None, help="where the noisy run is trained (reused if identical)"
     )

@@ -8,7 +8,9 @@ Seeds: in modes ``all`` and ``last`` each retrain is an exact counterfactual of 
 seeds are separate base runs: seed 0 is the given run, seed s > 0 is the same data and config
 trained with seed (run seed + s) into the experiment folder; every method's scores are computed on
 each base run and every retrain replays that base run's trajectory (Hara's protocol). In mode
-``fresh`` the scores come from the given run and each (method, m) is retrained with S fresh seeds.
+``fresh`` the scores come from the given run and each (method, m) is retrained with S fresh seeds,
+each retrain keeping the run's number of SGD steps (budget "steps", engine.retrain) unless
+budget="epochs".
 
 ``random`` is always computed here (not from the registry): ``random_draws`` independent random
 removals per base run (mode fresh: one per fresh seed), the control every method is tested
@@ -30,7 +32,7 @@ import torch
 
 from engine.config import ConfigError
 from engine.experiments.report import new_experiment_dir, save_result, write_figure, write_table
-from engine.retrain import Changes, counterfactual, evaluate_theta, train_fresh
+from engine.retrain import BUDGETS, Changes, counterfactual, evaluate_theta, train_fresh
 from engine.stats import fmt_p, summarize, welch
 from engine.train import LoadedRun, load_run, train
 
@@ -103,7 +105,11 @@ def _base_runs(loaded: LoadedRun, folder: Path, seeds: int, mode: str) -> list[L
 
 
 def _retrain_errors(
-    base: LoadedRun, drop: np.ndarray, mode: str, fresh_seeds: Sequence[int]
+    base: LoadedRun,
+    drop: np.ndarray,
+    mode: str,
+    fresh_seeds: Sequence[int],
+    budget: str = "steps",
 ) -> list[dict[str, Any]]:
     ch = Changes(
         torch.as_tensor(np.sort(drop), dtype=torch.int64),
@@ -111,7 +117,7 @@ def _retrain_errors(
         torch.zeros(0, dtype=torch.int64),
     )
     if mode == "fresh":
-        thetas = [train_fresh(base, seed=s, changes=ch) for s in fresh_seeds]
+        thetas = [train_fresh(base, seed=s, changes=ch, budget=budget) for s in fresh_seeds]
     else:
         thetas = [counterfactual(base, ch, mode=mode)]
     return [evaluate_theta(base, th) for th in thetas]
@@ -126,6 +132,7 @@ def cleanse(
     seeds: int = 1,
     random_draws: int = 3,
     query: str = "val",
+    budget: str = "steps",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run the cleansing experiment; returns the result dict (also saved with a CSV and a figure).
@@ -138,6 +145,8 @@ def cleanse(
         raise ConfigError(f"--mode must be all, last or fresh, got {mode!r}")
     if seeds < 1 or random_draws < 1:
         raise ConfigError("--seeds and random draws must be at least 1")
+    if budget not in BUDGETS:
+        raise ConfigError(f"--budget must be steps or epochs, got {budget!r}")
     t0 = time.perf_counter()
     loaded = load_run(run_dir)
     n = len(loaded.bundle.train)
@@ -183,7 +192,10 @@ def cleanse(
     for base in bases:
         s = base.cfg.seed
         if mode == "fresh":
-            evs = [evaluate_theta(base, train_fresh(base, seed=fs)) for fs in fresh_seeds]
+            evs = [
+                evaluate_theta(base, train_fresh(base, seed=fs, budget=budget))
+                for fs in fresh_seeds
+            ]
         else:
             evs = [evaluate_theta(base, base.final_theta)]
         before_rows += [{"seed": s, "test_error": 1 - ev["test_acc"]} for ev in evs]
@@ -202,10 +214,12 @@ def cleanse(
             for m in ms:
                 if name == "random" and mode == "fresh":
                     for i, (r, fs) in enumerate(zip(ranks, fresh_seeds, strict=True)):
-                        record(s, name, i, m, _retrain_errors(base, r[:m], mode, [fs]))
+                        record(s, name, i, m, _retrain_errors(base, r[:m], mode, [fs], budget))
                 else:
                     for i, r in enumerate(ranks):
-                        record(s, name, i, m, _retrain_errors(base, r[:m], mode, fresh_seeds))
+                        record(
+                            s, name, i, m, _retrain_errors(base, r[:m], mode, fresh_seeds, budget)
+                        )
     table = pd.DataFrame(rows)
     summary = _summarize(table, before_rows)
     res: dict[str, Any] = {
@@ -215,6 +229,7 @@ def cleanse(
         "seeds": seeds,
         "base_seeds": [b.cfg.seed for b in bases],
         "fresh_seeds": fresh_seeds,
+        "budget": budget if mode == "fresh" else None,
         "query": query,
         "methods": [m for m in names if m not in skipped]
         + ([] if "random" in names else ["random"]),

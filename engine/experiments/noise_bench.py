@@ -9,6 +9,9 @@ and for each ranking reports:
 - precision and recall at the true noise count n (flag the top n);
 - test accuracy after removing the top n and retraining fresh (S new seeds; the same seeds for
   every row), with the no-filtering row (nothing removed) and the oracle row (exactly the flipped).
+  The retrain keeps the noisy run's number of SGD steps (budget "steps", engine.retrain): with a
+  fixed epoch count, removing 20% would also remove 20% of the updates and the oracle would lose
+  to no filtering for that reason alone. Report mean ± std over the S seeds.
 
 Trajectory methods (those in SELF_METHODS) also run with the self query; a combined ranking
 (mean of the loss rank and the sgd-influence validation rank) is reported where both exist.
@@ -31,7 +34,7 @@ from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.experiments.cleanse import method_scores
 from engine.experiments.report import new_experiment_dir, save_result, write_figure, write_table
-from engine.retrain import Changes, evaluate_theta, train_fresh
+from engine.retrain import BUDGETS, Changes, evaluate_theta, train_fresh
 from engine.runs import RunDir
 from engine.stats import summarize
 from engine.train import LoadedRun, load_run, train
@@ -39,6 +42,7 @@ from engine.train import LoadedRun, load_run, train
 Progress = Callable[[int, int, float | None], None]
 SELF_METHODS = ("hydra", "tracin")
 COMBINED = ("loss", "sgd-influence")
+DEFAULT_SEEDS = 5
 
 
 def detection_metrics(suspicion: np.ndarray, flipped: np.ndarray) -> dict[str, float]:
@@ -85,15 +89,21 @@ def noise_bench(
     cfg: TrainConfig,
     run_dir: str | Path,
     methods: Sequence[str] | None = None,
-    seeds: int = 1,
+    seeds: int = DEFAULT_SEEDS,
+    budget: str = "steps",
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark on a (re)used run at `run_dir`; returns the result (saved with table and figure)."""
+    """Run the benchmark on a (re)used run at `run_dir`; returns the result (saved with table and figure).
+
+    seeds: fresh retrains per row; budget: "steps" (the run's SGD step count) or "epochs".
+    """
     if data.noise <= 0:
         raise ConfigError("--noise must be > 0 for a noise benchmark (e.g. 0.2)")
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
+    if budget not in BUDGETS:
+        raise ConfigError(f"--budget must be steps or epochs, got {budget!r}")
     t0 = time.perf_counter()
     loaded, reused = _ensure_run(Path(run_dir), data, cfg, overwrite=overwrite)
     train_s = time.perf_counter() - t0
@@ -153,7 +163,11 @@ def noise_bench(
         )
         accs = []
         for s in fresh:
-            accs.append(evaluate_theta(loaded, train_fresh(loaded, seed=s, changes=ch))["test_acc"])
+            accs.append(
+                evaluate_theta(loaded, train_fresh(loaded, seed=s, changes=ch, budget=budget))[
+                    "test_acc"
+                ]
+            )
             done += 1
             if progress is not None:
                 progress(done, total, None)
@@ -169,10 +183,14 @@ def noise_bench(
                 auroc=hit, ap=hit, precision_at_n=hit, recall_at_n=hit if label == "oracle" else 0.0
             )
         row.update(
-            removed=0 if drop is None else len(drop), test_acc=acc["mean"], test_acc_std=acc["std"]
+            removed=0 if drop is None else len(drop),
+            test_acc=acc["mean"],
+            test_acc_std=acc["std"],
+            test_accs=accs,
         )
         rows.append(row)
-    table = pd.DataFrame(rows)
+    _paired_vs_none(rows)
+    table = pd.DataFrame(rows).drop(columns="test_accs")
     folder = new_experiment_dir(loaded.run.path, "noise-bench")
     write_table(folder, "noise_bench", table)
     res: dict[str, Any] = {
@@ -184,6 +202,7 @@ def noise_bench(
         "n_train": len(flipped),
         "n_flipped": n_noise,
         "fresh_seeds": fresh,
+        "budget": budget,
         "skipped": skipped,
         "rows": rows,
         "train_seconds": train_s,
@@ -200,15 +219,32 @@ def noise_bench(
     return res
 
 
+def _paired_vs_none(rows: list[dict[str, Any]]) -> None:
+    """Add gain_vs_none / gain_vs_none_std: per-seed test accuracy minus no filtering's, same seeds."""
+    base = np.array(rows[0]["test_accs"])  # rows[0] is "no filtering"
+    for r in rows:
+        d = np.array(r["test_accs"]) - base
+        r["gain_vs_none"] = float(d.mean())
+        r["gain_vs_none_std"] = float(d.std(ddof=1)) if len(d) > 1 else 0.0
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """The benchmark as a fixed-width text table (also valid Markdown)."""
-    head = "| method | query | AUROC | AP | prec@n | rec@n | test acc (cleaned, fresh) | seconds |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    """The benchmark as a fixed-width text table (also valid Markdown); accuracy as mean ± std."""
+    head = (
+        "| method | query | AUROC | AP | prec@n | rec@n | test acc (cleaned, fresh) "
+        "| gain vs no filtering (paired) | seconds |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     f = lambda x: "-" if x != x else f"{x:.3f}"  # noqa: E731 - NaN -> '-'
     for r in rows:
+        gain = (
+            f"{r['gain_vs_none']:+.4f} ± {r['gain_vs_none_std']:.4f}"
+            if "gain_vs_none" in r
+            else "-"
+        )
         lines.append(
             f"| {r['method']} | {r['query']} | {f(r['auroc'])} | {f(r['ap'])} | {f(r['precision_at_n'])} | "
-            f"{f(r['recall_at_n'])} | {r['test_acc']:.4f} ± {r['test_acc_std']:.4f} | {r['seconds']:.1f} |"
+            f"{f(r['recall_at_n'])} | {r['test_acc']:.4f} ± {r['test_acc_std']:.4f} | {gain} | {r['seconds']:.1f} |"
         )
     return "\n".join(lines)
 

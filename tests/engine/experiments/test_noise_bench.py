@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from engine.cli import main
-from engine.experiments.noise_bench import detection_metrics
+from engine.config import TrainConfig
+from engine.data import DataSpec
+from engine.experiments.noise_bench import detection_metrics, noise_bench
 
 
 def test_detection_metrics() -> None:
@@ -42,6 +44,8 @@ def test_noise_bench_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         "0.2",
         "--methods",
         "hydra,random",
+        "--seeds",
+        "2",
         "--run-dir",
         str(run),
     ]
@@ -63,6 +67,30 @@ def test_noise_bench_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         and rows["hydra"]["precision_at_n"] == rows["hydra"]["recall_at_n"]
     )
     assert Path(res[0]["path"], "noise_bench.csv").is_file()
+    assert res[0]["budget"] == "steps" and len(rows["oracle"]["test_accs"]) == 2
+    assert rows["no filtering"]["gain_vs_none"] == 0.0 and "gain vs no filtering" in out
     assert (
         main([*args[:-2], "--run-dir", str(run), "--noise", "0.3"]) == 2
     )  # another config, same folder
+
+
+@pytest.mark.slow
+def test_oracle_is_not_worse_than_no_filtering(tmp_path: Path) -> None:
+    """Cleaned retrains keep the run's SGD steps, so removing exactly the flipped labels helps.
+
+    (With a fixed epoch count the oracle trained 30% fewer steps and could lose to no filtering.)
+    Robust, not flaky: the oracle's mean may not fall below no filtering's by more than the spread.
+    """
+    res = noise_bench(
+        data=DataSpec(dataset="digits", n_train=300, n_val=60, n_test=150, noise=0.3, seed=2),
+        cfg=TrainConfig(model="mlp", widths=[32], epochs=5, batch_size=32, lr=0.1, seed=0),
+        run_dir=tmp_path / "noisy",
+        methods=["random"],
+        seeds=3,
+    )
+    rows = {r["method"]: r for r in res["rows"]}
+    none, oracle = rows["no filtering"], rows["oracle"]
+    assert oracle["removed"] == res["n_flipped"] == 90 and res["budget"] == "steps"
+    assert len(oracle["test_accs"]) == len(none["test_accs"]) == 3
+    assert oracle["test_acc"] >= none["test_acc"] - (oracle["test_acc_std"] + none["test_acc_std"])
+    assert oracle["gain_vs_none"] >= -oracle["gain_vs_none_std"]
