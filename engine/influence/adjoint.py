@@ -211,7 +211,16 @@ def _states_backward(
     for t in range(s, lo):
         sgd_step(problem, theta, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t))
     n = e - lo
-    block = n if n <= max_states else math.isqrt(n - 1) + 1  # ~3 sqrt(n) copies, 2x replay
+    if n <= max_states:  # the whole segment fits: one forward replay into memory
+        states: list[Params] = []
+        for t in range(lo, e):
+            states.append(clone_params(theta))
+            if t + 1 < e:
+                sgd_step(problem, theta, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t))
+        for t in range(e - 1, lo - 1, -1):
+            yield t, states.pop()
+        return
+    block = math.isqrt(n - 1) + 1  # ~3 sqrt(n) parameter copies, each block replayed twice
     anchors: list[tuple[int, Params, Params]] = []
     for t in range(lo, e):
         if (t - lo) % block == 0:
@@ -220,7 +229,7 @@ def _states_backward(
             sgd_step(problem, theta, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t))
     for a_t, a_theta, a_v in reversed(anchors):
         stop = min(a_t + block, e)
-        states: list[Params] = []
+        states = []
         th, vv = a_theta, a_v
         for t in range(a_t, stop):
             states.append(clone_params(th))
