@@ -29,13 +29,16 @@ COLORSCALE = [
 
 
 def _fmt(v: float) -> str:
+    """A cell label of at most 5 characters."""
     if not np.isfinite(v):
         return ""
     a = abs(v)
-    if a == 0:
-        return "0"
-    if a >= 100 or a < 0.01:
-        return f"{v:.1e}"
+    if a >= 1000:
+        return f"{v:.0e}"
+    if a >= 10:
+        return f"{v:.0f}"
+    if a >= 1:
+        return f"{v:.1f}"
     return f"{v:.2f}"
 
 

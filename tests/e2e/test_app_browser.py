@@ -148,8 +148,10 @@ def test_demo_story_in_a_real_browser(page: Any, app_server: AppServer) -> None:
         _plotly_charts(page)
         page.get_by_text("Training images labelled").first.wait_for()
         passed.append("heatmap figure")
+        publish(
+            screenshot(page, "06-heatmap"), "heatmap"
+        )  # the most harmful pair, chosen by default
         _click_heatmap_cell(page, passed)
-        publish(screenshot(page, "06-heatmap"), "heatmap")
 
         # 5. test sample: build the per-image index, see the influencers of a test image
         _open(page, server, "test_sample", "Test sample")
