@@ -152,9 +152,13 @@ class FidelityResult:
             secs = [s.seconds[m] for s in self.seeds if m in s.seconds]
             row: dict[str, Any] = {}
             if taus:
+                finite = [t for t in taus if math.isfinite(t)]
+                # tau is undefined when a method's scores are constant on a seed (e.g. truncated CG
+                # stopped at once on negative curvature): averaged over the other seeds, counted here.
                 row = {
-                    "kendall": float(np.mean(taus)),
-                    "kendall_std": float(np.std(taus)),
+                    "kendall": float(np.mean(finite)) if finite else float("nan"),
+                    "kendall_std": float(np.std(finite)) if finite else float("nan"),
+                    "kendall_undefined_seeds": len(taus) - len(finite),
                     "jaccard": float(np.mean(jacs)),
                     "jaccard_std": float(np.std(jacs)),
                     "seconds": float(np.mean(secs)),
