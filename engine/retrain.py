@@ -9,11 +9,7 @@ Modes (Hara et al. 2019 Sec. 7.2 names in brackets):
 - ``last`` ["Retrain Last"]: the same, starting from the checkpoint at the start of the last epoch.
 - ``fresh``: S new seeds (new initial weights and batch order), training on the cleaned data (the
   dropped samples really removed, batches re-cut), against S fresh seeds on the uncleaned data.
-  Budget (``budget``): ``steps`` (the default) keeps the original run's number of SGD steps,
-  T = epochs * ceil(N / B), and its learning rate at every step, so fewer samples get more
-  epochs (the last one partial); ``epochs`` trains the configured number of epochs on the smaller
-  set, i.e. fewer steps, which biases every removal towards a worse model (with 20% removed, 20%
-  fewer updates) and made the oracle of the noise benchmark score below no filtering.
+  ``budget="steps"`` (default) keeps the run's number of SGD steps; see engine.fresh.
 
 Controls: the same number of other training samples, drawn at random, removed (and relabelled to a
 random other class, for relabel changes). For ``all`` / ``last`` each of ``control_draws`` draws is
@@ -33,16 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.config import ConfigError, learning_rate
+from engine.config import ConfigError
 from engine.experiments.report import list_experiments, new_experiment_dir, save_result
+from engine.fresh import BUDGETS, fresh_steps, train_fresh
 from engine.models import per_sample_loss, predict
-from engine.sgd import Problem, run_steps, sgd_step
+from engine.sgd import run_steps
 from engine.stats import summarize, verdict, welch
 from engine.train import (
     LoadedRun,
-    aug_seed_for,
-    build_problem,
-    epoch_batches,
     load_run,
     split_logits,
 )
@@ -166,72 +160,6 @@ def counterfactual(
     prob = replace(p, y=changes.labels(p.y)) if changes.n_relabel else p
     w = changes.weights(p.x.shape[0], p.x.dtype, p.x.device)
     run_steps(prob, traj, theta, v, start=start, stop=traj.n_steps, weights=w, on_step=on_step)
-    return theta
-
-
-BUDGETS = ("steps", "epochs")
-
-
-def fresh_steps(n: int, loaded: LoadedRun, *, budget: str = "steps") -> int:
-    """SGD steps of a fresh retrain on n samples: the run's own count (steps) or epochs * ceil(n / B)."""
-    if budget == "steps":
-        n = len(loaded.bundle.train)
-    return loaded.cfg.epochs * -(-n // loaded.cfg.batch_size)
-
-
-def train_fresh(
-    loaded: LoadedRun,
-    *,
-    seed: int,
-    changes: Changes | None = None,
-    budget: str = "steps",
-    on_step: Callable[[int, float], None] | None = None,
-) -> Params:
-    """Train from scratch with `seed` (initial weights and batch order) on the changed data.
-
-    The trainer's own arithmetic (engine.train): seeded init, epoch_batches, learning_rate,
-    aug_seed_for, sgd_step, without logging. Dropped samples are really removed (batches re-cut).
-    budget "steps": as many steps as the run (T = epochs * ceil(N / B) for the run's N) with the
-    run's learning rate at each step t, epochs over the n remaining samples repeating until T
-    steps are done; "epochs": `epochs` full epochs over the n samples (epochs * ceil(n / B) steps).
-    With seed = the run's seed and no changes both reproduce the run's final weights exactly.
-    """
-    if budget not in BUDGETS:
-        raise ConfigError(f"--budget must be steps or epochs, got {budget!r}")
-    cfg = replace(loaded.cfg, seed=int(seed))
-    base, theta = build_problem(loaded.bundle, cfg)
-    y = base.y
-    x = base.x
-    if changes is not None:
-        y = changes.labels(y)
-        if changes.n_drop:
-            keep = changes.keep(x.shape[0]).to(x.device)
-            x, y = x[keep], y[keep]
-    prob: Problem = replace(base, x=x, y=y)
-    n = x.shape[0]
-    if n == 0:
-        raise ConfigError("cannot train on zero samples; keep at least one")
-    # the learning-rate schedule follows the steps of the budget's reference: the run (steps) or n
-    spe = -(-(base.x.shape[0] if budget == "steps" else n) // cfg.batch_size)
-    total = cfg.epochs * spe
-    v = {k: torch.zeros_like(t) for k, t in theta.items()}
-    step, epoch = 0, 0
-    while step < total:
-        for idx in epoch_batches(n, cfg.batch_size, seed=cfg.seed, epoch=epoch):
-            if step == total:
-                break
-            loss = sgd_step(
-                prob,
-                theta,
-                v,
-                idx,
-                lr=learning_rate(cfg, step, spe),
-                aug_seed=aug_seed_for(cfg, step),
-            )
-            if on_step is not None:
-                on_step(step, loss)
-            step += 1
-        epoch += 1
     return theta
 
 
