@@ -75,7 +75,7 @@ def run_method(
     return out
 
 
-_BUILTIN = ("adjoint", "influence_function", "itlm", "baselines")
+_BUILTIN = ("adjoint", "influence_function", "itlm", "baselines", "combined")
 
 
 def _load_builtin() -> None:
