@@ -95,6 +95,32 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def process_start(pid: int) -> str | None:
+    """The start time of process `pid` (Linux /proc), to tell it from a later process with the same
+    pid; None where /proc is unavailable."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_alive(pid: int | None, start: str | None) -> bool:
+    """True while process `pid` (started at `start`, see process_start) still runs."""
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    return state != "Z" and (start is None or process_start(int(pid)) == start)
+
+
 class RunDir:
     """A run directory on disk. Cheap to construct; every accessor reads from disk."""
 
@@ -146,17 +172,32 @@ class RunDir:
 
     # -- status ------------------------------------------------------------------------------
     def set_status(self, state: str, message: str = "", **extra: Any) -> None:
+        """Record the run's state. A "running" state also records who runs it (pid and the
+        process's start time), so a reader can tell a live job from one that was killed."""
+        owner = (
+            {"pid": os.getpid(), "pid_start": process_start(os.getpid())}
+            if state == "running"
+            else {}
+        )
         self.write_json(
             "status.json",
-            {"state": state, "message": message, "time": time.time(), **extra},
+            {"state": state, "message": message, "time": time.time(), **owner, **extra},
         )
 
     @property
     def status(self) -> dict[str, Any]:
+        """The recorded status; "running" whose process is gone reads as "interrupted"."""
         p = self.file("status.json")
         if not p.exists():
             return {"state": "new", "message": ""}
-        return dict(read_json(p))
+        st = dict(read_json(p))
+        if st.get("state") == "running" and not process_alive(st.get("pid"), st.get("pid_start")):
+            st["state"] = "interrupted"
+            st["message"] = (
+                f"the process writing this run is gone (killed or crashed) while: {st.get('message', '')}; "
+                f"`retracer resume --run-dir {self.path}` continues training from the last checkpoint"
+            )
+        return st
 
     # -- locking -----------------------------------------------------------------------------
     @contextlib.contextmanager

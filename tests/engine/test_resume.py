@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.runs import read_json
+from engine.runs import RunDir, read_json
 from engine.train import load_run, resume
 
 ARGS = [
@@ -47,8 +47,11 @@ def test_sigkill_during_training_then_resume_gives_the_same_final_weights(tmp_pa
         time.sleep(0.05)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    status = read_json(killed / "status.json")["state"]
-    assert status == "running"  # killed: nobody had the chance to say otherwise
+    assert (
+        read_json(killed / "status.json")["state"] == "running"
+    )  # nobody had the chance to say otherwise
+    status = RunDir(killed).status
+    assert status["state"] == "interrupted" and "retracer resume" in status["message"]
     logged = read_json(meta)["logged_steps"]
     assert 60 <= logged < read_json(meta)["n_steps"]
 
