@@ -15,7 +15,7 @@ from engine.errors import is_user_error
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-COMMAND_MODULES = ("training", "influence", "retraining", "experiments", "analysis")
+COMMAND_MODULES = ("training", "influence", "retraining", "experiments", "backdoor", "analysis")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -203,6 +203,11 @@ def _train_loop(
         for s in ("train", "val", "test"):
             ev = evaluate(problem, theta, bundle.split(s))
             row[f"{s}_loss"], row[f"{s}_acc"] = ev["loss"], ev["acc"]
+        if bundle.attack is not None:  # backdoor: test-2 attack success (engine.data.backdoor)
+            from engine.data.backdoor import attack_metrics
+
+            pred = predict(split_logits(problem, theta, bundle.attack))
+            row.update(attack_metrics(pred, bundle.attack.labels, int(bundle.attack_target or 0)))
         if not math.isfinite(row["train_loss"]):
             raise TrainingDiverged(f"training loss is {row['train_loss']} after epoch {epoch + 1}")
         metrics.append(row)

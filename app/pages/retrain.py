@@ -126,9 +126,52 @@ def results_section(run: Path) -> None:
         else ids[0]
     )
     render_experiment(exps[ids.index(pick)], key=f"{K}-result")
+    attack_section(exps[ids.index(pick)])
     if len(exps) > 0:
         st.subheader("History of this run")
         st.dataframe(history_table(exps).round(2), hide_index=True, width="stretch")
+
+
+def attack_summary(result: dict[str, Any]) -> dict[str, dict[str, float]] | None:
+    """{group: {"test_acc", "attack_success"}} (means) for a backdoored run's retrain, else None."""
+    out = {}
+    for g in ("before", "after", "control_runs"):
+        summ = (result.get(g) or {}).get("summary") or {}
+        if "attack_success" in summ:
+            out[g] = {
+                "test_acc": float(summ["test_acc"]["mean"]),
+                "attack_success": float(summ["attack_success"]["mean"]),
+            }
+    return out if "before" in out and "after" in out else None
+
+
+def attack_section(result: dict[str, Any]) -> None:
+    """Backdoored runs: attack success (watermarked test images sent to the target class) before
+    and after, next to clean test accuracy."""
+    a = attack_summary(result)
+    if a is None:
+        return
+    st.markdown("**Backdoor** — attack success on the watermarked test images (test-2)")
+    c = st.columns(4)
+    b, f = a["before"], a["after"]
+    c[0].metric("Attack success before", f"{100 * b['attack_success']:.1f}%")
+    c[1].metric(
+        "Attack success after",
+        f"{100 * f['attack_success']:.1f}%",
+        delta=f"{100 * (f['attack_success'] - b['attack_success']):+.1f} pts",
+        delta_color="inverse",
+    )
+    c[2].metric("Clean test accuracy before", f"{100 * b['test_acc']:.1f}%")
+    c[3].metric(
+        "Clean test accuracy after",
+        f"{100 * f['test_acc']:.1f}%",
+        delta=f"{100 * (f['test_acc'] - b['test_acc']):+.1f} pts",
+    )
+    if "control_runs" in a:
+        st.caption(
+            f"Random control: attack success {100 * a['control_runs']['attack_success']:.1f}%, "
+            f"clean test accuracy {100 * a['control_runs']['test_acc']:.1f}%."
+        )
 
 
 def last_failure(run: Path) -> None:

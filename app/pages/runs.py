@@ -79,6 +79,10 @@ def start_training(data: dict[str, Any], train: dict[str, Any], *, then_influenc
     spec = DataSpec.from_dict(data)
     if not 0 <= spec.noise < 1:
         raise ConfigError(f"label noise must be in [0, 1), got {spec.noise}")
+    if spec.backdoor:
+        from engine.data.backdoor import Backdoor
+
+        Backdoor.parse(spec.backdoor)
     run = state.workspace() / new_run_name(spec.dataset, str(train.get("model")))
     then: list[dict[str, Any]] = []
     for m in reversed(DEMO_METHODS if then_influence else ()):
@@ -134,6 +138,10 @@ def curves(run: Path) -> None:
         for s in ("train", "val", "test"):
             if f"{s}_{what}" in m:
                 fig.add_scatter(x=m["epoch"], y=m[f"{s}_{what}"], mode="lines+markers", name=s)
+        if what == "acc" and "attack_success" in m:  # a backdoored run: test-2 sent to b
+            fig.add_scatter(
+                x=m["epoch"], y=m["attack_success"], mode="lines+markers", name="attack success"
+            )
         fig.update_layout(
             title=title, xaxis_title="epoch", height=300, margin=dict(l=10, r=10, t=40, b=10)
         )
@@ -213,6 +221,17 @@ def train_form() -> None:
         momentum = c[1].number_input("Momentum", 0.0, 0.999, 0.9, key=f"{k}-mom")
         wd = c[2].number_input("Weight decay", 0.0, 1.0, 1e-4, format="%.5f", key=f"{k}-wd")
         seed = c[3].number_input("Seed", 0, 2**31 - 1, 0, key=f"{k}-seed")
+        c = st.columns(4)
+        backdoor = c[0].text_input(
+            "Backdoor a:b (empty = none)",
+            key=f"{k}-backdoor",
+            help="Stamp a small trigger on some class-a training images and label them b; the "
+            "run then reports attack success on watermarked test images (test-2).",
+        )
+        trigger = c[1].selectbox("Trigger", ["x", "l"], key=f"{k}-trigger")
+        bd_rate = c[2].number_input(
+            "Poisoned fraction of class a", 0.01, 1.0, 0.1, 0.01, key=f"{k}-bdrate"
+        )
         also = st.checkbox(
             f"Then compute {' and '.join(DEMO_METHODS)} scores", True, key="runs-then"
         )
@@ -229,6 +248,10 @@ def train_form() -> None:
                     "n_train": int(n_train) or None, "noise": float(noise), "seed": int(seed),
                     "image_size": _size(size),
                 }  # fmt: skip
+                if backdoor.strip():
+                    data.update(
+                        backdoor=backdoor.strip(), trigger=trigger, backdoor_rate=float(bd_rate)
+                    )
                 if src == "sample" and SAMPLE.is_dir() is False:
                     data["noise"] = data["noise"] or 0.08
                 train = {

@@ -104,12 +104,29 @@ def test_table(run: Path) -> pd.DataFrame:
     return t
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _attack_predictions(path: str, version: float) -> pd.DataFrame:
+    from engine.experiments.backdoor_bench import attack_predictions
+
+    return attack_predictions(path)
+
+
+def attack_table(run: Path) -> pd.DataFrame:
+    """A backdoored run's watermarked test images (test-2), like test_table; "correct" = not
+    sent to the wrong class (the attack failed on it)."""
+    t = _attack_predictions(str(run), state.run_version(run)).set_index("sample_id")
+    t["correct"] = t["label"] == t["predicted"]
+    return t
+
+
 def _pick(sample_id: str) -> None:
     st.session_state[f"{K}-id"] = sample_id
     st.session_state[f"{K}-picked"] = True
 
 
-def misclassified_grid(run: Path, table: pd.DataFrame, names: list[str]) -> None:
+def misclassified_grid(
+    run: Path, table: pd.DataFrame, names: list[str], *, split: str = "test"
+) -> None:
     wrong = list(table.index[~table["correct"]])
     if not wrong:
         st.success(
@@ -128,7 +145,7 @@ def misclassified_grid(run: Path, table: pd.DataFrame, names: list[str]) -> None
     cols = st.columns(8)
     for i, sid in enumerate(shown):
         with cols[i % 8].container(border=True):
-            png = state.thumbnail(run, sid, split="test")
+            png = state.thumbnail(run, sid, split=split)
             if png:
                 st.image(png, width=state.THUMB_PX)
             r = table.loc[sid]
@@ -138,10 +155,12 @@ def misclassified_grid(run: Path, table: pd.DataFrame, names: list[str]) -> None
             st.button("Why?", key=f"{K}-pick-{sid}", on_click=_pick, args=(sid,))
 
 
-def sample_header(run: Path, table: pd.DataFrame, names: list[str], sid: str) -> None:
+def sample_header(
+    run: Path, table: pd.DataFrame, names: list[str], sid: str, *, split: str = "test"
+) -> None:
     r = table.loc[sid]
     c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
-    png = state.thumbnail(run, sid, split="test", px=128)
+    png = state.thumbnail(run, sid, split=split, px=128)
     if png:
         c1.image(png, width=128, caption=sid)
     c2.metric("True label", names[int(r["label"])])
@@ -265,7 +284,19 @@ def main() -> None:
     if run is None:
         return
     names = state.bundle(run).class_names
-    table = test_table(run)
+    table, split = test_table(run), "test"
+    if state.bundle(run).attack is not None:  # a backdoored run: offer its watermarked images
+        split = st.radio(
+            "Test images",
+            ["test", "attack"],
+            format_func=lambda s: "clean (test-1)" if s == "test" else "watermarked (test-2)",
+            horizontal=True,
+            key=f"{K}-set",
+            help="Watermarked: every test image outside the backdoor's target class with the "
+            "trigger stamped on; the influencers of one it fools are the poisoned images.",
+        )
+        if split == "attack":
+            table = attack_table(run)
     if table.empty:
         st.info("This run has no test images.")
         return
@@ -280,7 +311,7 @@ def main() -> None:
         st.session_state[f"{K}-id"] = wrong[0] if wrong else ids[0]
     picked = bool(st.session_state.get(f"{K}-picked"))
     with st.expander("Misclassified test images", expanded=not picked):
-        misclassified_grid(run, table, names)
+        misclassified_grid(run, table, names, split=split)
     c1, c2, c3 = st.columns([3, 2, 1])
     sid = c1.selectbox(
         "Test image",
@@ -308,7 +339,7 @@ def main() -> None:
         if fast
         else True
     )
-    sample_header(run, table, names, sid)
+    sample_header(run, table, names, sid, split=split)
     influencers_section(run, sid, method, k, exact)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from engine.config import TrainConfig
 from engine.data import DataSpec
@@ -29,6 +30,19 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-test", type=int, default=None)
     g.add_argument("--noise", type=float, default=0.0, help="fraction of training labels to flip")
     g.add_argument("--noise-kind", default="uniform", choices=["uniform", "pair"])
+    g.add_argument(
+        "--backdoor",
+        default=None,
+        metavar="A:B",
+        help="plant a backdoor: stamp a trigger on some class-A training images and label them B",
+    )
+    g.add_argument("--trigger", default="x", choices=["x", "l"], help="the backdoor's shape")
+    g.add_argument(
+        "--backdoor-rate",
+        type=float,
+        default=0.1,
+        help="fraction of the class-A training images to poison",
+    )
     g.add_argument(
         "--refuse-bad-images",
         action="store_true",
@@ -68,6 +82,9 @@ def data_spec_from_args(a: argparse.Namespace) -> DataSpec:
         noise_kind=a.noise_kind,
         seed=a.seed,
         skip_bad=not a.refuse_bad_images,
+        backdoor=getattr(a, "backdoor", None),
+        trigger=getattr(a, "trigger", "x"),
+        backdoor_rate=getattr(a, "backdoor_rate", 0.1),
     )
 
 
@@ -169,6 +186,7 @@ def run_info(a: argparse.Namespace) -> int:
     from engine.verify import run_info
 
     info = run_info(a.run_dir)
+    _backdoor_info(info)
     if a.json:
         print(json.dumps(info, indent=2, sort_keys=True, default=str))
         return 0
@@ -188,10 +206,34 @@ def run_info(a: argparse.Namespace) -> int:
         print(
             f"accuracy  train {f['train_acc']:.4f}  validation {f['val_acc']:.4f}  test {f['test_acc']:.4f}"
         )
+    if info.get("backdoor"):
+        bd, f = info["backdoor"], info.get("final") or {}
+        line = f"backdoor  {bd['backdoor']} trigger {bd['trigger']}  {bd['n_poisoned']} poisoned"
+        if "attack_success" in f:
+            line += (
+                f"  clean test acc {f['test_acc']:.4f}  attack success {f['attack_success']:.4f}"
+            )
+        print(line)
     print(
         f"storage   trajectory {info['trajectory_bytes'] / 1e6:.2f} MB, {len(info['checkpoints'])} checkpoints"
     )
     return 0
+
+
+def _backdoor_info(info: dict[str, Any]) -> None:
+    """Add info["backdoor"] = {backdoor, trigger, rate, n_poisoned} for a backdoored run."""
+    d = info["config"].get("data", {})
+    if not d.get("backdoor"):
+        return
+    import pandas as pd
+
+    m = pd.read_csv(f"{info['run_dir']}/manifest.csv")
+    info["backdoor"] = {
+        "backdoor": d["backdoor"],
+        "trigger": d.get("trigger", "x"),
+        "rate": d.get("backdoor_rate"),
+        "n_poisoned": int(m["poisoned"].sum()) if "poisoned" in m.columns else 0,
+    }
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -16,6 +16,7 @@ import torch
 from engine.runs import atomic_save_tensors, atomic_write_text, load_tensors
 
 SPLITS = ("train", "val", "test")
+ATTACK_SUFFIX = "+wm"  # test-2 (backdoor) ids: "<test id>+wm"
 
 
 class DataError(ValueError):
@@ -76,7 +77,11 @@ class DataBundle:
     """Train / validation / test splits plus the manifest that describes every sample.
 
     manifest columns: sample_id, split, label (as trained on), true_label (before injected
-    noise), path, flipped (bool: label != true_label because Retracer injected noise).
+    noise), path, flipped (bool: label != true_label because Retracer injected noise), and, for a
+    backdoored run only, poisoned (bool: stamped with the trigger and relabelled; also flipped).
+
+    attack: test-2 of a backdoored run (see engine.data.backdoor), not in the manifest: every
+    test image outside class ``attack_target``, watermarked, ids "<test id>+wm"; None otherwise.
     """
 
     train: Split
@@ -85,6 +90,8 @@ class DataBundle:
     class_names: list[str]
     manifest: pd.DataFrame
     skipped: list[str] = field(default_factory=list)
+    attack: Split | None = None
+    attack_target: int | None = None
 
     @property
     def n_classes(self) -> int:
@@ -96,9 +103,18 @@ class DataBundle:
         return int(c), int(h), int(w)
 
     def split(self, name: str) -> Split:
+        if name == "attack" and self.attack is not None:
+            return self.attack
         if name not in SPLITS:
             raise KeyError(name)
         return getattr(self, name)  # type: ignore[no-any-return]
+
+    def poisoned_ids(self) -> list[str]:
+        """Training ids stamped with a backdoor trigger ([] for a run without a backdoor)."""
+        m = self.manifest
+        if "poisoned" not in m.columns:
+            return []
+        return list(m.loc[m["poisoned"].astype(bool), "sample_id"])
 
     def flipped_ids(self) -> list[str]:
         m = self.manifest
@@ -113,6 +129,14 @@ class DataBundle:
             sp = self.split(s)
             tensors[f"{s}.images"] = sp.images
             tensors[f"{s}.labels"] = sp.labels
+        if self.attack is not None:
+            tensors["attack.images"] = self.attack.images
+            tensors["attack.labels"] = self.attack.labels
+            tensors["attack.target"] = torch.tensor([int(self.attack_target or 0)])
+            pos = {sid: i for i, sid in enumerate(self.test.ids)}
+            tensors["attack.index"] = torch.tensor(
+                [pos[i.removesuffix(ATTACK_SUFFIX)] for i in self.attack.ids], dtype=torch.int64
+            )
         atomic_save_tensors(folder / "data.safetensors", tensors)
         atomic_write_text(folder / "manifest.csv", self.manifest.to_csv(index=False))
         atomic_write_text(folder / "classes.txt", "\n".join(self.class_names) + "\n")
@@ -133,4 +157,18 @@ class DataBundle:
                     f"{folder}: manifest and data.safetensors disagree on the {s} split"
                 )
             splits[s] = Split(ids, images, labels)
-        return cls(splits["train"], splits["val"], splits["test"], names, manifest)
+        attack, target = None, None
+        if "attack.images" in t:  # a backdoored run (older runs have no test-2)
+            test_ids = splits["test"].ids
+            ids = [test_ids[i] + ATTACK_SUFFIX for i in t["attack.index"].tolist()]
+            attack = Split(ids, t["attack.images"], t["attack.labels"])
+            target = int(t["attack.target"][0])
+        return cls(
+            splits["train"],
+            splits["val"],
+            splits["test"],
+            names,
+            manifest,
+            attack=attack,
+            attack_target=target,
+        )

@@ -36,6 +36,9 @@ class DataSpec:
     noise_kind: str = "uniform"
     seed: int = 0
     skip_bad: bool = True
+    backdoor: str | None = None  # "a:b": poison class a towards b (engine.data.backdoor)
+    trigger: str = "x"
+    backdoor_rate: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +77,7 @@ def prepare_data(spec: DataSpec) -> DataBundle:
     splits: dict[str, Split] = {}
     rows = []
     flipped_train: set[int] = set()
+    poisoned_train: set[int] = set()
     for name, idx in chosen.items():
         t = torch.as_tensor(idx, dtype=torch.long)
         labels = src.labels[t].clone()
@@ -92,7 +96,11 @@ def prepare_data(spec: DataSpec) -> DataBundle:
                 seed=spec.seed,
             )
             flipped_train = set(flipped.tolist())
-        splits[name] = Split(ids, src.images[t].contiguous(), labels)
+        images = src.images[t].contiguous()
+        if name == "train" and spec.backdoor:
+            images, labels, poisoned = _poison(spec, images, labels, true, len(class_names))
+            poisoned_train = set(poisoned.tolist())
+        splits[name] = Split(ids, images, labels)
         for j, i in enumerate(idx):
             rows.append(
                 (
@@ -107,6 +115,15 @@ def prepare_data(spec: DataSpec) -> DataBundle:
     manifest = pd.DataFrame(
         rows, columns=["sample_id", "split", "label", "true_label", "path", "flipped"]
     )
+    attack, target = None, None
+    if spec.backdoor:
+        from engine.data.backdoor import Backdoor, attack_set
+
+        target = Backdoor.parse(spec.backdoor).resolve(spec.classes, len(class_names))[1]
+        attack = attack_set(splits["test"], target=target, trigger=spec.trigger)[0]
+        train_ids = set(splits["train"].ids)
+        hit = {splits["train"].ids[j] for j in poisoned_train}
+        manifest["poisoned"] = [sid in hit and sid in train_ids for sid in manifest["sample_id"]]
     return DataBundle(
         splits["train"],
         splits["val"],
@@ -114,6 +131,27 @@ def prepare_data(spec: DataSpec) -> DataBundle:
         class_names,
         manifest,
         skipped=list(src.skipped),
+        attack=attack,
+        attack_target=target,
+    )
+
+
+def _poison(
+    spec: DataSpec, images: torch.Tensor, labels: torch.Tensor, true: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The training split with the backdoor planted (see engine.data.backdoor.poison)."""
+    from engine.data.backdoor import Backdoor, poison
+
+    a, b = Backdoor.parse(str(spec.backdoor)).resolve(spec.classes, k)
+    return poison(
+        images,
+        labels,
+        true,
+        source=a,
+        target=b,
+        rate=spec.backdoor_rate,
+        trigger=spec.trigger,
+        seed=spec.seed,
     )
 
 
@@ -148,6 +186,14 @@ def _check_spec(spec: DataSpec) -> None:
         raise DataError("validation and test fractions must be in [0, 1)")
     if spec.val_fraction + spec.test_fraction >= 1:
         raise DataError("validation and test fractions leave nothing to train on")
+    if spec.backdoor:
+        from engine.data.backdoor import TRIGGERS, Backdoor
+
+        Backdoor.parse(spec.backdoor)
+        if spec.trigger not in TRIGGERS:
+            raise DataError(f"--trigger must be one of {', '.join(TRIGGERS)}, got {spec.trigger!r}")
+        if not 0.0 < spec.backdoor_rate <= 1.0:
+            raise DataError(f"--backdoor-rate must be in (0, 1], got {spec.backdoor_rate}")
 
 
 def _select_classes(src: ImageSet, classes: list[int] | None) -> tuple[ImageSet, list[str]]:

@@ -226,7 +226,8 @@ def test_influencers(
     if k <= 0:
         raise ConfigError(f"--k must be positive, got {k}")
     loaded = _load(run_dir)
-    if test_id not in set(loaded.bundle.test.ids):
+    attack = loaded.bundle.attack  # a backdoored run's watermarked test-2 images count too
+    if test_id not in set(loaded.bundle.test.ids) | set(attack.ids if attack else ()):
         raise ConfigError(f"unknown test sample id {test_id!r}")
     if exact:
         q = Query("test", (test_id,))

@@ -9,6 +9,10 @@ kinds:
 - ``class``: the summed test loss of each test class (Q = n_classes), for the inter-class matrix.
 - ``test``: the loss of each listed test sample (Q = len(test_ids)).
 - ``self``: each training sample's own loss (Q = N_train, diagonal only: see the estimators).
+- ``attack``: mean loss of the backdoor's test-2 images (watermarked, true labels; Q = 1): "what
+  makes the model obey the trigger" (poisoned images raise it: negative scores). Backdoored runs.
+
+``test:ID`` also accepts test-2 ids ("<test id>+wm") of a backdoored run.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from engine.trajectory import Params
 if TYPE_CHECKING:
     from engine.train import LoadedRun
 
-QUERY_KINDS = ("val", "class", "test", "self")
+QUERY_KINDS = ("val", "class", "test", "self", "attack")
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,10 @@ class Query:
 
     @classmethod
     def parse(cls, text: str) -> Query:
-        """'val' | 'class' | 'self' | 'test:ID[,ID...]'."""
+        """'val' | 'class' | 'self' | 'attack' | 'test:ID[,ID...]'."""
         kind, _, arg = text.partition(":")
         if kind not in QUERY_KINDS:
-            raise ConfigError(f"--query must be val, class, self or test:ID, got {text!r}")
+            raise ConfigError(f"--query must be val, class, self, attack or test:ID, got {text!r}")
         if kind == "test":
             ids = tuple(i for i in arg.split(",") if i)
             if not ids:
@@ -60,7 +64,7 @@ class Query:
         return f"test-{len(self.test_ids)}-{h}"
 
     def column_names(self, loaded: LoadedRun) -> list[str]:
-        if self.kind == "val":
+        if self.kind in ("val", "attack"):
             return ["score"]
         if self.kind == "class":
             return [f"class:{c}" for c in loaded.bundle.class_names]
@@ -75,7 +79,7 @@ def query_inputs(
     """(x (M, C, H, W), y (M,), column (M,)) : the samples a query sums over and their column.
 
     Column q's query loss is sum over samples with column == q of weight * loss, where the weight
-    is 1/M for 'val' (a mean) and 1 otherwise (sums).
+    is 1/M for 'val' and 'attack' (means) and 1 otherwise (sums).
     """
     p = loaded.problem
     dtype, dev = p.x.dtype, p.x.device
@@ -86,14 +90,22 @@ def query_inputs(
     elif query.kind == "class":
         s = b.test
         col = s.labels.clone()
+    elif query.kind == "attack":
+        if b.attack is None:
+            raise ConfigError("the attack query needs a backdoored run (train with --backdoor a:b)")
+        s = b.attack
+        col = torch.zeros(len(s), dtype=torch.long)
     elif query.kind == "test":
-        pos = {sid: i for i, sid in enumerate(b.test.ids)}
+        pool = [b.test] + ([b.attack] if b.attack is not None else [])
+        images = torch.cat([p.images for p in pool])
+        labels = torch.cat([p.labels for p in pool])
+        pos = {sid: i for i, sid in enumerate(i for p in pool for i in p.ids)}
         missing = [i for i in query.test_ids if i not in pos]
         if missing:
             raise ConfigError(f"unknown test sample id(s): {', '.join(missing[:5])}")
         idx = torch.tensor([pos[i] for i in query.test_ids], dtype=torch.long)
-        x = b.test.images[idx].to(device=dev, dtype=dtype) / 255.0
-        return x, b.test.labels[idx].to(dev), torch.arange(len(idx), device=dev)
+        x = images[idx].to(device=dev, dtype=dtype) / 255.0
+        return x, labels[idx].to(dev), torch.arange(len(idx), device=dev)
     else:
         raise ConfigError("the self query has no fixed inputs; estimators handle it per sample")
     return s.x(dtype).to(dev), s.labels.to(dev), col.to(dev)
@@ -109,7 +121,7 @@ def query_losses(
     """The Q query losses (Q,) at `theta`, differentiable with respect to theta."""
     x, y, col = query_inputs(loaded, query)
     q = n_columns(loaded, query)
-    scale = 1.0 / x.shape[0] if query.kind == "val" else 1.0
+    scale = 1.0 / x.shape[0] if query.kind in ("val", "attack") else 1.0
     total = torch.zeros(q, dtype=x.dtype, device=x.device)
     for i in range(0, x.shape[0], batch_size):
         losses = per_sample_loss(
