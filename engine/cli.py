@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from engine.errors import is_user_error
+from engine.errors import is_user_error, storage_error_message
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -46,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if is_user_error(e):
             print(f"retracer: error: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        storage = storage_error_message(e)
+        if storage is not None:
+            print(f"retracer: error: {storage}", file=sys.stderr)
+            return EXIT_FAILED
         print(f"retracer: error ({type(e).__name__}): {e}", file=sys.stderr)
         return EXIT_FAILED
 

@@ -14,3 +14,31 @@ def is_user_error(e: BaseException) -> bool:
     return isinstance(
         e, DataError | ConfigError | ModelError | RunError | TrainingDiverged | FileNotFoundError
     )
+
+
+_STORAGE_ERRNOS = {"ENOSPC": "the disk is full", "EDQUOT": "the disk quota is exceeded",
+                   "EACCES": "permission denied", "EPERM": "operation not permitted",
+                   "EROFS": "the file system is read-only"}  # fmt: skip
+
+
+def storage_error_message(e: BaseException) -> str | None:
+    """One clear line for a disk-full / permission error while saving, else None.
+
+    Every artifact is written atomically (engine.runs), so the files saved before the error are
+    intact; the line says so and how to go on."""
+    import errno
+
+    if not isinstance(e, OSError) or e.errno is None:
+        return None
+    what = next(
+        (txt for name, txt in _STORAGE_ERRNOS.items() if getattr(errno, name, None) == e.errno),
+        None,
+    )
+    if what is None:
+        return None
+    where = f" on {e.filename}" if e.filename else ""
+    return (
+        f"{what}{where} ({e.strerror}); nothing saved before was changed: free some space or fix "
+        "the permissions, then run the command again (`retracer resume --run-dir ...` continues "
+        "an interrupted training run from its last checkpoint)"
+    )

@@ -52,6 +52,7 @@ __all__ = [
     "cancel_job",
     "job_status",
     "list_jobs",
+    "restart_job",
     "run_inline",
     "start_job",
     "wait_job",
@@ -229,6 +230,43 @@ def cancel_job(run_dir: str | os.PathLike[str], job_id: str) -> dict[str, Any]:
     return j
 
 
+def _resumable(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The params with skip_existing set on an influence job and on every influence job chained
+    after it (``then``), so a restarted chain keeps the scores it already finished."""
+    out = dict(params)
+    if kind == "influence":
+        out["skip_existing"] = True
+    if out.get("then"):
+        out["then"] = [
+            {**n, "params": _resumable(str(n.get("kind")), dict(n.get("params") or {}))}
+            for n in out["then"]
+        ]
+    return out
+
+
+def restart_job(run_dir: str | os.PathLike[str], job_id: str) -> str:
+    """Start again a job that was interrupted, failed or cancelled; returns the new job's id.
+
+    Finished parts are not redone: an influence job (and every job chained after it) keeps the
+    scores already stored for the same method, query and options (``skip_existing``); a train
+    job continues from its last checkpoint (engine.train.resume) when its run directory holds
+    one, then starts its chained jobs.
+    """
+    j = job_status(run_dir, job_id)
+    if j.get("state") in ACTIVE_STATES:
+        from engine.runs import RunError
+
+        raise RunError(f"job {job_id} is still {j.get('state')}; cancel it first")
+    kind, params = str(j["kind"]), dict(j.get("params") or {})
+    run = Path(j.get("run_dir") or run_dir)
+    if kind == "train" and (run / "trajectory" / "meta.json").is_file():
+        call = {"function": "engine.train:resume", "then": params.get("then", [])}
+        return start_job("call", run_dir=run, params=_resumable("call", call))
+    if kind == "train":
+        return start_job("train", run_dir=run, params={**params, "overwrite": True})
+    return start_job(kind, run_dir=run, params=_resumable(kind, params))
+
+
 def wait_job(
     run_dir: str | os.PathLike[str], job_id: str, *, timeout: float = 120.0
 ) -> dict[str, Any]:
@@ -320,7 +358,8 @@ def _run_kind(kind: str, run_dir: Path, params: dict[str, Any], rep: _Reporter) 
         opts = dict(params.get("options", {}))
         return _call(
             compute_influence, run_dir, params["method"], query=params.get("query", "val"),
-            progress=rep, overwrite=bool(params.get("overwrite", True)), **opts,
+            progress=rep, overwrite=bool(params.get("overwrite", True)),
+            skip_existing=bool(params.get("skip_existing", False)), **opts,
         ).shape  # fmt: skip
     if kind == "retrain":
         from engine.retrain import retrain
@@ -367,10 +406,10 @@ def run_job_file(path: str | os.PathLike[str]) -> int:
         _update(path, state="cancelled", message="cancelled", finished=time.time())
         return 1
     except BaseException as e:  # noqa: BLE001 - every failure is recorded for the page
-        from engine.errors import is_user_error
+        from engine.errors import is_user_error, storage_error_message
 
         user = is_user_error(e)
-        msg = str(e) if user and str(e) else f"{type(e).__name__}: {e}"
+        msg = str(e) if user and str(e) else storage_error_message(e) or f"{type(e).__name__}: {e}"
         _update(
             path, state="failed", message=msg, error=msg, user_error=user,
             traceback=None if user else traceback.format_exc(), finished=time.time(),

@@ -58,9 +58,12 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            # e.g. ENOSPC from write/fsync carries no file name: say which file could not be saved
+            raise type(e)(e.errno, e.strerror, str(target)) from e
         raise
 
 
@@ -121,6 +124,10 @@ def process_alive(pid: int | None, start: str | None) -> bool:
     return state != "Z" and (start is None or process_start(int(pid)) == start)
 
 
+def _is_lock_file(p: Path) -> bool:
+    return p.name.startswith(".") and p.name.endswith(".lock") and p.is_file()
+
+
 class RunDir:
     """A run directory on disk. Cheap to construct; every accessor reads from disk."""
 
@@ -132,7 +139,7 @@ class RunDir:
     def create(cls, path: str | os.PathLike[str], *, overwrite: bool = False) -> RunDir:
         """Make a new, empty run directory. Refuses an existing non-empty one unless `overwrite`."""
         p = Path(path)
-        if p.exists() and any(p.iterdir()):
+        if p.exists() and any(not _is_lock_file(c) for c in p.iterdir()):
             if not overwrite:
                 raise RunError(
                     f"run directory {p} already exists and is not empty; "
@@ -140,7 +147,16 @@ class RunDir:
                 )
             if not (p / "config.json").exists():
                 raise RunError(f"refusing to overwrite {p}: it is not a Retracer run directory")
-            shutil.rmtree(p)
+            # Never delete a run another job is writing (training, resuming): its lock says so.
+            # The lock files stay, so a job that opens them later still meets the same lock.
+            with cls(p).lock(blocking=False):
+                for c in p.iterdir():
+                    if _is_lock_file(c):
+                        continue
+                    if c.is_dir() and not c.is_symlink():
+                        shutil.rmtree(c)
+                    else:
+                        c.unlink()
         p.mkdir(parents=True, exist_ok=True)
         return cls(p)
 
@@ -179,10 +195,14 @@ class RunDir:
             if state == "running"
             else {}
         )
-        self.write_json(
-            "status.json",
-            {"state": state, "message": message, "time": time.time(), **owner, **extra},
-        )
+        record = {"state": state, "message": message, "time": time.time(), **owner, **extra}
+        if state != "failed":
+            self.write_json("status.json", record)
+            return
+        # Recording a failure must not hide it: when the disk is full this write fails too, the
+        # status keeps saying "running", and readers see "interrupted" once the process is gone.
+        with contextlib.suppress(OSError):
+            self.write_json("status.json", record)
 
     @property
     def status(self) -> dict[str, Any]:
@@ -201,16 +221,24 @@ class RunDir:
 
     # -- locking -----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def lock(self, name: str = "run", *, blocking: bool = True) -> Iterator[None]:
-        """An advisory file lock (fcntl) so two processes never write the same run at once."""
+    def lock(
+        self, name: str = "run", *, blocking: bool = True, shared: bool = False
+    ) -> Iterator[None]:
+        """An advisory file lock (fcntl) so two processes never write the same run at once.
+
+        Training and resuming hold the "run" lock exclusively; readers that must not see the run
+        replaced under them (influence jobs) hold it shared. Non-blocking: RunError when busy."""
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.file(f".{name}.lock"), "a+") as f:
-            flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+            flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (
+                0 if blocking else fcntl.LOCK_NB
+            )
             try:
                 fcntl.flock(f.fileno(), flags)
             except BlockingIOError as e:
                 raise RunError(
-                    f"run {self.path} is busy: another job holds its '{name}' lock"
+                    f"run {self.path} is busy: another job holds its '{name}' lock; "
+                    "wait for it to end or cancel it, then try again"
                 ) from e
             try:
                 yield

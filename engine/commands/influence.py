@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--overwrite", action="store_true", help="replace scores made with other parameters"
     )
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep scores already stored with the same parameters (after a killed job: compute only what is missing)",
+    )
     p.add_argument("--top", type=int, default=10, help="how many of the most harmful ids to print")
     p.set_defaults(func=cmd_influence)
 
@@ -51,7 +56,13 @@ def cmd_influence(a: argparse.Namespace) -> int:
     options = {} if a.last_epochs is None else {"last_epochs": a.last_epochs}
     bar = ProgressBar(f"{a.method} ({a.query})")
     frame = compute_influence(
-        a.run_dir, a.method, query=a.query, progress=bar, overwrite=a.overwrite, **options
+        a.run_dir,
+        a.method,
+        query=a.query,
+        progress=bar,
+        overwrite=a.overwrite,
+        skip_existing=a.skip_existing,
+        **options,
     )
     col = "score" if "score" in frame.columns else frame.columns[1]
     worst = frame.nsmallest(a.top, col)

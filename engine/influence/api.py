@@ -23,7 +23,7 @@ from engine.influence.featurestore import (
     open_store,
 )
 from engine.influence.queries import Query, flat_query_gradients
-from engine.influence.registry import Progress, get_method, run_method
+from engine.influence.registry import Progress, check_method_options, get_method, run_method
 from engine.influence.store import (
     as_query,
     check_json_options,
@@ -76,6 +76,7 @@ def compute_influence(
     query: str | Query = "val",
     progress: Progress | None = None,
     overwrite: bool = False,
+    skip_existing: bool = False,
     **options: Any,
 ) -> pd.DataFrame:
     """Run `method` on the run for `query`, store and return the scores.
@@ -85,9 +86,13 @@ def compute_influence(
     ``R/influence/<method>/<query.tag>/scores.csv`` and ``params.json`` atomically. Raises RunError
     rather than replace stored scores made with other parameters (or for another run) unless
     ``overwrite=True``. ``options`` go to the estimator (e.g. ``last_epochs=2``).
+    ``skip_existing=True`` returns the stored scores instead when they were made for this run with
+    the same method, query and options (a restarted chain of methods does not redo finished ones).
+    The run's "run" lock is held shared while computing, so the run cannot be re-trained under it.
     """
     q = as_query(query)
     spec = get_method(method)
+    check_method_options(spec, options)
     opts = check_json_options({**spec.defaults, **options})
     loaded = _load(run_dir)
     folder = scores_dir(run_dir, method, q)
@@ -103,29 +108,36 @@ def compute_influence(
     if old is not None and not overwrite and not same_request(old, params):
         raise RunError(
             f"{folder} holds {method} scores made with other parameters "
-            f"(options {old.get('options')}, query {old.get('query')!r}); pass overwrite=True to replace them"
+            f"(options {old.get('options')}, query {old.get('query')!r}); "
+            "pass --overwrite (overwrite=True) to replace them"
         )
-    t0 = time.perf_counter()
-    scores = run_method(method, loaded, q, progress=progress, **options)
-    seconds = time.perf_counter() - t0
-    cols = q.column_names(loaded) if spec.uses_query else ["score"]
-    if scores.shape[1] != len(cols):
-        if scores.shape[1] != 1:
-            raise RuntimeError(
-                f"{method} returned {scores.shape[1]} columns for {len(cols)} query columns"
-            )
-        cols = ["score"]
-    frame = pd.DataFrame(scores, columns=cols)
-    frame.insert(0, "sample_id", list(loaded.bundle.train.ids))
-    params.update(
-        seconds=seconds,
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        n=len(frame),
-        columns=cols,
-        query_tag=q.tag,
-    )
-    with loaded.run.lock(f"influence-{method}-{q.tag}"):
-        write_scores(folder, frame, params)
+    if skip_existing and old is not None and same_request(old, params):
+        try:
+            return read_scores(run_dir, method, q)[0]
+        except (RunError, ValueError, OSError):
+            pass  # unreadable or incomplete: compute them again
+    with loaded.run.lock(shared=True, blocking=False):
+        t0 = time.perf_counter()
+        scores = run_method(method, loaded, q, progress=progress, **options)
+        seconds = time.perf_counter() - t0
+        cols = q.column_names(loaded) if spec.uses_query else ["score"]
+        if scores.shape[1] != len(cols):
+            if scores.shape[1] != 1:
+                raise RuntimeError(
+                    f"{method} returned {scores.shape[1]} columns for {len(cols)} query columns"
+                )
+            cols = ["score"]
+        frame = pd.DataFrame(scores, columns=cols)
+        frame.insert(0, "sample_id", list(loaded.bundle.train.ids))
+        params.update(
+            seconds=seconds,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            n=len(frame),
+            columns=cols,
+            query_tag=q.tag,
+        )
+        with loaded.run.lock(f"influence-{method}-{q.tag}"):
+            write_scores(folder, frame, params)
     return frame
 
 

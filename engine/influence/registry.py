@@ -64,10 +64,30 @@ def method_names() -> list[str]:
     return list(_METHODS)
 
 
+def check_method_options(spec: MethodSpec, options: dict[str, Any]) -> None:
+    """ConfigError naming an option that `spec`'s estimator does not take (before any work)."""
+    import inspect
+
+    from engine.config import ConfigError
+
+    params = inspect.signature(spec.fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # the estimator checks its own options
+    known = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    known = [n for n in known if n != "progress"]
+    bad = sorted(set(options) - set(known))
+    if bad:
+        raise ConfigError(
+            f"method {spec.name!r} has no option {', '.join(map(repr, bad))}; "
+            f"its options: {', '.join(known) or 'none'}"
+        )
+
+
 def run_method(
     name: str, loaded: LoadedRun, query: Query, *, progress: Progress | None = None, **options: Any
 ) -> np.ndarray:
     spec = get_method(name)
+    check_method_options(spec, options)
     opts = {**spec.defaults, **options}
     out = np.asarray(spec.fn(loaded, query, progress=progress, **opts), dtype=np.float64)
     if out.ndim == 1:
