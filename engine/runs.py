@@ -51,7 +51,12 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write `data` to `path` so that readers see the old or the new content, never a mix."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as e:  # e.g. EACCES / EROFS: name the file the caller wanted, not the temporary
+        if e.errno is None:
+            raise
+        raise type(e)(e.errno, e.strerror, str(target)) from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -157,7 +157,21 @@ def run_train(a: argparse.Namespace) -> int:
         f"trained {cfg.model} on {data.dataset} in {res.seconds:.1f}s: "
         f"validation accuracy {f['val_acc']:.4f}, test accuracy {f['test_acc']:.4f} -> {a.run_dir}"
     )
+    _report_skipped(res.run_dir)
     return 0
+
+
+def _report_skipped(run_dir: Any) -> None:
+    """Print what was skipped (unreadable images, empty classes), listed in R/skipped.json."""
+    from engine.runs import RunDir
+
+    skipped = RunDir(run_dir).read_json("skipped.json", default=[]) or []
+    if skipped:
+        print(f"skipped {len(skipped)} (full list in {run_dir}/skipped.json):")
+        for line in skipped[:10]:
+            print(f"  {line}")
+        if len(skipped) > 10:
+            print(f"  ... and {len(skipped) - 10} more")
 
 
 def run_resume(a: argparse.Namespace) -> int:
