@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from app import state
+from app.components.analysis import cluster_section
 from app.components.common import SIGN_LINE, require_run, require_scores
 from app.components.gallery import render_gallery
 from engine.selections import load_selections
@@ -69,3 +70,4 @@ with harm:
     render_gallery(run, ids[:k], scores=scores, key="harmful-top", flipped=known or None)
 with helpful:
     render_gallery(run, ids[::-1][:k], scores=scores, key="harmful-help", flipped=known or None)
+cluster_section(run)

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
+from app.components.analysis import agreement_section
 from app.components.common import SIGN_LINE, require_run
 from app.components.progress import active_jobs
 from engine import jobs
@@ -88,3 +89,4 @@ if run is None:
 active_jobs(run)
 compute_section(run)
 results_section(run)
+agreement_section(run)

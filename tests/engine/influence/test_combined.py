@@ -49,14 +49,16 @@ def test_combined_is_registered_with_its_defaults() -> None:
     assert "combined" in method_names()
     spec = get_method("combined")
     assert not spec.uses_query
-    assert spec.defaults["rule"] == "fisher" and spec.defaults["influence"] == "hydra"
+    assert spec.defaults["rule"] == "fisher" and spec.defaults["weight"] == "auto"
 
 
 def test_combined_through_compute_influence_is_a_ranking_of_the_training_ids(
     tiny_run: LoadedRun,
 ) -> None:
     run = tiny_run.run.path
-    frame = compute_influence(run, "combined", overwrite=True)
+    frame = compute_influence(
+        run, "combined", influence="hydra", base="loss", weight=None, overwrite=True
+    )
     ids = list(tiny_run.bundle.train.ids)
     assert list(frame["sample_id"]) == ids
     s = frame["score"].to_numpy()
@@ -71,11 +73,34 @@ def test_combined_through_compute_influence_is_a_ranking_of_the_training_ids(
     )
     assert np.array_equal(np.argsort(-expect, kind="stable"), np.argsort(s, kind="stable"))
     assert load_scores(run, "combined")["score"].tolist() == s.tolist()
+    default = compute_influence(run, "combined", overwrite=True)["score"].to_numpy()
+    assert sorted(np.argsort(default)) == list(range(len(ids)))
+
+
+def test_weight_moves_between_the_loss_and_influence_orders(tiny_run: LoadedRun) -> None:
+    run = tiny_run.run.path
+    loss = compute_influence(run, "loss")["score"].to_numpy()
+    hydra = compute_influence(run, "hydra")["score"].to_numpy()
+    only_loss = compute_influence(run, "combined", influence="hydra", weight=0.0, overwrite=True)
+    only_infl = compute_influence(run, "combined", influence="hydra", weight=1.0, overwrite=True)
+    assert np.array_equal(rankdata(only_loss["score"]), rankdata(loss))
+    assert np.array_equal(rankdata(only_infl["score"]), rankdata(hydra))
+    with pytest.raises(ConfigError):
+        compute_influence(run, "combined", weight=1.5, overwrite=True)
+
+
+def test_structure_weight_is_a_share(tiny_run: LoadedRun) -> None:
+    from engine.influence.combined import structure_weight
+
+    w = structure_weight(tiny_run)
+    assert 0.0 <= w <= 1.0
+    # two classes: every misprediction lands on the one other class
+    assert w in (0.0, 1.0)
 
 
 def test_loss_only_combined_orders_like_the_loss(tiny_run: LoadedRun) -> None:
     run = tiny_run.run.path
-    frame = compute_influence(run, "combined", influence="none", overwrite=True)
+    frame = compute_influence(run, "combined", influence="none", base="loss", overwrite=True)
     loss = compute_influence(run, "loss")["score"].to_numpy()
     # highest training loss (most negative loss score) = most suspicious = most negative combined
     assert int(np.argmin(frame["score"].to_numpy())) == int(np.argmin(loss))
@@ -86,7 +111,7 @@ def test_self_influence_component_uses_the_positive_end(tiny_run: LoadedRun) -> 
     run = tiny_run.run.path
     frame = compute_influence(
         run, "combined", influence="hydra", use_loss=False, use_self=True, overwrite=True
-    )
+    )  # no loss: equal weights of the two influence components
     hydra = load_scores(run, "hydra")["score"].to_numpy()
     self_inf = load_scores(run, "hydra", "self")["score"].to_numpy()
     # the suspicious end of self-influence is the POSITIVE end (a memorised sample)
