@@ -10,6 +10,7 @@ from engine.models import MODEL_NAMES
 
 SCHEDULES = ("constant", "step", "exp", "invsqrt", "cosine")
 DTYPES = ("float32", "float64")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 class ConfigError(ValueError):
@@ -18,7 +19,11 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """SGD hyperparameters and everything else that decides the trajectory.
+    """Optimiser hyperparameters and everything else that decides the trajectory.
+
+    optimizer: sgd (momentum, L2 weight decay in the gradient) | adam (beta1, beta2, eps, L2
+    weight decay added to the gradient, as torch.optim.Adam) | adamw (decoupled weight decay,
+    as torch.optim.AdamW). `momentum` is ignored by adam / adamw. See engine.sgd.
 
     schedule: constant | step (x gamma every `step_epochs`) | exp (x gamma per epoch) |
     invsqrt (lr / sqrt(t + 1), t the global step) | cosine (to 0 over the run).
@@ -43,6 +48,10 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int | None = None
     device: str = "auto"
+    optimizer: str = "sgd"
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +72,15 @@ class TrainConfig:
             raise ConfigError(f"--lr must be a positive finite number, got {self.lr}")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        for name, beta in (("beta1", self.beta1), ("beta2", self.beta2)):
+            if not (isinstance(beta, int | float) and math.isfinite(beta) and 0 <= beta < 1):
+                raise ConfigError(f"--{name} must be in [0, 1), got {beta}")
+        if not (isinstance(self.eps, int | float) and math.isfinite(self.eps) and self.eps > 0):
+            raise ConfigError(f"--eps must be a positive finite number, got {self.eps}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.schedule not in SCHEDULES:

@@ -1,10 +1,26 @@
-"""The SGD step shared by training, replay and retraining, so all three do the same arithmetic.
+"""The optimiser step shared by training, replay and retraining, so all three do the same arithmetic.
 
-PyTorch SGD semantics (dampening 0, no Nesterov), per DESIGN.md section 1::
+SGD, PyTorch semantics (dampening 0, no Nesterov), per DESIGN.md section 1::
 
     d_t         = (1/B_t) * sum_{i in S_t} w_i * grad l(z_i; theta_t) + lam * theta_t
     v_{t+1}     = p * v_t + d_t            (v_0 = 0)
     theta_{t+1} = theta_t - eta_t * v_{t+1}
+
+Adam / AdamW, PyTorch semantics (torch.optim.Adam / AdamW, no amsgrad), step count k = t + 1::
+
+    g_t         = (1/B_t) * sum_{i in S_t} w_i * grad l(z_i; theta_t) + lamA * theta_t
+    m_{t+1}     = b1 m_t + (1 - b1) g_t                    (m_0 = 0)
+    s_{t+1}     = b2 s_t + (1 - b2) g_t^2                  (s_0 = 0)
+    theta_{t+1} = theta_t (1 - eta_t lamW) - P_t * m_{t+1}
+    P_t         = (eta_t / (1 - b1^k)) / (sqrt(s_{t+1}) / sqrt(1 - b2^k) + eps)   (elementwise)
+
+lamA = lam, lamW = 0 for "adam" (L2 added to the gradient); lamA = 0, lamW = lam for "adamw"
+(decoupled decay). The optimiser state is ONE dict per run, the same dict that holds SGD's
+momentum buffer: ``state[name]`` is the momentum buffer v (SGD) or the first moment m (Adam),
+``state[name + "#sq"]`` the second moment s, and ``state["#step"]`` (int64, 0-dim) the Adam step
+count k of the last step taken. Missing Adam entries read as zeros, so a state made as
+``{k: zeros_like(theta[k])}`` (what every training loop starts from) is a valid initial state,
+and checkpoints save the whole dict as ``v.<key>`` unchanged.
 
 w_i = 1 in training; retraining sets w_k = 0 to leave sample k out while keeping the 1/B_t
 normalisation and the batch composition (hence the augmentation) of everyone else unchanged.
@@ -12,7 +28,8 @@ normalisation and the batch composition (hence the augmentation) of everyone els
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +39,9 @@ from torch.func import functional_call
 from engine.models import per_sample_loss
 from engine.trajectory import Params, Trajectory
 
+SQ = "#sq"  # suffix of the second-moment entries in the optimiser state
+STEP = "#step"  # the Adam step-count entry in the optimiser state
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
@@ -29,10 +49,11 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class Problem:
-    """Everything one SGD step needs besides the state.
+    """Everything one optimiser step needs besides the state.
 
     model: the architecture (its own parameters are ignored; steps use `theta`).
     x: float (N, C, H, W) training inputs in [0, 1]; y: int64 (N,) labels as trained on.
+    optimizer: sgd | adam | adamw; momentum is SGD's, beta1 / beta2 / eps Adam's.
     """
 
     model: nn.Module
@@ -42,6 +63,24 @@ class Problem:
     weight_decay: float
     augment_shift: int = 0
     augment_flip: bool = False
+    optimizer: str = "sgd"
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    @property
+    def is_adam(self) -> bool:
+        return self.optimizer in ("adam", "adamw")
+
+    @property
+    def l2_in_gradient(self) -> float:
+        """lamA: the weight decay added to the gradient (SGD and Adam; 0 for AdamW)."""
+        return 0.0 if self.optimizer == "adamw" else self.weight_decay
+
+    @property
+    def decoupled_decay(self) -> float:
+        """lamW: AdamW's decoupled weight decay (0 for SGD and Adam)."""
+        return self.weight_decay if self.optimizer == "adamw" else 0.0
 
     def batch_inputs(self, idx: torch.Tensor, aug_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The (augmented) inputs (B, C, H, W) and labels (B,) of the batch `idx`."""
@@ -96,9 +135,9 @@ def sgd_step(
     aug_seed: int,
     weights: torch.Tensor | None = None,
 ) -> float:
-    """One SGD step in place on `theta` and `v`; returns the batch loss (before the step).
+    """One optimiser step (SGD, Adam or AdamW per `problem`) in place on `theta` and the state `v`.
 
-    weights: optional float (N,) per-sample weights over the whole training set (1 = keep).
+    Returns the batch loss (before the step). weights: optional float (N,) per-sample weights over the whole training set (1 = keep).
     """
     xb, yb = problem.batch_inputs(idx, aug_seed)
     w = None if weights is None else weights[idx.to(weights.device)]
@@ -106,13 +145,62 @@ def sgd_step(
     leaves = {k: theta[k].detach().requires_grad_(True) for k in names}
     loss = batch_loss(problem, leaves, xb, yb, w)
     grads = torch.autograd.grad(loss, [leaves[k] for k in names])
-    with torch.no_grad():
-        for k, g in zip(names, grads, strict=True):
-            p, buf = theta[k], v[k]
-            d = g + problem.weight_decay * p if problem.weight_decay else g
-            buf.mul_(problem.momentum).add_(d)
-            p.sub_(lr * buf)
+    apply_update(problem, theta, v, grads, lr=lr)
     return float(loss.detach())
+
+
+def apply_update(
+    problem: Problem, theta: Params, state: Params, grads: Sequence[torch.Tensor], *, lr: float
+) -> None:
+    """The optimiser update in place on `theta` and `state`, given the data gradients.
+
+    grads: (1/B) sum_i w_i grad l(z_i; theta) per parameter, in theta's key order (no weight
+    decay in it). Elementwise, so it also serves parameters stacked along a leading model axis.
+    """
+    names = list(theta)
+    with torch.no_grad():
+        if not problem.is_adam:
+            for k, g in zip(names, grads, strict=True):
+                p, buf = theta[k], state[k]
+                d = g + problem.weight_decay * p if problem.weight_decay else g
+                buf.mul_(problem.momentum).add_(d)
+                p.sub_(lr * buf)
+            return
+        step = int(state[STEP]) + 1 if STEP in state else 1
+        b1, b2 = problem.beta1, problem.beta2
+        step_size = lr / (1 - b1**step)
+        bc2_sqrt = math.sqrt(1 - b2**step)
+        lam_a, lam_w = problem.l2_in_gradient, problem.decoupled_decay
+        for k, g in zip(names, grads, strict=True):
+            p, m = theta[k], state[k]
+            if k + SQ not in state:
+                state[k + SQ] = torch.zeros_like(p)
+            s = state[k + SQ]
+            if lam_a:
+                g = g.add(p, alpha=lam_a)
+            if lam_w:
+                p.mul_(1 - lr * lam_w)
+            m.lerp_(g, 1 - b1)
+            s.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (s.sqrt() / bc2_sqrt).add_(problem.eps)
+            p.addcdiv_(m, denom, value=-step_size)
+        state[STEP] = torch.tensor(step, dtype=torch.int64)
+
+
+def adam_preconditioner(problem: Problem, state: Params, lr: float) -> Params:
+    """P_t {name: tensor} of the Adam step just taken, from the state after it (s_{t+1}, k).
+
+    P_t = (eta_t / (1 - b1^k)) / (sqrt(s_{t+1}) / sqrt(1 - b2^k) + eps), elementwise: the
+    factor theta_{t+1} = theta_t (1 - eta_t lamW) - P_t * m_{t+1} applies to the first moment.
+    """
+    step = int(state[STEP])
+    step_size = lr / (1 - problem.beta1**step)
+    bc2_sqrt = math.sqrt(1 - problem.beta2**step)
+    return {
+        k[: -len(SQ)]: step_size / (s.sqrt() / bc2_sqrt).add_(problem.eps)
+        for k, s in state.items()
+        if k.endswith(SQ)
+    }
 
 
 StepCallback = Callable[[int, float], None]
@@ -130,7 +218,7 @@ def run_steps(
     on_step: StepCallback | None = None,
     check_finite: bool = True,
 ) -> None:
-    """Apply the logged steps start..stop-1 to (theta, v) in place."""
+    """Apply the logged steps start..stop-1 to (theta, v) in place (v: the whole optimiser state)."""
     for t in range(start, stop):
         loss = sgd_step(
             problem,

@@ -46,6 +46,10 @@ def build_problem(bundle: DataBundle, cfg: TrainConfig) -> tuple[Problem, Params
         weight_decay=cfg.weight_decay,
         augment_shift=cfg.augment_shift,
         augment_flip=cfg.augment_flip,
+        optimizer=cfg.optimizer,
+        beta1=cfg.beta1,
+        beta2=cfg.beta2,
+        eps=cfg.eps,
     )
     theta0 = {k: p.detach().clone() for k, p in model.named_parameters()}
     return problem, theta0

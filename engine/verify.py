@@ -17,7 +17,8 @@ def verify_replay(run_dir: str | Path) -> dict[str, Any]:
     """Replay every segment from its starting checkpoint and compare with the next checkpoint.
 
     Each segment [c_i, c_{i+1}) is replayed from checkpoint c_i; the result must equal checkpoint
-    c_{i+1} bit for bit (theta and momentum). The last segment ends at the saved final weights.
+    c_{i+1} bit for bit (theta and the whole optimiser state). The last segment ends at the saved
+    final weights.
     Returns steps, checkpoints, max_abs_diff (over all compared tensors), exact, seconds.
     """
     from engine.train import load_run
@@ -31,11 +32,15 @@ def verify_replay(run_dir: str | Path) -> dict[str, Any]:
         theta, v = lr.traj.load_checkpoint(a, device=dev)
         run_steps(lr.problem, lr.traj, theta, v, start=a, stop=b, check_finite=False)
         theta_b, v_b = lr.traj.load_checkpoint(b, device=dev)
-        for k in theta:
-            for got, want in ((theta[k], theta_b[k]), (v[k], v_b[k])):
-                diff = float((got - want).abs().max()) if got.numel() else 0.0
-                worst = max(worst, diff)
-                exact = exact and torch.equal(got, want)
+        # v_b: the momentum buffer (SGD), or Adam's moments "<name>", "<name>#sq" and "#step"
+        pairs = [(theta[k], theta_b[k]) for k in theta] + [(v.get(k), v_b[k]) for k in v_b]
+        for got, want in pairs:
+            if got is None:
+                exact, worst = False, float("inf")
+                continue
+            diff = float((got - want).abs().max()) if got.numel() else 0.0
+            worst = max(worst, diff)
+            exact = exact and torch.equal(got, want)
     return {
         "steps": lr.traj.n_steps,
         "checkpoints": len(lr.traj.checkpoints),

@@ -97,7 +97,16 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--batch-size", type=int, default=d.batch_size)
     g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--momentum", type=float, default=d.momentum)
+    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    g.add_argument(
+        "--optimizer",
+        default=d.optimizer,
+        choices=["sgd", "adam", "adamw"],
+        help="sgd (default) | adam (L2 in the gradient) | adamw (decoupled weight decay)",
+    )
+    g.add_argument("--beta1", type=float, default=d.beta1, help="Adam's first-moment decay")
+    g.add_argument("--beta2", type=float, default=d.beta2, help="Adam's second-moment decay")
+    g.add_argument("--eps", type=float, default=d.eps, help="Adam's epsilon")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)
     g.add_argument(
         "--schedule", default=d.schedule, help="constant | step | exp | invsqrt | cosine"
@@ -144,6 +153,10 @@ def train_config_from_args(a: argparse.Namespace) -> TrainConfig:
         seed=a.seed,
         checkpoint_every=a.checkpoint_every,
         device=a.device,
+        optimizer=getattr(a, "optimizer", "sgd"),
+        beta1=getattr(a, "beta1", 0.9),
+        beta2=getattr(a, "beta2", 0.999),
+        eps=getattr(a, "eps", 1e-8),
     )
 
 

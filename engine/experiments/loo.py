@@ -2,7 +2,8 @@
 
 For training sample k, theta^{-k} reruns the logged trajectory from the run's initial weights
 with k's loss term weighted 0 (same batches, same 1/B_t normalisation, same learning rates,
-momentum, weight decay and augmentation), exactly the counterfactual of DESIGN.md section 1.
+momentum, weight decay and augmentation), exactly the counterfactual of DESIGN.md section 1,
+for SGD, Adam and AdamW runs alike (Adam's whole state, second moment included, is rerun).
 The change f(theta^{-k}_T) - f(theta_T) is what every score estimates (negative = harmful).
 
 Many counterfactual runs advance together: their parameters are stacked along a leading model
@@ -24,6 +25,7 @@ from torch.func import functional_call, vmap
 from engine.influence.queries import Query, query_losses
 from engine.influence.registry import Progress
 from engine.models import per_sample_loss
+from engine.sgd import apply_update
 from engine.trajectory import Params
 
 if TYPE_CHECKING:
@@ -83,6 +85,9 @@ def counterfactual_finals(
             gl = torch.autograd.grad(total, list(leaves.values()))
         g = dict(zip(leaves, gl, strict=True))
         lr = traj.lr(t)
+        if p.is_adam:  # Adam / AdamW: the shared elementwise update, on the stacked runs
+            apply_update(p, theta, vel, [g[name] for name in theta], lr=lr)
+            continue
         for name in theta:
             d = g[name] + lam * theta[name] if lam else g[name]
             vel[name] = mom * vel[name] + d if mom else d

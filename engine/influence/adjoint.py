@@ -28,6 +28,9 @@ replay's own backward pass (see engine.influence.pergrad).
 Exact curvature walks the trajectory backwards segment by segment: replay one checkpoint segment
 forward into memory (theta_t only), then walk it backward. No per-step weight file is written.
 Augmented runs use the same augmented inputs as training: Problem.batch_inputs(idx, aug_seed(t)).
+
+Adam / AdamW runs use the same pass with Adam's per-step preconditioner frozen: see
+engine.influence.adam (parallel_pass and exact_pass hand such runs to adam_pass).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from engine.influence.pergrad import per_sample_grads, resolve_dots, step_with_d
 from engine.influence.queries import Query, flat_query_gradients
 from engine.influence.registry import Progress, register_method
 from engine.models import per_sample_loss
-from engine.sgd import Problem, clone_params, sgd_step
+from engine.sgd import Problem, adam_preconditioner, clone_params, sgd_step
 from engine.trajectory import Params, Trajectory
 
 if TYPE_CHECKING:
@@ -88,6 +91,12 @@ def _segments_from(traj: Trajectory, start: int) -> list[tuple[int, int]]:
 
 def _coef_for(loaded: LoadedRun, curvature: str, start: int) -> np.ndarray:
     p = loaded.problem
+    if p.is_adam:
+        raise ConfigError(
+            f"this run was trained with {p.optimizer}: self-influence and the projected store need "
+            "scalar step coefficients, which exist for SGD runs only (Adam's preconditioner is per "
+            "parameter); use a query (val, class, test) with hydra, tracin or sgd-influence"
+        )
     lam = p.weight_decay if curvature == "decay" else 0.0
     return step_coefficients(loaded.traj, momentum=p.momentum, weight_decay=lam, start=start)
 
@@ -103,6 +112,12 @@ def parallel_pass(
     progress: Progress | None = None,
 ) -> torch.Tensor:
     """Scores (N, Q) for the H := 0 curvatures ("decay", "none") and queries U (P, Q)."""
+    if loaded.problem.is_adam:
+        from engine.influence.adam import adam_pass
+
+        return adam_pass(
+            loaded, u, curvature=curvature, last_epochs=last_epochs, dots=dots, progress=progress
+        )
     problem, traj = loaded.problem, loaded.traj
     method = resolve_dots(problem.model, dots)
     start = window_start(traj, last_epochs)
@@ -197,11 +212,29 @@ def hvp_and_dots(
     return hc, d
 
 
-def _states_backward(
-    problem: Problem, traj: Trajectory, s: int, e: int, start: int, *, max_states: int
-) -> Iterator[tuple[int, Params]]:
-    """Yield (t, theta_t) for t = e-1 down to max(s, start), replaying from the checkpoint at s.
+def _step_and_precond(
+    problem: Problem, traj: Trajectory, t: int, th: Params, v: Params, *, last: bool, pre: bool
+) -> Params | None:
+    """Step t in place (not for a block's last state unless P_t is needed); Adam's P_t or None."""
+    if last and not pre:
+        return None
+    sgd_step(problem, th, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t))
+    return adam_preconditioner(problem, v, traj.lr(t)) if pre else None
 
+
+def _states_backward(
+    problem: Problem,
+    traj: Trajectory,
+    s: int,
+    e: int,
+    start: int,
+    *,
+    max_states: int,
+    precond: bool = False,
+) -> Iterator[tuple[int, Params, Params | None]]:
+    """Yield (t, theta_t, P_t) for t = e-1 down to max(s, start), replaying from the checkpoint at s.
+
+    P_t is Adam's frozen preconditioner of step t (from s_{t+1}) when `precond`, else None.
     Keeps at most ~max_states parameter copies: longer segments are cut into blocks whose starting
     states are stored on the way forward, and each block is replayed again when the walk reaches it.
     """
@@ -212,13 +245,13 @@ def _states_backward(
         sgd_step(problem, theta, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t))
     n = e - lo
     if n <= max_states:  # the whole segment fits: one forward replay into memory
-        states: list[Params] = []
+        states: list[tuple[Params, Params | None]] = []
         for t in range(lo, e):
-            states.append(clone_params(theta))
-            if t + 1 < e:
-                sgd_step(problem, theta, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t))
+            th = clone_params(theta)
+            pre = _step_and_precond(problem, traj, t, theta, v, last=t + 1 == e, pre=precond)
+            states.append((th, pre))
         for t in range(e - 1, lo - 1, -1):
-            yield t, states.pop()
+            yield (t, *states.pop())
         return
     block = math.isqrt(n - 1) + 1  # ~3 sqrt(n) parameter copies, each block replayed twice
     anchors: list[tuple[int, Params, Params]] = []
@@ -230,13 +263,13 @@ def _states_backward(
     for a_t, a_theta, a_v in reversed(anchors):
         stop = min(a_t + block, e)
         states = []
-        th, vv = a_theta, a_v
+        th_run, vv = a_theta, a_v
         for t in range(a_t, stop):
-            states.append(clone_params(th))
-            if t + 1 < stop:
-                sgd_step(problem, th, vv, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t))
+            th = clone_params(th_run)
+            pre = _step_and_precond(problem, traj, t, th_run, vv, last=t + 1 == stop, pre=precond)
+            states.append((th, pre))
         for t in range(stop - 1, a_t - 1, -1):
-            yield t, states.pop()
+            yield (t, *states.pop())
 
 
 def exact_pass(
@@ -249,6 +282,18 @@ def exact_pass(
     q_chunk: int = 32,
 ) -> torch.Tensor:
     """Scores (N, Q) with exact batch-Hessian curvature, for queries U (P, Q)."""
+    if loaded.problem.is_adam:
+        from engine.influence.adam import adam_pass
+
+        return adam_pass(
+            loaded,
+            u,
+            curvature="exact",
+            last_epochs=last_epochs,
+            progress=progress,
+            max_states=max_states,
+            q_chunk=q_chunk,
+        )
     problem, traj = loaded.problem, loaded.traj
     start = window_start(traj, last_epochs)
     theta_ref = loaded.final_theta
@@ -262,7 +307,9 @@ def exact_pass(
         a = unflatten(theta_ref, u[:, q0 : q0 + q_chunk].to(dtype))
         b = {k: torch.zeros_like(t) for k, t in a.items()}
         for s, e in reversed(_segments_from(traj, start)):
-            for t, theta_t in _states_backward(problem, traj, s, e, start, max_states=max_states):
+            for t, theta_t, _ in _states_backward(
+                problem, traj, s, e, start, max_states=max_states
+            ):
                 eta = traj.lr(t)
                 idx = traj.batch(t)
                 xb, yb = problem.batch_inputs(idx, traj.aug_seed(t))

@@ -11,8 +11,9 @@ sample k's own loss l(z_k; theta), u_q a query direction):
 - ``jvp``: a forward-mode JVP of the per-sample loss vector along each u_q (vmapped over q).
 - ``vmap``: materialise per-sample gradients (B, P) with vmap(grad) and multiply by U (P, Q).
 
-``step_with_dots`` runs one SGD step with exactly the arithmetic of ``engine.sgd.sgd_step`` and
-returns D for that step's batch at theta_t (before the update).
+``step_with_dots`` runs one optimiser step with exactly the arithmetic of ``engine.sgd.sgd_step``
+(both call ``engine.sgd.apply_update``) and returns D for that step's batch at theta_t (before the
+update); ``batch_dots`` returns D alone, without a step.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from engine.models import per_sample_loss
-from engine.sgd import Problem, batch_loss
+from engine.sgd import Problem, apply_update, batch_loss
 from engine.trajectory import Params
 
 DOTS = ("auto", "fold", "jvp", "vmap")
@@ -152,6 +153,65 @@ def _layer_dots(
     return out
 
 
+def grads_and_dots(
+    problem: Problem,
+    theta: Params,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    *,
+    u: Params | None,
+    method: str = "fold",
+    param_grads: bool = True,
+) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
+    """(batch-loss gradients in theta's key order, D (B, Q)) at theta, from one backward pass.
+
+    u: query directions {name: (Q, *shape)} or None (no dots). method: fold | jvp | vmap.
+    D[k, q] = <u_q, grad l(z_k; theta)>: the per-sample loss gradient, not divided by B.
+    param_grads=False skips the batch gradient (returned as None) where the route allows it.
+    """
+    names = list(theta)
+    leaves = {k: theta[k].detach().requires_grad_(True) for k in names}
+    dots: torch.Tensor | None = None
+    grads: list[torch.Tensor] | None = None
+    if u is not None and method == "fold":
+        with _capturing(problem.model) as cap:
+            loss = batch_loss(problem, leaves, xb, yb, None)
+        mods = dict(_param_modules(problem.model))
+        layer_names = list(cap.outputs)
+        wrt = [leaves[k] for k in names] if param_grads else []
+        grads_all = torch.autograd.grad(loss, wrt + [cap.outputs[n] for n in layer_names])
+        grads = list(grads_all[: len(wrt)]) if param_grads else None
+        bsz = xb.shape[0]
+        total = None
+        for n, delta in zip(layer_names, grads_all[len(wrt) :], strict=True):
+            pre = f"{n}." if n else ""
+            ub = u.get(pre + "bias")
+            part = _layer_dots(mods[n], cap.inputs[n], delta * bsz, u[pre + "weight"], ub)
+            total = part if total is None else total + part
+        dots = total
+    else:
+        if param_grads:
+            loss = batch_loss(problem, leaves, xb, yb, None)
+            grads = list(torch.autograd.grad(loss, [leaves[k] for k in names]))
+        if u is not None:
+            if method == "jvp":
+                dots = jvp_dots(problem, theta, xb, yb, u)
+            elif method == "vmap":
+                dots = per_sample_grads(problem, theta, xb, yb) @ flatten_batched(u)
+            else:
+                raise ValueError(f"unknown dot-product method {method!r}")
+    return grads, dots
+
+
+def batch_dots(
+    problem: Problem, theta: Params, xb: torch.Tensor, yb: torch.Tensor, u: Params, *, method: str
+) -> torch.Tensor:
+    """D (B, Q) = <u_q, grad l(z_k; theta)> for the batch, without an optimiser step."""
+    _, dots = grads_and_dots(problem, theta, xb, yb, u=u, method=method, param_grads=False)
+    assert dots is not None
+    return dots
+
+
 def step_with_dots(
     problem: Problem,
     theta: Params,
@@ -163,47 +223,14 @@ def step_with_dots(
     u: Params | None,
     method: str = "fold",
 ) -> torch.Tensor | None:
-    """One SGD step in place on (theta, v) (same arithmetic as sgd_step) and D (B, Q) at theta_t.
+    """One optimiser step in place on (theta, v) (engine.sgd.apply_update, as sgd_step) and D (B, Q) at theta_t.
 
     u: query directions {name: (Q, *shape)} or None (no dots, plain replay). method: fold | jvp | vmap.
     D[k, q] = <u_q, grad l(z_k; theta_t)>: the per-sample loss gradient, not divided by B.
     """
-    names = list(theta)
-    leaves = {k: theta[k].detach().requires_grad_(True) for k in names}
-    dots: torch.Tensor | None = None
-    if u is not None and method == "fold":
-        with _capturing(problem.model) as cap:
-            loss = batch_loss(problem, leaves, xb, yb, None)
-        mods = dict(_param_modules(problem.model))
-        layer_names = list(cap.outputs)
-        grads_all = torch.autograd.grad(
-            loss, [leaves[k] for k in names] + [cap.outputs[n] for n in layer_names]
-        )
-        grads = grads_all[: len(names)]
-        bsz = xb.shape[0]
-        total = None
-        for n, delta in zip(layer_names, grads_all[len(names) :], strict=True):
-            pre = f"{n}." if n else ""
-            ub = u.get(pre + "bias")
-            part = _layer_dots(mods[n], cap.inputs[n], delta * bsz, u[pre + "weight"], ub)
-            total = part if total is None else total + part
-        dots = total
-    else:
-        loss = batch_loss(problem, leaves, xb, yb, None)
-        grads = torch.autograd.grad(loss, [leaves[k] for k in names])
-        if u is not None:
-            if method == "jvp":
-                dots = jvp_dots(problem, theta, xb, yb, u)
-            elif method == "vmap":
-                dots = per_sample_grads(problem, theta, xb, yb) @ flatten_batched(u)
-            else:
-                raise ValueError(f"unknown dot-product method {method!r}")
-    with torch.no_grad():
-        for k, g in zip(names, grads, strict=True):
-            p, buf = theta[k], v[k]
-            d = g + problem.weight_decay * p if problem.weight_decay else g
-            buf.mul_(problem.momentum).add_(d)
-            p.sub_(lr * buf)
+    grads, dots = grads_and_dots(problem, theta, xb, yb, u=u, method=method)
+    assert grads is not None
+    apply_update(problem, theta, v, grads, lr=lr)
     return dots
 
 

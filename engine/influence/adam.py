@@ -1,0 +1,116 @@
+"""The adjoint pass for Adam / AdamW runs, with Adam's per-step preconditioner frozen.
+
+Training (engine.sgd): m_{t+1} = b1 m_t + (1 - b1) g_t, s_{t+1} = b2 s_t + (1 - b2) g_t^2,
+g_t = (1/B_t) sum_{i in S_t} w_i grad l(z_i; theta_t) + lamA theta_t. The preconditioner
+P_t = (eta_t / (1 - b1^k)) / (sqrt(s_{t+1} / (1 - b2^k)) + eps) (elementwise, k = t + 1) is
+treated as a constant, so the step theta_{t+1} = theta_t (1 - eta_t lamW) - P_t m_{t+1},
+m_{t+1} = b1 m_t + (1 - b1) g_t is linear in the gradient, and with a = dF/dtheta_{t+1},
+b = dF/dm_{t+1}::
+
+    c = b - P_t * a                                      (elementwise)
+    score_k -= (1 - b1)/B_t <c, grad l(z_k; theta_t)>    for k in S_t
+    a = (1 - eta_t lamW) a + (1 - b1) (H_t + lamA I) c
+    b = b1 c
+
+(lamA = lam for adam, lamW = lam for adamw, the other 0; "none" drops both.) With b1 -> p,
+(1 - b1) -> 1, P_t -> eta_t and lamW = 0 it is the SGD pass of engine.influence.adjoint
+(DESIGN.md section 1). What the frozen P_t leaves
+out is the dependence of s_{t+1} (hence P_t) on the removed sample's gradient. Scores are
+-d f(theta_T) / d w_k with P_t held fixed; NEGATIVE = HARMFUL. The exact pass
+takes s_{t+1} from the forward replay of each segment (adam_pass). For H := 0 a and b are no
+longer parallel to u (P_t is a vector), so each query carries its own vectors a, b through the
+same segment-wise backward walk, and <c_t, g_k> comes from pergrad.batch_dots (no HVPs); the
+scalar step coefficients (self-influence, the projected store) do not exist for Adam runs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+
+from engine.config import ConfigError
+from engine.influence.adjoint import (
+    CURVATURES,
+    _segments_from,
+    _states_backward,
+    hvp_and_dots,
+    window_start,
+)
+from engine.influence.pergrad import batch_dots, resolve_dots, unflatten
+from engine.influence.registry import Progress
+from engine.trajectory import Params
+
+if TYPE_CHECKING:
+    from engine.train import LoadedRun
+
+
+def adam_pass(
+    loaded: LoadedRun,
+    u: torch.Tensor,
+    *,
+    curvature: str,
+    last_epochs: int | None = None,
+    dots: str = "auto",
+    progress: Progress | None = None,
+    max_states: int = 4096,
+    q_chunk: int | None = None,
+) -> torch.Tensor:
+    """Scores (N, Q) for an Adam / AdamW run and queries U (P, Q), P_t frozen (module docstring).
+
+    curvature: exact (batch-Hessian HVPs) | decay (H := 0, lamA kept) | none (H := 0, lamA := 0,
+    lamW := 0). Every query carries its own adjoint vectors (a, b); q_chunk queries at a time
+    (default 32 with exact curvature, 256 without), each chunk one backward walk.
+    """
+    problem, traj = loaded.problem, loaded.traj
+    if not problem.is_adam:
+        raise ConfigError(
+            f"adam_pass needs an Adam or AdamW run, this one used {problem.optimizer}"
+        )
+    if curvature not in CURVATURES:
+        raise ConfigError(f"curvature must be one of {', '.join(CURVATURES)}, got {curvature!r}")
+    exact = curvature == "exact"
+    method = "fold" if exact else resolve_dots(problem.model, dots)
+    chunk = q_chunk or (32 if exact else 256)
+    start = window_start(traj, last_epochs)
+    lam_a = 0.0 if curvature == "none" else problem.l2_in_gradient
+    lam_w = 0.0 if curvature == "none" else problem.decoupled_decay
+    b1 = problem.beta1
+    scale = 1.0 - b1
+    theta_ref = loaded.final_theta
+    dtype = problem.x.dtype
+    scores = torch.zeros(
+        problem.x.shape[0], u.shape[1], dtype=torch.float64, device=problem.x.device
+    )
+    total = (traj.n_steps - start) * math.ceil(u.shape[1] / chunk)
+    done = 0
+    for q0 in range(0, u.shape[1], chunk):
+        a = unflatten(theta_ref, u[:, q0 : q0 + chunk].to(dtype))
+        b = {k: torch.zeros_like(t) for k, t in a.items()}
+        for s, e in reversed(_segments_from(traj, start)):
+            walk = _states_backward(problem, traj, s, e, start, max_states=max_states, precond=True)
+            for t, theta_t, pre in walk:
+                assert pre is not None
+                idx = traj.batch(t)
+                xb, yb = problem.batch_inputs(idx, traj.aug_seed(t))
+                c = {k: b[k] - pre[k] * a[k] for k in a}
+                curv: Params | None  # (H_t + lamA I) c, or None where it is 0
+                if exact:
+                    hc, d = hvp_and_dots(problem, theta_t, xb, yb, c)  # d (Q, B)
+                    curv = {k: hc[k] + lam_a * c[k] for k in c} if lam_a else hc
+                else:
+                    d = batch_dots(problem, theta_t, xb, yb, c, method=method).T
+                    curv = {k: lam_a * c[k] for k in c} if lam_a else None
+                scores[idx.to(scores.device), q0 : q0 + chunk] -= (
+                    d.T.to(torch.float64) * scale / len(idx)
+                )
+                keep = 1.0 - traj.lr(t) * lam_w
+                a = {k: keep * a[k] for k in a} if lam_w else a
+                if curv is not None:
+                    a = {k: a[k] + scale * curv[k] for k in a}
+                b = {k: b1 * c[k] for k in c}
+                done += 1
+                if progress is not None:
+                    progress(done, total, None)
+    return scores
