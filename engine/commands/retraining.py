@@ -128,12 +128,14 @@ def run_cleanse(a: argparse.Namespace) -> int:
         f"before removal: test error {_pct(b['mean'])}"
         + (f" ± {b['std'] * 100:.2f}" if b["n"] > 1 else "")
     )
-    print(f"{'method':<22}{'m':>5}{'test error':>14}{'± std':>8}{'vs random':>11}{'p':>8}")
+    print(
+        f"{'method':<22}{'m':>5}{'test error':>14}{'± std':>8}{'vs random':>11}{'p':>8}{'paired p':>10}"
+    )
+    fp = lambda p: "" if p is None or p != p else f"{p:.3f}"  # noqa: E731
     for r in res["summary"]:
-        p = r["p_vs_random"]
         print(
             f"{r['method']:<22}{r['m']:>5}{_pct(r['test_error_mean']):>14}{r['test_error_std'] * 100:>8.2f}"
-            f"{r['diff_vs_random'] * 100:>+10.2f}{'' if p is None or p != p else f'{p:.3f}':>8}"
+            f"{r['diff_vs_random'] * 100:>+10.2f}{fp(r['p_vs_random']):>8}{fp(r.get('paired_p_vs_random')):>10}"
         )
     print(res["conclusion"])
     _print_files(res)

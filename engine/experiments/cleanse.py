@@ -221,7 +221,7 @@ def cleanse(
                             s, name, i, m, _retrain_errors(base, r[:m], mode, fresh_seeds, budget)
                         )
     table = pd.DataFrame(rows)
-    summary = _summarize(table, before_rows)
+    summary = _summarize(table, before_rows, pair_key="draw" if mode == "fresh" else "seed")
     res: dict[str, Any] = {
         "kind": "cleanse",
         "run_dir": str(loaded.run.path),
@@ -257,13 +257,32 @@ def cleanse(
     return res
 
 
-def _summarize(table: pd.DataFrame, before_rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _paired(g: pd.DataFrame, rand: pd.DataFrame, key: str) -> dict[str, Any]:
+    """Per pair key (base seed, or fresh seed in mode fresh): error minus random's mean error there.
+
+    Mean of those differences and the two-sided p of a one-sample t-test on them (None for < 2
+    pairs or no spread): the same base run / fresh seed on both sides removes its own variance.
+    """
+    from scipy.stats import ttest_1samp
+
+    r = rand.groupby(key)["test_error"].mean()
+    d = (g.groupby(key)["test_error"].mean() - r).dropna().to_numpy()
+    if len(d) < 2 or np.allclose(d, d[0]):
+        return {"diff": float(d.mean()) if len(d) else float("nan"), "p": None}
+    return {"diff": float(d.mean()), "p": float(ttest_1samp(d, 0.0).pvalue)}
+
+
+def _summarize(
+    table: pd.DataFrame, before_rows: list[dict[str, Any]], *, pair_key: str = "seed"
+) -> pd.DataFrame:
     out = []
     before = [r["test_error"] for r in before_rows]
     for (method, m), g in table.groupby(["method", "m"], sort=False):
         vals = g["test_error"].tolist()
-        rand = table[(table["method"] == "random") & (table["m"] == m)]["test_error"].tolist()
+        rand_g = table[(table["method"] == "random") & (table["m"] == m)]
+        rand = rand_g["test_error"].tolist()
         vs_r = welch(vals, rand) if method != "random" else {"diff": 0.0, "p": None, "test": ""}
+        pr = _paired(g, rand_g, pair_key) if method != "random" else {"diff": 0.0, "p": None}
         vs_b = welch(vals, before)
         s = summarize(vals)
         out.append(
@@ -276,6 +295,8 @@ def _summarize(table: pd.DataFrame, before_rows: list[dict[str, Any]]) -> pd.Dat
                 "diff_vs_random": vs_r["diff"],
                 "p_vs_random": vs_r["p"],
                 "test_vs_random": vs_r["test"],
+                "paired_diff_vs_random": pr["diff"],
+                "paired_p_vs_random": pr["p"],
                 "diff_vs_before": vs_b["diff"],
                 "p_vs_before": vs_b["p"],
             }
@@ -284,15 +305,22 @@ def _summarize(table: pd.DataFrame, before_rows: list[dict[str, Any]]) -> pd.Dat
 
 
 def _conclusion(summary: pd.DataFrame) -> str:
-    """One sentence per method: where removing its top-m lowered test error significantly more than random."""
+    """One sentence per method: where removing its top-m lowered test error significantly more than random.
+
+    Uses the paired test (same base run / fresh seed on both sides) where it has a p-value, else Welch's.
+    """
     parts = []
-    for method, g in summary[summary["method"] != "random"].groupby("method", sort=False):
-        wins = g[(g["diff_vs_random"] < 0) & (g["p_vs_random"].fillna(1.0) < 0.05)]
+    s = summary.copy()
+    paired = s["paired_p_vs_random"].notna() if "paired_p_vs_random" in s else False
+    s["d"] = s["diff_vs_random"].where(~paired, s.get("paired_diff_vs_random"))
+    s["p"] = s["p_vs_random"].where(~paired, s.get("paired_p_vs_random"))
+    for method, g in s[s["method"] != "random"].groupby("method", sort=False):
+        wins = g[(g["d"] < 0) & (g["p"].astype(float).fillna(1.0) < 0.05)]
         if len(wins):
-            best = wins.loc[wins["diff_vs_random"].idxmin()]
+            best = wins.loc[wins["d"].idxmin()]
             parts.append(
                 f"{method}: lower test error than random removal at m = {', '.join(map(str, wins['m']))} "
-                f"(best m = {best['m']}: {-best['diff_vs_random'] * 100:.2f} points, {fmt_p(best['p_vs_random'])})"
+                f"(best m = {best['m']}: {-best['d'] * 100:.2f} points, {fmt_p(best['p'])})"
             )
         else:
             parts.append(f"{method}: never significantly better than random removal")

@@ -129,3 +129,27 @@ def test_retrain_cli_prints_verdict_and_json(
     plain.write_text("digits-9999x\n")
     assert main(["retrain", "--run-dir", str(small_run), "--drop", str(plain)]) == 2
     assert "digits-9999x" in capsys.readouterr().err
+
+
+def test_summary_pairs_each_method_with_random_on_the_same_base_run() -> None:
+    """The paired difference removes the base runs' own spread; Welch's does not."""
+    from scipy.stats import ttest_1samp
+
+    from engine.experiments.cleanse import _summarize
+
+    base = np.array([0.30, 0.40, 0.50, 0.35])  # very different base runs
+    gain = np.array([0.020, 0.025, 0.030, 0.022])  # the method always beats random a little
+    rows = []
+    for s, b in enumerate(base):
+        rows += [
+            {"seed": s, "method": "random", "draw": i, "m": 5, "test_error": b + e}
+            for i, e in enumerate((-0.002, 0.002))
+        ]
+        rows.append({"seed": s, "method": "hydra", "draw": 0, "m": 5, "test_error": b - gain[s]})
+    summ = _summarize(
+        pd.DataFrame(rows), [{"seed": s, "test_error": b} for s, b in enumerate(base)]
+    )
+    h = summ[summ["method"] == "hydra"].iloc[0]
+    assert h["paired_diff_vs_random"] == pytest.approx(-gain.mean())
+    assert h["paired_p_vs_random"] == pytest.approx(ttest_1samp(-gain, 0.0).pvalue)
+    assert h["paired_p_vs_random"] < 0.01 < h["p_vs_random"]
