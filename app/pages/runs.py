@@ -153,8 +153,10 @@ def _save_upload(up: Any) -> Path:
     folder = state.workspace() / ".uploads"
     folder.mkdir(parents=True, exist_ok=True)
     p = folder / f"{hashlib.sha256(data).hexdigest()[:16]}-{Path(up.name).name}"
-    if not p.exists():
-        p.write_bytes(data)
+    if not p.exists():  # atomic: a server killed mid-write must not leave a half zip to reuse
+        from engine.runs import atomic_write_bytes
+
+        atomic_write_bytes(p, data)
     return p
 
 
