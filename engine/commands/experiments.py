@@ -22,7 +22,14 @@ def run_fidelity_cmd(a: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # CG's indefinite-Hessian note on the dnn
-        res = run_fidelity(a.model, seeds=a.seeds, methods=methods, work_dir=a.work_dir, log=log)
+        res = run_fidelity(
+            a.model,
+            seeds=a.seeds,
+            methods=methods,
+            work_dir=a.work_dir,
+            log=log,
+            optimizer=getattr(a, "optimizer", "sgd"),
+        )
     summary = res.summary()
     if a.json:
         keys = ("kendall", "kendall_std", "jaccard", "jaccard_std")
@@ -38,6 +45,7 @@ def run_fidelity_cmd(a: argparse.Namespace) -> int:
         return 0
     print(
         f"fidelity on digits 1 vs 7 (200 train, 160 validation), model {a.model}, {a.seeds} seed(s)"
+        + (f", optimizer {a.optimizer}" if getattr(a, "optimizer", "sgd") != "sgd" else "")
     )
     print(f"{'method':<22} {'kendall tau':>16} {'jaccard (10+10)':>18} {'seconds':>8}")
     for m, row in summary.items():
@@ -83,4 +91,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help='print {method: {"kendall", "kendall_std", "jaccard", "jaccard_std"}}',
     )
     p.add_argument("--quiet", action="store_true", help="no per-seed lines on stderr")
+    p.add_argument(
+        "--optimizer",
+        default="sgd",
+        choices=["sgd", "adam", "adamw"],
+        help="train the protocol with SGD (the paper's) or Adam / AdamW at lr 0.01",
+    )
     p.set_defaults(func=run_fidelity_cmd)

@@ -36,7 +36,7 @@ engine.influence.adam (parallel_pass and exact_pass hand such runs to adam_pass)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,7 +48,7 @@ from engine.influence.pergrad import per_sample_grads, resolve_dots, step_with_d
 from engine.influence.queries import Query, flat_query_gradients
 from engine.influence.registry import Progress, register_method
 from engine.models import per_sample_loss
-from engine.sgd import Problem, adam_preconditioner, clone_params, sgd_step
+from engine.sgd import Problem, clone_params, sgd_step
 from engine.trajectory import Params, Trajectory
 
 if TYPE_CHECKING:
@@ -101,6 +101,12 @@ def _coef_for(loaded: LoadedRun, curvature: str, start: int) -> np.ndarray:
     return step_coefficients(loaded.traj, momentum=p.momentum, weight_decay=lam, start=start)
 
 
+def _adam_pass(loaded: LoadedRun, u: torch.Tensor, **options: Any) -> torch.Tensor:
+    from engine.influence.adam import adam_pass  # imports this module
+
+    return adam_pass(loaded, u, **options)
+
+
 # -- H := 0: one forward replay ---------------------------------------------------------------------
 def parallel_pass(
     loaded: LoadedRun,
@@ -110,14 +116,16 @@ def parallel_pass(
     last_epochs: int | None = None,
     dots: str = "auto",
     progress: Progress | None = None,
+    preconditioner: str = "frozen",
 ) -> torch.Tensor:
-    """Scores (N, Q) for the H := 0 curvatures ("decay", "none") and queries U (P, Q)."""
-    if loaded.problem.is_adam:
-        from engine.influence.adam import adam_pass
+    """Scores (N, Q) for the H := 0 curvatures ("decay", "none") and queries U (P, Q).
 
-        return adam_pass(
-            loaded, u, curvature=curvature, last_epochs=last_epochs, dots=dots, progress=progress
-        )
+    preconditioner: Adam runs only (engine.influence.adam): frozen | full.
+    """
+    if loaded.problem.is_adam:
+        opts: dict[str, Any] = {"last_epochs": last_epochs, "dots": dots}
+        opts["preconditioner"] = preconditioner
+        return _adam_pass(loaded, u, curvature=curvature, progress=progress, **opts)
     problem, traj = loaded.problem, loaded.traj
     method = resolve_dots(problem.model, dots)
     start = window_start(traj, last_epochs)
@@ -212,14 +220,8 @@ def hvp_and_dots(
     return hc, d
 
 
-def _step_and_precond(
-    problem: Problem, traj: Trajectory, t: int, th: Params, v: Params, *, last: bool, pre: bool
-) -> Params | None:
-    """Step t in place (not for a block's last state unless P_t is needed); Adam's P_t or None."""
-    if last and not pre:
-        return None
-    sgd_step(problem, th, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t))
-    return adam_preconditioner(problem, v, traj.lr(t)) if pre else None
+StepHook = Callable[[int, Params, Params], Any]
+"""step_fn(t, theta, state): take step t in place on (theta, state) and return what the walk needs."""
 
 
 def _states_backward(
@@ -230,26 +232,34 @@ def _states_backward(
     start: int,
     *,
     max_states: int,
-    precond: bool = False,
-) -> Iterator[tuple[int, Params, Params | None]]:
-    """Yield (t, theta_t, P_t) for t = e-1 down to max(s, start), replaying from the checkpoint at s.
+    step_fn: StepHook | None = None,
+) -> Iterator[tuple[int, Params, Any]]:
+    """Yield (t, theta_t, extra_t) for t = e-1 down to max(s, start), replaying from the checkpoint at s.
 
-    P_t is Adam's frozen preconditioner of step t (from s_{t+1}) when `precond`, else None.
-    Keeps at most ~max_states parameter copies: longer segments are cut into blocks whose starting
-    states are stored on the way forward, and each block is replayed again when the walk reaches it.
+    extra_t is what step_fn returned for step t (None without a step_fn; then the last step of a
+    block, whose result is not needed, is skipped). Keeps at most ~max_states parameter copies:
+    longer segments are cut into blocks whose starting states are stored on the way forward, and
+    each block is replayed again when the walk reaches it.
     """
     dev = problem.x.device
+
+    def advance(t: int, th: Params, v: Params, last: bool) -> Any:
+        if step_fn is not None:
+            return step_fn(t, th, v)
+        if not last:
+            sgd_step(problem, th, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t))
+        return None
+
     theta, v = traj.load_checkpoint(s, device=dev)
     lo = max(s, start)
     for t in range(s, lo):
         sgd_step(problem, theta, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t))
     n = e - lo
     if n <= max_states:  # the whole segment fits: one forward replay into memory
-        states: list[tuple[Params, Params | None]] = []
+        states: list[tuple[Params, Any]] = []
         for t in range(lo, e):
             th = clone_params(theta)
-            pre = _step_and_precond(problem, traj, t, theta, v, last=t + 1 == e, pre=precond)
-            states.append((th, pre))
+            states.append((th, advance(t, theta, v, t + 1 == e)))
         for t in range(e - 1, lo - 1, -1):
             yield (t, *states.pop())
         return
@@ -266,8 +276,7 @@ def _states_backward(
         th_run, vv = a_theta, a_v
         for t in range(a_t, stop):
             th = clone_params(th_run)
-            pre = _step_and_precond(problem, traj, t, th_run, vv, last=t + 1 == stop, pre=precond)
-            states.append((th, pre))
+            states.append((th, advance(t, th_run, vv, t + 1 == stop)))
         for t in range(stop - 1, a_t - 1, -1):
             yield (t, *states.pop())
 
@@ -280,20 +289,13 @@ def exact_pass(
     progress: Progress | None = None,
     max_states: int = 4096,
     q_chunk: int = 32,
+    preconditioner: str = "frozen",
 ) -> torch.Tensor:
-    """Scores (N, Q) with exact batch-Hessian curvature, for queries U (P, Q)."""
+    """Scores (N, Q) with exact batch-Hessian curvature, for queries U (P, Q) (Adam: see adam_pass)."""
     if loaded.problem.is_adam:
-        from engine.influence.adam import adam_pass
-
-        return adam_pass(
-            loaded,
-            u,
-            curvature="exact",
-            last_epochs=last_epochs,
-            progress=progress,
-            max_states=max_states,
-            q_chunk=q_chunk,
-        )
+        opts: dict[str, Any] = {"max_states": max_states, "q_chunk": q_chunk, "progress": progress}
+        opts.update(preconditioner=preconditioner, last_epochs=last_epochs)
+        return _adam_pass(loaded, u, curvature="exact", **opts)
     problem, traj = loaded.problem, loaded.traj
     start = window_start(traj, last_epochs)
     theta_ref = loaded.final_theta
@@ -338,11 +340,13 @@ def adjoint_scores(
     last_epochs: int | None = None,
     dots: str = "auto",
     u: torch.Tensor | None = None,
+    preconditioner: str = "frozen",
     **unknown: Any,
 ) -> np.ndarray:
     """Scores (N_train, Q) of the adjoint pass for `query` (see the module docstring).
 
     u: optional precomputed query gradients (P, Q) (skips flat_query_gradients).
+    preconditioner: Adam / AdamW runs only: frozen (P_t a constant) | full (engine.influence.adam).
     """
     if unknown:
         raise ConfigError(f"unknown option(s) for the adjoint pass: {', '.join(sorted(unknown))}")
@@ -360,12 +364,12 @@ def adjoint_scores(
         return out.cpu().numpy()
     if u is None:
         u = flat_query_gradients(loaded, query, loaded.final_theta).detach()
+    opts: dict[str, Any] = {"last_epochs": last_epochs, "progress": progress}
+    opts["preconditioner"] = preconditioner
     if curvature == "exact":
-        out = exact_pass(loaded, u, last_epochs=last_epochs, progress=progress)
+        out = exact_pass(loaded, u, **opts)
     else:
-        out = parallel_pass(
-            loaded, u, curvature=curvature, last_epochs=last_epochs, dots=dots, progress=progress
-        )
+        out = parallel_pass(loaded, u, curvature=curvature, dots=dots, **opts)
     return out.cpu().numpy()
 
 

@@ -163,3 +163,14 @@ def test_cli_trains_with_adamw(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "bit-exact" in capsys.readouterr().out
     assert main([*args, "--overwrite", "--optimizer", "adam", "--beta2", "1.5"]) == 2
     assert "--beta2 must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_fidelity_protocol_with_adam_changes_only_the_optimiser_and_lr() -> None:
+    from engine.experiments.fidelity import ADAM_LR, protocol
+
+    for model in ("logreg", "dnn"):
+        sgd, adam = protocol(model, 2), protocol(model, 2, optimizer="adamw")
+        assert (adam.optimizer, adam.lr, sgd.optimizer) == ("adamw", ADAM_LR, "sgd")
+        assert {**adam.to_dict(), "optimizer": "sgd", "lr": sgd.lr} == sgd.to_dict()
+    with pytest.raises(ConfigError, match="optimizer"):
+        protocol("logreg", 0, optimizer="lbfgs")

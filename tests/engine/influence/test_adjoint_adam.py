@@ -42,8 +42,13 @@ def decays(loaded: LoadedRun, curvature: str) -> tuple[float, float]:
     return p.l2_in_gradient, p.decoupled_decay
 
 
-def unrolled_frozen(loaded: LoadedRun, query: Query, *, start: int = 0) -> np.ndarray:
-    """-d f(theta_T) / d w (N, Q) by autograd through Adam steps start..T-1, P_t detached."""
+def unrolled_frozen(
+    loaded: LoadedRun, query: Query, *, start: int = 0, frozen: bool = True
+) -> np.ndarray:
+    """-d f(theta_T) / d w (N, Q) by autograd through Adam steps start..T-1, P_t detached.
+
+    frozen=False differentiates through the second moment too (nothing detached).
+    """
     problem, traj = loaded.problem, loaded.traj
     theta, state = replay_to(problem, traj, start)
     assert int(state.get(STEP, torch.tensor(0))) == start
@@ -61,8 +66,10 @@ def unrolled_frozen(loaded: LoadedRun, query: Query, *, start: int = 0) -> np.nd
         for name, g in zip(list(th), grads, strict=True):
             g = g + lam_a * th[name]
             m[name] = b1 * m[name] + (1 - b1) * g
-            s[name] = b2 * s[name] + (1 - b2) * g.detach() ** 2
-            denom = s[name].sqrt() / math.sqrt(1 - b2**k) + eps  # frozen: no graph
+            s[name] = b2 * s[name] + (1 - b2) * (g.detach() if frozen else g) ** 2
+            pos = s[name] > 0  # sqrt'(0) is infinite: weights whose gradient is always 0
+            root = torch.where(pos, torch.where(pos, s[name], 1.0).sqrt(), 0.0)
+            denom = root / math.sqrt(1 - b2**k) + eps  # frozen: no graph
             th[name] = th[name] * (1 - lr * lam_w) - lr / (1 - b1**k) * m[name] / denom
     for name, final in loaded.final_theta.items():  # the same trajectory as training
         torch.testing.assert_close(th[name].detach(), final, rtol=1e-12, atol=1e-13)
@@ -123,6 +130,27 @@ def test_sgd_influence_equals_autograd_with_the_preconditioner_frozen(
     ref = unrolled_frozen(adam_run, q)
     assert ours.shape == ref.shape == (30, len(q.column_names(adam_run)))
     assert rel_err(ours, ref) < 1e-9
+
+
+@pytest.mark.parametrize("last_epochs", [None, 1])
+def test_full_preconditioner_equals_autograd_through_adam(
+    adam_run: LoadedRun, last_epochs: int | None
+) -> None:
+    """preconditioner="full" is the exact first-order estimate: nothing frozen."""
+    q = Query("class")
+    start = window_start(adam_run.traj, last_epochs)
+    ours = run_method("sgd-influence", adam_run, q, preconditioner="full", last_epochs=last_epochs)
+    ref = unrolled_frozen(adam_run, q, start=start, frozen=False)
+    assert rel_err(ours, ref) < 1e-9
+    assert rel_err(ours, unrolled_frozen(adam_run, q, start=start)) > 1e-3  # not the frozen one
+    # the block-wise replay (few stored states) and one query at a time give the same scores
+    u = flat_query_gradients(adam_run, q, adam_run.final_theta)
+    low = exact_pass(
+        adam_run, u, last_epochs=last_epochs, max_states=2, q_chunk=1, preconditioner="full"
+    )
+    assert rel_err(low.numpy(), ours) < 1e-12
+    with pytest.raises(ConfigError, match="preconditioner"):
+        run_method("hydra", adam_run, q, preconditioner="exact")
 
 
 def test_last_epoch_equals_window_restricted_autograd(adam_run: LoadedRun) -> None:
