@@ -169,8 +169,11 @@ class Trajectory:
         if step not in self.checkpoints:
             raise RunError(f"no checkpoint at step {step}; have {self.checkpoints[:5]}...")
         t = load_tensors(self.folder / ckpt_name(step))
-        theta = {k[6:]: v.to(device) for k, v in t.items() if k.startswith("theta.")}
-        vel = {k[2:]: v.to(device) for k, v in t.items() if k.startswith("v.")}
+        # copy=True: tensors read by safetensors may sit at any offset of its buffer, and some CPU
+        # kernels round differently on memory that is not 64-byte aligned (seen with a 1-output
+        # Linear); fresh allocations are aligned like the ones training used, so replay stays exact.
+        theta = {k[6:]: v.to(device, copy=True) for k, v in t.items() if k.startswith("theta.")}
+        vel = {k[2:]: v.to(device, copy=True) for k, v in t.items() if k.startswith("v.")}
         return theta, vel
 
     def segments(self) -> list[tuple[int, int]]:
