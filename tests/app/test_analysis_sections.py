@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.selections import load_selections
@@ -33,6 +34,7 @@ def test_flagged_cluster_is_ticked_in_one_click(run_dir: Path) -> None:
     assert at.button(key="harmful-cluster-tick").disabled
 
 
+@pytest.mark.slow
 def test_agreement_section_shows_metrics_and_figure(run_dir: Path) -> None:
     from engine.analysis.agreement import agreement
 

@@ -18,6 +18,7 @@ def test_cluster_cli_json(noisy_run: Path, capsys: pytest.CaptureFixture[str]) -
     assert len(res["classes"]) == 4
 
 
+@pytest.mark.slow
 def test_cluster_cli_table(noisy_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(["cluster", "--run-dir", str(noisy_run), "--m", "20", "--method", "tracin", "--exact"])
