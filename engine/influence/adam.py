@@ -1,4 +1,5 @@
-"""The adjoint pass for Adam / AdamW runs, with Adam's per-step preconditioner frozen.
+"""The adjoint pass for Adam / AdamW runs: exact through the second moment by default
+(preconditioner="full"), or with Adam's per-step preconditioner frozen (preconditioner="frozen").
 
 Training (engine.sgd): m_{t+1} = b1 m_t + (1 - b1) g_t, s_{t+1} = b2 s_t + (1 - b2) g_t^2,
 g_t = (1/B_t) sum_{i in S_t} w_i grad l(z_i; theta_t) + lamA theta_t. The preconditioner
@@ -100,7 +101,7 @@ def adam_pass(
     progress: Progress | None = None,
     max_states: int = 4096,
     q_chunk: int | None = None,
-    preconditioner: str = "frozen",
+    preconditioner: str = "full",
 ) -> torch.Tensor:
     """Scores (N, Q) for an Adam / AdamW run and queries U (P, Q) (module docstring).
 

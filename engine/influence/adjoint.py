@@ -116,7 +116,7 @@ def parallel_pass(
     last_epochs: int | None = None,
     dots: str = "auto",
     progress: Progress | None = None,
-    preconditioner: str = "frozen",
+    preconditioner: str = "full",
 ) -> torch.Tensor:
     """Scores (N, Q) for the H := 0 curvatures ("decay", "none") and queries U (P, Q).
 
@@ -289,7 +289,7 @@ def exact_pass(
     progress: Progress | None = None,
     max_states: int = 4096,
     q_chunk: int = 32,
-    preconditioner: str = "frozen",
+    preconditioner: str = "full",
 ) -> torch.Tensor:
     """Scores (N, Q) with exact batch-Hessian curvature, for queries U (P, Q) (Adam: see adam_pass)."""
     if loaded.problem.is_adam:
@@ -340,7 +340,7 @@ def adjoint_scores(
     last_epochs: int | None = None,
     dots: str = "auto",
     u: torch.Tensor | None = None,
-    preconditioner: str = "frozen",
+    preconditioner: str = "full",
     **unknown: Any,
 ) -> np.ndarray:
     """Scores (N_train, Q) of the adjoint pass for `query` (see the module docstring).

@@ -1,4 +1,5 @@
-"""The adjoint pass on Adam / AdamW runs (preconditioner frozen) against autograd and naive loops."""
+"""The adjoint pass on Adam / AdamW runs (preconditioner frozen, and full = the default) against
+autograd and naive loops."""
 
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def test_sgd_influence_equals_autograd_with_the_preconditioner_frozen(
     adam_run: LoadedRun, query: str
 ) -> None:
     q = Query(query)
-    ours = run_method("sgd-influence", adam_run, q)
+    ours = run_method("sgd-influence", adam_run, q, preconditioner="frozen")
     ref = unrolled_frozen(adam_run, q)
     assert ours.shape == ref.shape == (30, len(q.column_names(adam_run)))
     assert rel_err(ours, ref) < 1e-9
@@ -155,7 +156,7 @@ def test_full_preconditioner_equals_autograd_through_adam(
 
 def test_last_epoch_equals_window_restricted_autograd(adam_run: LoadedRun) -> None:
     t0 = window_start(adam_run.traj, 1)
-    ours = run_method("sgd-influence-last", adam_run, Query("val"))
+    ours = run_method("sgd-influence-last", adam_run, Query("val"), preconditioner="frozen")
     assert rel_err(ours, unrolled_frozen(adam_run, Query("val"), start=t0)) < 1e-9
 
 
@@ -164,7 +165,7 @@ def test_hessian_free_methods_equal_naive_pass(
     adam_run: LoadedRun, method: str, curvature: str
 ) -> None:
     q = Query("class")
-    ours = run_method(method, adam_run, q)
+    ours = run_method(method, adam_run, q, preconditioner="frozen")
     assert rel_err(ours, naive_frozen_flat(adam_run, q, curvature=curvature)) < 1e-10
 
 
