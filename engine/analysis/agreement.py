@@ -128,6 +128,11 @@ def sensitivities(
     from engine.sgd import sgd_step
 
     problem, traj = loaded.problem, loaded.traj
+    if problem.is_adam:
+        raise ConfigError(
+            "the parameter-space agreement unrolls SGD's update and does not support "
+            f"{problem.optimizer} runs; compare the scores with score_agreement instead"
+        )
     samples = np.asarray(samples, dtype=np.int64)
     cfg = {m: _settings(m, loaded) for m in methods}
     lam, mom = problem.weight_decay, problem.momentum
