@@ -30,7 +30,8 @@ PAGES = [
 
 
 def _pages() -> list[st.Page]:
-    folder = Path(__file__).resolve().parent / "pages"
+    # Not "pages/": Streamlit would treat that folder as a legacy multipage app on a fresh server.
+    folder = Path(__file__).resolve().parent / "views"
     out = []
     for i, (name, title, icon) in enumerate(PAGES):
         if (folder / name).is_file():

@@ -20,23 +20,6 @@ from engine.data import DataBundle
 THUMB_PX = 64
 
 
-def _leave_legacy_pages_mode() -> None:
-    """Streamlit treats a folder named pages/ beside main.py as a legacy multipage app until some
-    session has called st.navigation: the first visitor of a fresh server who opens a deep link
-    (/harmful) would get app/pages/harmful.py alone, without main.py's navigation and sidebar.
-    Every page imports this module, so switch that mode off here and rerun through main.py."""
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # a future Streamlit without it has no legacy mode to leave
-        return
-    if PagesManager.uses_pages_directory and st.runtime.exists():
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
-_leave_legacy_pages_mode()
-
-
 # -- the current run ------------------------------------------------------------------------
 def workspace() -> Path:
     return ws.workspace_path()

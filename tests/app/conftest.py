@@ -52,4 +52,4 @@ def run_dir(trained_run: Path, workspace: Path) -> Path:
 
 
 def page(name: str) -> str:
-    return str(APP / "pages" / name)
+    return str(APP / "views" / name)

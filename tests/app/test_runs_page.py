@@ -66,7 +66,7 @@ def test_main_navigates_and_the_sidebar_switches_the_current_run(run_dir: Path) 
 
     shutil.copytree(run_dir, run_dir.parent / "second")
     at = AppTest.from_file(
-        str(page("runs.py")).replace("pages/runs.py", "main.py"), default_timeout=30
+        str(page("runs.py")).replace("views/runs.py", "main.py"), default_timeout=30
     )
     at.run()
     assert not at.exception
@@ -74,6 +74,6 @@ def test_main_navigates_and_the_sidebar_switches_the_current_run(run_dir: Path) 
     at.sidebar.selectbox(key="sidebar-run").set_value("second").run()
     assert not at.exception
     assert current_run(run_dir.parent) == run_dir.parent / "second"
-    at.switch_page("pages/harmful.py").run()
+    at.switch_page("views/harmful.py").run()
     assert not at.exception
     assert any(c.key and c.key.startswith("harmful-top-drop-") for c in at.checkbox)

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.reliability.conftest import snapshot
 
-PAGE = str(Path(__file__).resolve().parents[2] / "app" / "pages" / "runs.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app" / "views" / "runs.py")
 
 
 @pytest.fixture
