@@ -1,0 +1,179 @@
+"""The child side of engine.jobs: what runs inside a job's own process.
+
+``python -m engine.job_worker run <job file>`` (started by engine.jobs.start_job) reads the job
+file, does the work of its kind, writes progress and the outcome back to the file atomically,
+and starts the job's ``then`` jobs when it succeeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.jobs import JobCancelled, _read, _update, start_job
+
+
+class _Reporter:
+    """The progress callback handed to the engine: (done, total, value=None), throttled."""
+
+    def __init__(self, path: Path, *, min_interval: float = 0.2) -> None:
+        self.path, self.min_interval, self._last = path, min_interval, 0.0
+        self.stage = ""
+
+    def __call__(self, done: int, total: int, value: float | None = None, *_: Any) -> None:
+        now = time.monotonic()
+        if self.path == Path(os.devnull):
+            return
+        if done < total and now - self._last < self.min_interval:
+            return
+        self._last = now
+        msg = f"{self.stage} {done}/{total}".strip()
+        if value is not None:
+            with contextlib.suppress(TypeError, ValueError):
+                msg += f", loss {float(value):.4f}"
+        _update(self.path, done=int(done), total=int(total), message=msg)
+
+
+def _call(fn: Callable[..., Any], *args: Any, progress: _Reporter, **kwargs: Any) -> Any:
+    try:
+        accepts = "progress" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return fn(*args, progress=progress, **kwargs) if accepts else fn(*args, **kwargs)
+
+
+def _jsonable(x: Any) -> Any:
+    if x is None or isinstance(x, str | int | float | bool):
+        return x
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple | set):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "to_dict") and callable(x.to_dict):
+        return _jsonable(x.to_dict())
+    import dataclasses
+
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return _jsonable(dataclasses.asdict(x))
+    if hasattr(x, "tolist"):
+        return _jsonable(x.tolist())
+    return str(x)
+
+
+def _resolve(dotted: str) -> Callable[..., Any]:
+    mod, sep, name = dotted.partition(":")
+    if not sep:
+        mod, _, name = dotted.rpartition(".")
+    obj: Any = importlib.import_module(mod)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
+
+
+def _run_kind(kind: str, run_dir: Path, params: dict[str, Any], rep: _Reporter) -> Any:
+    if kind == "train":
+        from engine.config import TrainConfig
+        from engine.data import DataSpec
+        from engine.train import train
+
+        rep.stage = "training step"
+        res = train(
+            run_dir, DataSpec.from_dict(params.get("data", {})), TrainConfig.from_dict(params.get("train", {})),
+            overwrite=bool(params.get("overwrite", False)), progress=rep,
+        )  # fmt: skip
+        return {"final": res.final, "seconds": res.seconds}
+    if kind == "influence":
+        from engine.influence.api import compute_influence
+
+        rep.stage = str(params["method"])
+        opts = dict(params.get("options", {}))
+        return _call(
+            compute_influence, run_dir, params["method"], query=params.get("query", "val"),
+            progress=rep, overwrite=bool(params.get("overwrite", True)),
+            skip_existing=bool(params.get("skip_existing", False)), **opts,
+        ).shape  # fmt: skip
+    if kind == "retrain":
+        from engine.retrain import retrain
+        from engine.selections import load_selections
+
+        kw = dict(params)
+        sel = load_selections(run_dir)
+        if kw.get("drop") is None:
+            kw["drop"] = sorted(sel.drop)
+        if kw.get("relabel") is None:
+            kw["relabel"] = dict(sel.relabel)
+        rep.stage = "retraining"
+        return _call(retrain, run_dir, progress=rep, **kw)
+    if kind == "embedding":
+        from engine.embedding import compute_embedding
+
+        rep.stage = "embedding"
+        return _call(compute_embedding, run_dir, progress=rep, **params)
+    fn = _resolve(str(params["function"]))
+    args = ([run_dir] if params.get("pass_run_dir", True) else []) + list(params.get("args", []))
+    rep.stage = str(params["function"]).rpartition(".")[2].rpartition(":")[2]
+    return _call(fn, *args, progress=rep, **params.get("kwargs", {}))
+
+
+def run_inline(kind: str, run_dir: str | os.PathLike[str], params: dict[str, Any]) -> Any:
+    """Do a job's work in this process, without a job file (tests, scripts)."""
+    return _run_kind(kind, Path(run_dir), params, _Reporter(Path(os.devnull)))
+
+
+def _raise_cancelled(signum: int, frame: Any) -> None:
+    raise JobCancelled("cancelled by the user")
+
+
+def run_job_file(path: str | os.PathLike[str]) -> int:
+    """Execute the job described by `path` in this process (the child's entry point)."""
+    path = Path(path)
+    signal.signal(signal.SIGTERM, _raise_cancelled)
+    job = _read(path) or {}
+    _update(path, state="running", pid=os.getpid(), started=time.time(), message="starting")
+    rep = _Reporter(path)
+    try:
+        result = _run_kind(job["kind"], Path(job["run_dir"]), dict(job.get("params") or {}), rep)
+    except JobCancelled:
+        _update(path, state="cancelled", message="cancelled", finished=time.time())
+        return 1
+    except BaseException as e:  # noqa: BLE001 - every failure is recorded for the page
+        from engine.errors import is_user_error, storage_error_message
+
+        user = is_user_error(e)
+        msg = str(e) if user and str(e) else storage_error_message(e) or f"{type(e).__name__}: {e}"
+        _update(
+            path, state="failed", message=msg, error=msg, user_error=user,
+            traceback=None if user else traceback.format_exc(), finished=time.time(),
+        )  # fmt: skip
+        return 2
+    next_ids = [
+        start_job(n["kind"], run_dir=job["run_dir"], params=n.get("params", {}))
+        for n in (job.get("params") or {}).get("then", [])
+    ]
+    total = max(int((_read(path) or {}).get("total") or 0), 1)
+    _update(
+        path, state="done", message="done", finished=time.time(), result=_jsonable(result),
+        next_jobs=next_ids, done=total, total=total,
+    )  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[0] != "run":
+        print("usage: python -m engine.job_worker run <job file>", file=sys.stderr)
+        return 2
+    return run_job_file(argv[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
