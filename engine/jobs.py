@@ -248,10 +248,13 @@ def restart_job(run_dir: str | os.PathLike[str], job_id: str) -> str:
     run = Path(j.get("run_dir") or run_dir)
     if kind == "train" and (run / "trajectory" / "meta.json").is_file():
         call = {"function": "engine.train:resume", "then": params.get("then", [])}
-        return start_job("call", run_dir=run, params=_resumable("call", call))
-    if kind == "train":
-        return start_job("train", run_dir=run, params={**params, "overwrite": True})
-    return start_job(kind, run_dir=run, params=_resumable(kind, params))
+        new_id = start_job("call", run_dir=run, params=_resumable("call", call))
+    elif kind == "train":
+        new_id = start_job("train", run_dir=run, params={**params, "overwrite": True})
+    else:
+        new_id = start_job(kind, run_dir=run, params=_resumable(kind, params))
+    _update(_find(Path(run_dir), job_id), restarted_as=new_id)
+    return new_id
 
 
 def wait_job(

@@ -68,11 +68,22 @@ def active_jobs(
         and not (Path(run_dir).parent / ".jobs").exists()
     ):
         return []
-    act = [
-        j
-        for j in jobs.list_jobs(run_dir)
-        if j.get("state") in jobs.ACTIVE_STATES and (kinds is None or j.get("kind") in kinds)
-    ]
+    listed = [j for j in jobs.list_jobs(run_dir) if kinds is None or j.get("kind") in kinds]
+    act = [j for j in listed if j.get("state") in jobs.ACTIVE_STATES]
     for j in act:
         job_progress(run_dir, str(j["id"]))
+    for j in listed:
+        if j.get("state") == "interrupted" and not j.get("restarted_as"):
+            interrupted_job(run_dir, j)
     return act
+
+
+def interrupted_job(run_dir: str | Path, job: dict[str, object]) -> None:
+    """A job killed with its process (server restart, crash): offer to restart it, keeping what it
+    finished (scores already stored, training checkpoints)."""
+    job_id = str(job["id"])
+    c = st.columns([4, 1])
+    c[0].warning(f"{job_label(job)} was interrupted: {job.get('message') or ''}")
+    if c[1].button("Restart", key=f"restart-{job_id}"):
+        jobs.restart_job(run_dir, job_id)
+        st.rerun()

@@ -234,6 +234,13 @@ def train_form() -> None:
         bd_rate = c[2].number_input(
             "Poisoned fraction of class a", 0.01, 1.0, 0.1, 0.01, key=f"{k}-bdrate"
         )
+        optimizer = c[3].selectbox(
+            "Optimizer",
+            ["sgd", "adam", "adamw"],
+            key=f"{k}-optimizer",
+            help="SGD is what the influence methods retrace exactly; with Adam / AdamW the momentum "
+            "field is Adam's beta1 and a learning rate around 0.001-0.01 fits.",
+        )
         also = st.checkbox(
             f"Then compute {' and '.join(DEMO_METHODS)} scores", True, key="runs-then"
         )
@@ -259,8 +266,10 @@ def train_form() -> None:
                 train = {
                     "model": model, "widths": _ints(widths, "MLP widths") or [64], "epochs": int(epochs),
                     "batch_size": int(batch), "lr": float(lr), "momentum": float(momentum),
-                    "weight_decay": float(wd), "seed": int(seed),
+                    "weight_decay": float(wd), "seed": int(seed), "optimizer": optimizer,
                 }  # fmt: skip
+                if optimizer != "sgd":
+                    train["beta1"] = float(momentum) or 0.9
                 _check_source(data)
                 start_training(data, train, then_influence=also)
             except Exception as e:

@@ -104,3 +104,23 @@ def test_current_run_pointer_survives_and_falls_back(tmp_path: Path) -> None:
     (ws / "a" / "config.json").unlink()
     assert current_run(ws) == ws / "b"
     assert new_run_name("imagefolder:/data/my pets/", "mlp", ws).startswith("my-pets-mlp-")
+
+
+def test_a_killed_job_reads_interrupted_and_restarts_once(tmp_path: Path) -> None:
+    from engine.jobs import restart_job
+
+    run = tmp_path / "run"
+    run.mkdir()
+    params = {"function": "time:sleep", "args": [60], "pass_run_dir": False}
+    jid = start_job("call", run_dir=run, params=params)
+    deadline = time.time() + 60
+    while job_status(run, jid)["state"] != "running" and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(int(job_status(run, jid)["pid"]), signal.SIGKILL)
+    while job_status(run, jid)["state"] != "interrupted" and time.time() < deadline:
+        time.sleep(0.1)
+    assert job_status(run, jid)["state"] == "interrupted"
+    new = restart_job(run, jid)
+    assert job_status(run, jid)["restarted_as"] == new  # the app stops offering a restart
+    assert job_status(run, new)["params"]["args"] == [60]
+    cancel_job(run, new)
