@@ -34,7 +34,9 @@ def _master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train(
         run,
         DataSpec(dataset="digits", n_train=200, n_val=60, n_test=60, seed=0),
-        TrainConfig(model="mlp", widths=[24], epochs=2, batch_size=8, lr=0.05),
+        # 400 steps: long enough that the exact pass is still running when the test kills it,
+        # even on an idle machine (50 steps finished before the first progress line there)
+        TrainConfig(model="mlp", widths=[32], epochs=8, batch_size=4, lr=0.05),
     )
     compute_influence(run, "loss")
     return run

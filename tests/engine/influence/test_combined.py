@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.stats import rankdata
@@ -10,7 +13,16 @@ from engine.config import ConfigError
 from engine.influence.api import compute_influence, load_scores
 from engine.influence.combined import RULES, merge_suspicions, percentiles
 from engine.influence.registry import get_method, method_names
-from engine.train import LoadedRun
+from engine.train import LoadedRun, load_run
+
+
+@pytest.fixture
+def own_run(tiny_run: LoadedRun, tmp_path: Path) -> LoadedRun:
+    """A private copy of the session's tiny run: other tests store scores with other options on
+    the shared one, and these tests compute and store their own."""
+    dst = tmp_path / "run"
+    shutil.copytree(tiny_run.run.path, dst, ignore=shutil.ignore_patterns(".*.lock", "influence"))
+    return load_run(dst)
 
 
 def test_percentiles_rank_the_most_suspicious_last() -> None:
@@ -53,13 +65,13 @@ def test_combined_is_registered_with_its_defaults() -> None:
 
 
 def test_combined_through_compute_influence_is_a_ranking_of_the_training_ids(
-    tiny_run: LoadedRun,
+    own_run: LoadedRun,
 ) -> None:
-    run = tiny_run.run.path
+    run = own_run.run.path
     frame = compute_influence(
         run, "combined", influence="hydra", base="loss", weight=None, overwrite=True
     )
-    ids = list(tiny_run.bundle.train.ids)
+    ids = list(own_run.bundle.train.ids)
     assert list(frame["sample_id"]) == ids
     s = frame["score"].to_numpy()
     assert s.min() == pytest.approx(-1.0) and s.max() == pytest.approx(0.0)
@@ -77,8 +89,8 @@ def test_combined_through_compute_influence_is_a_ranking_of_the_training_ids(
     assert sorted(np.argsort(default)) == list(range(len(ids)))
 
 
-def test_weight_moves_between_the_loss_and_influence_orders(tiny_run: LoadedRun) -> None:
-    run = tiny_run.run.path
+def test_weight_moves_between_the_loss_and_influence_orders(own_run: LoadedRun) -> None:
+    run = own_run.run.path
     loss = compute_influence(run, "loss")["score"].to_numpy()
     hydra = compute_influence(run, "hydra")["score"].to_numpy()
     only_loss = compute_influence(run, "combined", influence="hydra", weight=0.0, overwrite=True)
@@ -89,17 +101,17 @@ def test_weight_moves_between_the_loss_and_influence_orders(tiny_run: LoadedRun)
         compute_influence(run, "combined", weight=1.5, overwrite=True)
 
 
-def test_structure_weight_is_a_share(tiny_run: LoadedRun) -> None:
+def test_structure_weight_is_a_share(own_run: LoadedRun) -> None:
     from engine.influence.combined import structure_weight
 
-    w = structure_weight(tiny_run)
+    w = structure_weight(own_run)
     assert 0.0 <= w <= 1.0
     # two classes: every misprediction lands on the one other class
     assert w in (0.0, 1.0)
 
 
-def test_loss_only_combined_orders_like_the_loss(tiny_run: LoadedRun) -> None:
-    run = tiny_run.run.path
+def test_loss_only_combined_orders_like_the_loss(own_run: LoadedRun) -> None:
+    run = own_run.run.path
     frame = compute_influence(run, "combined", influence="none", base="loss", overwrite=True)
     loss = compute_influence(run, "loss")["score"].to_numpy()
     # highest training loss (most negative loss score) = most suspicious = most negative combined
@@ -107,8 +119,8 @@ def test_loss_only_combined_orders_like_the_loss(tiny_run: LoadedRun) -> None:
     assert np.corrcoef(rankdata(frame["score"]), rankdata(loss))[0, 1] == pytest.approx(1.0)
 
 
-def test_self_influence_component_uses_the_positive_end(tiny_run: LoadedRun) -> None:
-    run = tiny_run.run.path
+def test_self_influence_component_uses_the_positive_end(own_run: LoadedRun) -> None:
+    run = own_run.run.path
     frame = compute_influence(
         run, "combined", influence="hydra", use_loss=False, use_self=True, overwrite=True
     )  # no loss: equal weights of the two influence components
