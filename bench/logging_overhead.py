@@ -45,7 +45,8 @@ def main() -> None:
     )
     times: dict[bool, list[float]] = {True: [], False: []}
     with tempfile.TemporaryDirectory() as tmp:
-        train(Path(tmp) / "warmup", spec, cfg)  # first run in a process pays one-off costs: not counted
+        # the first run in a process pays one-off costs: it is not counted
+        train(Path(tmp) / "warmup", spec, cfg)
         for r in range(a.repeats):
             for log in (r % 2 == 0, r % 2 != 0):  # alternate which arm goes first
                 t0 = time.perf_counter()

@@ -19,7 +19,6 @@ against with Welch's t-test at each m.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -53,39 +52,24 @@ def method_scores(
 ) -> np.ndarray:
     """Scores (N_train,) of `method` for `query`, in training-split order; negative = harmful.
 
-    Uses engine.influence.api.compute_influence (which caches in the run) when it exists, else
-    the registry. Raises ConfigError for an unknown method or an unsupported query.
+    Uses engine.influence.api.compute_influence, which stores the scores in the run; when the
+    run already holds scores made with other options, computes them through the registry without
+    replacing those. Raises ConfigError for an unknown method or an unsupported query.
     """
-    try:
-        from engine.influence.api import compute_influence
-    except ModuleNotFoundError as e:
-        if e.name != "engine.influence.api":
-            raise
-        compute_influence = None
-    if compute_influence is not None:
-        from engine.runs import RunError
-
-        kw: dict[str, Any] = {"query": query}
-        if "progress" in inspect.signature(compute_influence).parameters:
-            kw["progress"] = progress
-        try:
-            df = compute_influence(loaded.run.path, method, **kw)
-        except RunError:
-            df = None  # scores stored with other options: compute without storing (below)
-        if df is not None:
-            col = (
-                "score" if "score" in df.columns else [c for c in df.columns if c != "sample_id"][0]
-            )
-            s = df.set_index("sample_id")[col].reindex(loaded.bundle.train.ids)
-            if s.isna().any():
-                raise ConfigError(
-                    f"{method} returned no score for {int(s.isna().sum())} training samples"
-                )
-            return s.to_numpy(np.float64)
+    from engine.influence.api import compute_influence
     from engine.influence.queries import Query
     from engine.influence.registry import run_method
+    from engine.runs import RunError
 
-    return run_method(method, loaded, Query.parse(query), progress=progress)[:, 0]
+    try:
+        df = compute_influence(loaded.run.path, method, query=query, progress=progress)
+    except RunError:  # scores stored with other options
+        return run_method(method, loaded, Query.parse(query), progress=progress)[:, 0]
+    col = "score" if "score" in df.columns else [c for c in df.columns if c != "sample_id"][0]
+    s = df.set_index("sample_id")[col].reindex(loaded.bundle.train.ids)
+    if s.isna().any():
+        raise ConfigError(f"{method} returned no score for {int(s.isna().sum())} training samples")
+    return s.to_numpy(np.float64)
 
 
 def harmful_first(scores: np.ndarray) -> np.ndarray:
