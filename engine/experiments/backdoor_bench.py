@@ -53,6 +53,7 @@ def default_methods() -> list[str]:
     return (
         [m for m in ("itlm",) if m in names]
         + influence
+        + [m for m in ("attack-votes",) if m in names]
         + [m for m in QUERY_FREE[1:] if m in names]
         + ["random"]
     )
@@ -103,6 +104,8 @@ def _suspicion(loaded: LoadedRun, name: str, seed: int) -> tuple[np.ndarray, str
         return np.random.default_rng([seed, 271828]).random(n), "-"
     from engine.influence.registry import get_method
 
+    if name == "attack-votes":  # its own query: the successful attacks (engine.influence.votes)
+        return -method_scores(loaded, name), "attacks sent to b"
     query = "attack" if get_method(name).uses_query else "val"
     return -method_scores(loaded, name, query=query), (query if query == "attack" else "-")
 

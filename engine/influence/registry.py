@@ -95,7 +95,7 @@ def run_method(
     return out
 
 
-_BUILTIN = ("adjoint", "influence_function", "itlm", "baselines", "combined")
+_BUILTIN = ("adjoint", "influence_function", "itlm", "baselines", "combined", "votes")
 
 
 def _load_builtin() -> None:
