@@ -25,13 +25,11 @@ import numpy as np
 import torch
 
 from engine.config import ConfigError
-from engine.influence.adjoint import _coef_for, _segments_from, window_start
-from engine.influence.pergrad import per_sample_grads
+from engine.influence.adjoint import _coef_for, window_grads, window_start
 from engine.influence.projection import Projector, make_projector
 from engine.influence.registry import Progress, get_method
 from engine.influence.store import run_fingerprint
 from engine.runs import ENGINE_VERSION, RunError, atomic_write_json, read_json
-from engine.sgd import sgd_step
 
 if TYPE_CHECKING:
     from engine.train import LoadedRun
@@ -96,24 +94,11 @@ def project_phi(
     progress: Progress | None = None,
 ) -> np.ndarray:
     """F (N, d) = R phi_k for every training sample, by one forward replay."""
-    problem, traj = loaded.problem, loaded.traj
-    start = window_start(traj, last_epochs)
+    start = window_start(loaded.traj, last_epochs)
     coef = _coef_for(loaded, curvature, start)
-    feats = torch.zeros(problem.x.shape[0], projector.dim, dtype=torch.float64)
-    total, done = traj.n_steps - start, 0
-    for s, e in _segments_from(traj, start):
-        theta, v = traj.load_checkpoint(s, device=problem.x.device)
-        for t in range(s, e):
-            idx = traj.batch(t)
-            if t >= start:
-                xb, yb = problem.batch_inputs(idx, traj.aug_seed(t))
-                g = per_sample_grads(problem, theta, xb, yb)
-                feats.index_add_(0, idx, (projector.project(g).to(torch.float64) * coef[t]).cpu())
-                done += 1
-                if progress is not None:
-                    progress(done, total, None)
-            if t + 1 < e:
-                sgd_step(problem, theta, v, idx, lr=traj.lr(t), aug_seed=traj.aug_seed(t))
+    feats = torch.zeros(loaded.problem.x.shape[0], projector.dim, dtype=torch.float64)
+    for t, idx, g in window_grads(loaded, start=start, progress=progress):
+        feats.index_add_(0, idx, (projector.project(g).to(torch.float64) * coef[t]).cpu())
     return feats.numpy().astype(np.float32)
 
 
