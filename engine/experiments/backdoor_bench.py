@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine.config import ConfigError, TrainConfig, learning_rate
+from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.experiments.cleanse import method_scores
 from engine.experiments.noise_bench import _ensure_run, detection_metrics
 from engine.experiments.report import new_experiment_dir, save_result, write_figure, write_table
-from engine.retrain import evaluate_theta
-from engine.sgd import sgd_step
+from engine.fresh import train_fresh
+from engine.retrain import Changes, evaluate_theta
 from engine.stats import summarize
-from engine.train import LoadedRun, aug_seed_for, build_problem, epoch_batches
-from engine.trajectory import Params
+from engine.train import LoadedRun
 
 Progress = Callable[[int, int, float | None], None]
 QUERY_FREE = ("itlm", "loss", "confident-learning")
@@ -57,44 +55,6 @@ def default_methods() -> list[str]:
         + [m for m in QUERY_FREE[1:] if m in names]
         + ["random"]
     )
-
-
-def train_fresh_steps(
-    loaded: LoadedRun, *, seed: int, keep: np.ndarray | None, n_steps: int
-) -> Params:
-    """Train from scratch with `seed` on the kept training samples for exactly `n_steps` SGD steps.
-
-    The trainer's arithmetic (seeded init, epoch_batches, aug_seed_for, sgd_step) with the run's
-    learning rate at every step t (the schedule counts the full training set's steps per epoch);
-    epochs over the kept samples repeat until n_steps (the last one may be cut).
-    keep: int indices (M,) into the training split, or None for all of it.
-    """
-    cfg = replace(loaded.cfg, seed=int(seed))
-    base, theta = build_problem(loaded.bundle, cfg)
-    x, y = base.x, base.y
-    if keep is not None:
-        k = torch.as_tensor(np.sort(keep), dtype=torch.int64, device=x.device)
-        x, y = x[k], y[k]
-    prob = replace(base, x=x, y=y)
-    n = x.shape[0]
-    spe = -(-base.x.shape[0] // cfg.batch_size)
-    v = {name: torch.zeros_like(t) for name, t in theta.items()}
-    step, epoch = 0, 0
-    while step < n_steps:
-        for idx in epoch_batches(n, cfg.batch_size, seed=cfg.seed, epoch=epoch):
-            if step >= n_steps:
-                break
-            sgd_step(
-                prob,
-                theta,
-                v,
-                idx,
-                lr=learning_rate(cfg, step, spe),
-                aug_seed=aug_seed_for(cfg, step),
-            )
-            step += 1
-        epoch += 1
-    return theta
 
 
 def _suspicion(loaded: LoadedRun, name: str, seed: int) -> tuple[np.ndarray, str]:
@@ -160,7 +120,6 @@ def backdoor_bench(
         info[name] = {"method": name, "query": query, "seconds": time.perf_counter() - t1}
         say(f"{name}: ranked in {info[name]['seconds']:.1f}s")
     fresh = [cfg.seed + 1 + i for i in range(seeds)]
-    n_steps = loaded.traj.n_steps
     to_train: list[tuple[str, np.ndarray | None]] = [
         ("no filtering", None),
         ("oracle", np.flatnonzero(poisoned)),
@@ -170,14 +129,12 @@ def backdoor_bench(
     rows = []
     n = len(b.train)
     for label, drop in to_train:
-        keep = None if drop is None else np.setdiff1d(np.arange(n), drop)
+        none = torch.zeros(0, dtype=torch.int64)
+        changes = None if drop is None else Changes(torch.as_tensor(drop), none, none)
         evals = []
         for s in fresh:
-            evals.append(
-                evaluate_theta(
-                    loaded, train_fresh_steps(loaded, seed=s, keep=keep, n_steps=n_steps)
-                )
-            )
+            # the run's own number of SGD steps (engine.fresh budget "steps")
+            evals.append(evaluate_theta(loaded, train_fresh(loaded, seed=s, changes=changes)))
             done += 1
             if progress is not None:
                 progress(done, total, None)
@@ -224,7 +181,7 @@ def backdoor_bench(
         "n_poisoned": n_p,
         "n_attack": len(b.attack) if b.attack is not None else 0,
         "target_class": b.class_names[int(b.attack_target or 0)],
-        "n_steps": n_steps,
+        "n_steps": loaded.traj.n_steps,
         "fresh_seeds": fresh,
         "naive": {k: naive[k] for k in ("test_acc", "attack_success", "attack_acc", "val_acc")},
         "best": best,

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from engine.cli import main
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
-from engine.experiments.backdoor_bench import train_fresh_steps
 from engine.influence.queries import Query, query_inputs, query_losses
 from engine.retrain import evaluate_theta, retrain
 from engine.train import load_run, train
@@ -81,17 +79,6 @@ def test_retrain_reports_attack_success(bd_run: Path) -> None:
     assert "attack_success" in res["stats"]
     before = res["before"]["summary"]["attack_success"]["mean"]
     assert before == pytest.approx(evaluate_theta(loaded, loaded.final_theta)["attack_success"])
-
-
-def test_fresh_steps_reproduces_the_run_and_keeps_the_step_count(bd_run: Path) -> None:
-    loaded = load_run(bd_run)
-    n = loaded.traj.n_steps
-    same = train_fresh_steps(loaded, seed=CFG.seed, keep=None, n_steps=n)
-    for k, t in loaded.final_theta.items():
-        assert torch.equal(same[k], t)
-    keep = np.arange(len(loaded.bundle.train) - 20)
-    fewer = train_fresh_steps(loaded, seed=CFG.seed, keep=keep, n_steps=n)
-    assert any(not torch.equal(fewer[k], t) for k, t in loaded.final_theta.items())
 
 
 @pytest.mark.slow
