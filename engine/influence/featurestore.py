@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from engine.config import ConfigError
-from engine.influence.adjoint import _coef_for, window_grads, window_start
+from engine.influence.adjoint import _coef_for, window_start
 from engine.influence.projection import Projector, make_projector
 from engine.influence.registry import Progress, get_method
+from engine.influence.selfinfluence import window_grads
 from engine.influence.store import run_fingerprint
 from engine.runs import ENGINE_VERSION, RunError, atomic_write_json, read_json
 

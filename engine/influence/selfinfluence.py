@@ -1,0 +1,69 @@
+"""Hessian-free passes that need materialised per-sample gradients: self-influence and the
+replay iterator the projected feature store shares (engine.influence.featurestore).
+
+Same coefficients as the H := 0 adjoint pass (engine.influence.adjoint.step_coefficients):
+score_k = sum_t coef_t <u, g_k(theta_t)>; NEGATIVE = HARMFUL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import torch
+
+from engine.influence.adjoint import _coef_for, _segments_from, window_start
+from engine.influence.pergrad import per_sample_grads
+from engine.influence.registry import Progress
+from engine.sgd import sgd_step
+
+if TYPE_CHECKING:
+    from engine.train import LoadedRun
+
+
+def window_grads(
+    loaded: LoadedRun, *, start: int, progress: Progress | None = None
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Replay the run from its checkpoints and yield (t, idx (B,), G (B, P)) for every step t >= start:
+    the per-sample gradients at theta_t on step t's (augmented) batch. For the H := 0 passes that
+    need materialised per-sample gradients (self-influence, the projected store)."""
+    problem, traj = loaded.problem, loaded.traj
+    total, done = traj.n_steps - start, 0
+    for s, e in _segments_from(traj, start):
+        theta, v = traj.load_checkpoint(s, device=problem.x.device)
+        for t in range(s, e):
+            idx = traj.batch(t)
+            if t >= start:
+                xb, yb = problem.batch_inputs(idx, traj.aug_seed(t))
+                yield t, idx, per_sample_grads(problem, theta, xb, yb)
+                done += 1
+                if progress is not None:
+                    progress(done, total, None)
+            if t + 1 < e:
+                sgd_step(problem, theta, v, idx, lr=traj.lr(t), aug_seed=traj.aug_seed(t))
+
+
+def self_parallel_pass(
+    loaded: LoadedRun,
+    *,
+    curvature: str,
+    last_epochs: int | None = None,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """Self-influence (N, 1) for H := 0: score_k = sum_t coef_t <g_k(theta_T), g_k(theta_t)>.
+
+    The query is k's own loss at theta_T on its un-augmented input; g_k(theta_t) uses the
+    augmented input of step t, as in training. Positive = k lowers its own final loss.
+    """
+    problem = loaded.problem
+    start = window_start(loaded.traj, last_epochs)
+    coef = _coef_for(loaded, curvature, start)
+    theta_T = loaded.final_theta
+    scores = torch.zeros(problem.x.shape[0], 1, dtype=torch.float64, device=problem.x.device)
+    for t, idx, g_t in window_grads(loaded, start=start, progress=progress):
+        dev_idx = idx.to(problem.x.device)
+        g_T = per_sample_grads(problem, theta_T, problem.x[dev_idx], problem.y[dev_idx])
+        scores.index_add_(
+            0, dev_idx, ((g_t * g_T).sum(1, keepdim=True) * coef[t]).to(torch.float64)
+        )
+    return scores
