@@ -29,6 +29,9 @@ class TrainConfig:
     invsqrt (lr / sqrt(t + 1), t the global step) | cosine (to 0 over the run).
     binary: one output logit with a sigmoid (two classes only), as in Hara et al. Sec. 7.1.
     checkpoint_every: steps between checkpoints; None = at the start of every epoch.
+    standardize: feed the model (x - mean) / std per pixel, with the mean and std of the whole
+    training split (sklearn's StandardScaler, as Hara et al.'s Sec. 7.1 code); fixed for the run,
+    also for counterfactual and retraining runs that drop samples.
     """
 
     model: str = "mlp"
@@ -52,6 +55,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    standardize: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

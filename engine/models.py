@@ -20,14 +20,61 @@ class ModelError(ValueError):
     """An unknown model name or options that do not fit the data."""
 
 
+class Standardize(nn.Module):
+    """Fixed per-pixel standardisation (x - mean) / std, as sklearn's StandardScaler.
+
+    mean, std: (1, C, H, W) buffers, not parameters: no estimator differentiates them, and they
+    stay the same for every counterfactual run (they belong to the data preprocessing).
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    @classmethod
+    def fit(cls, x: torch.Tensor) -> Standardize:
+        """Statistics of training inputs x (N, C, H, W) in [0, 1]; a constant pixel gets std 1."""
+        x64 = x.to(torch.float64)
+        mean = x64.mean(dim=0, keepdim=True)
+        std = x64.std(dim=0, keepdim=True, correction=0)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        return cls(mean, std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 def build_model(
     name: str,
     *,
     input_shape: tuple[int, int, int],
     n_outputs: int,
     widths: Sequence[int] = (64, 64),
+    standardize: Standardize | None = None,
 ) -> nn.Module:
-    """Build model `name` for inputs of `input_shape` = (C, H, W) and `n_outputs` logits."""
+    """Build model `name` for inputs of `input_shape` = (C, H, W) and `n_outputs` logits.
+
+    standardize: when given, the model's first layer (Sequential index 0, no parameters, so the
+    parameter names shift by one); the initial weights do not depend on it.
+    """
+    model = _build(name, input_shape=input_shape, n_outputs=n_outputs, widths=widths)
+    if standardize is None:
+        return model
+    assert isinstance(model, nn.Sequential)
+    return nn.Sequential(standardize, *model)
+
+
+def _build(
+    name: str,
+    *,
+    input_shape: tuple[int, int, int],
+    n_outputs: int,
+    widths: Sequence[int],
+) -> nn.Module:
     c, h, w = input_shape
     d = c * h * w
     if n_outputs < 1:

@@ -14,7 +14,7 @@ import torch
 
 from engine.config import ConfigError, TrainConfig, learning_rate
 from engine.data import DataBundle, DataSpec, Split, prepare_data
-from engine.models import build_model, per_sample_loss, predict
+from engine.models import Standardize, build_model, per_sample_loss, predict
 from engine.runs import ENGINE_VERSION, RunDir, load_tensors
 from engine.sgd import Problem, TrainingDiverged, sgd_step
 from engine.trajectory import Params, StepLog, Trajectory, TrajectoryWriter
@@ -34,8 +34,13 @@ def build_problem(bundle: DataBundle, cfg: TrainConfig) -> tuple[Problem, Params
     dtype, device = DTYPE[cfg.dtype], resolve_device(cfg.device)
     n_out = 1 if cfg.binary else bundle.n_classes
     torch.manual_seed(cfg.seed)
+    scaler = Standardize.fit(bundle.train.x(torch.float64)) if cfg.standardize else None
     model = build_model(
-        cfg.model, input_shape=bundle.input_shape, n_outputs=n_out, widths=cfg.widths
+        cfg.model,
+        input_shape=bundle.input_shape,
+        n_outputs=n_out,
+        widths=cfg.widths,
+        standardize=scaler,
     )
     model = model.to(device=device, dtype=dtype)
     problem = Problem(

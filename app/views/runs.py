@@ -241,7 +241,15 @@ def train_form() -> None:
             help="SGD is what the influence methods retrace exactly; with Adam / AdamW the momentum "
             "field is Adam's beta1 and a learning rate around 0.001-0.01 fits.",
         )
-        also = st.checkbox(
+        c = st.columns(2)
+        standardize = c[0].checkbox(
+            "Standardise pixels",
+            False,
+            key=f"{k}-standardize",
+            help="Feed the model (x - mean) / std per pixel, with the training images' mean and "
+            "std (as sklearn's StandardScaler). Often steadier training on small images.",
+        )
+        also = c[1].checkbox(
             f"Then compute {' and '.join(DEMO_METHODS)} scores", True, key="runs-then"
         )
         if st.button("Train", type="primary", key="runs-train"):
@@ -267,6 +275,7 @@ def train_form() -> None:
                     "model": model, "widths": _ints(widths, "MLP widths") or [64], "epochs": int(epochs),
                     "batch_size": int(batch), "lr": float(lr), "momentum": float(momentum),
                     "weight_decay": float(wd), "seed": int(seed), "optimizer": optimizer,
+                    "standardize": bool(standardize),
                 }  # fmt: skip
                 if optimizer != "sgd":
                     train["beta1"] = float(momentum) or 0.9

@@ -29,6 +29,7 @@ def run_fidelity_cmd(a: argparse.Namespace) -> int:
             work_dir=a.work_dir,
             log=log,
             optimizer=getattr(a, "optimizer", "sgd"),
+            standardize=getattr(a, "inputs", "standardized") == "standardized",
         )
     summary = res.summary()
     if a.json:
@@ -45,6 +46,7 @@ def run_fidelity_cmd(a: argparse.Namespace) -> int:
         return 0
     print(
         f"fidelity on digits 1 vs 7 (200 train, 160 validation), model {a.model}, {a.seeds} seed(s)"
+        + f", {getattr(a, 'inputs', 'standardized')} inputs"
         + (f", optimizer {a.optimizer}" if getattr(a, "optimizer", "sgd") != "sgd" else "")
     )
     print(f"{'method':<22} {'kendall tau':>16} {'jaccard (10+10)':>18} {'seconds':>8}")
@@ -96,5 +98,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default="sgd",
         choices=["sgd", "adam", "adamw"],
         help="train the protocol with SGD (the paper's) or Adam / AdamW at lr 0.01",
+    )
+    p.add_argument(
+        "--inputs",
+        default="standardized",
+        choices=["standardized", "raw"],
+        help="standardized: per-pixel StandardScaler on the training split, as the authors' code "
+        "(default); raw: pixels in [0, 1]",
     )
     p.set_defaults(func=run_fidelity_cmd)

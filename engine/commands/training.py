@@ -117,6 +117,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "--augment-shift", type=int, default=0, help="random shifts up to this many pixels"
     )
     g.add_argument("--augment-flip", action="store_true", help="random horizontal flips")
+    g.add_argument(
+        "--standardize",
+        action="store_true",
+        help="standardise each pixel with the training split's mean and std (StandardScaler)",
+    )
     g.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
     g.add_argument(
         "--checkpoint-every",
@@ -157,6 +162,7 @@ def train_config_from_args(a: argparse.Namespace) -> TrainConfig:
         beta1=getattr(a, "beta1", 0.9),
         beta2=getattr(a, "beta2", 0.999),
         eps=getattr(a, "eps", 1e-8),
+        standardize=getattr(a, "standardize", False),
     )
 
 

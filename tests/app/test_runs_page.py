@@ -77,3 +77,24 @@ def test_main_navigates_and_the_sidebar_switches_the_current_run(run_dir: Path) 
     at.switch_page("views/harmful.py").run()
     assert not at.exception
     assert any(c.key and c.key.startswith("harmful-top-drop-") for c in at.checkbox)
+
+
+@pytest.mark.slow
+def test_standardise_checkbox_reaches_the_training_job(workspace: Path) -> None:
+    at = AppTest.from_file(page("runs.py"), default_timeout=30).run()
+    at.selectbox(key="runs-source").set_value("scikit-learn digits (8x8)").run()
+    at.number_input(key="runs-digits-ntrain").set_value(60).run()
+    at.number_input(key="runs-digits-epochs").set_value(1).run()
+    at.checkbox(key="runs-digits-standardize").check().run()
+    at.checkbox(key="runs-then").uncheck().run()
+    at.button(key="runs-train").click().run()
+    assert not at.exception
+    from engine.train import load_run
+    from engine.workspace import current_run
+
+    run = current_run(workspace)
+    assert run is not None
+    (job,) = list_jobs(run, kind="train")
+    assert job["params"]["train"]["standardize"] is True
+    assert wait_job(run, job["id"], timeout=180)["state"] == "done"
+    assert load_run(run).cfg.standardize

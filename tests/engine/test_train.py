@@ -137,3 +137,18 @@ def test_replay_is_bit_exact_for_a_one_output_linear_model(tmp_path: Path) -> No
     train(tmp_path / "r", DataSpec(classes=[1, 7], n_train=80), cfg)
     rep = verify_replay(tmp_path / "r")
     assert rep["exact"], rep
+
+
+def test_standardized_run_uses_training_statistics_and_replays_bit_exact(tmp_path: Path) -> None:
+    from engine.models import Standardize
+
+    cfg = TrainConfig(model="mlp", widths=[8], epochs=3, batch_size=10, standardize=True)
+    train(tmp_path / "r", DataSpec(classes=[1, 7], n_train=80), cfg)
+    assert verify_replay(tmp_path / "r")["exact"]
+    run = load_run(tmp_path / "r")
+    assert run.cfg.standardize
+    layer = run.problem.model[0]
+    assert isinstance(layer, Standardize)
+    x = run.bundle.train.x(torch.float64)
+    assert torch.allclose(layer.mean.double(), x.mean(0, keepdim=True))
+    assert set(run.final_theta) == {"2.weight", "2.bias", "4.weight", "4.bias"}

@@ -69,6 +69,8 @@ def test_protocols() -> None:
     )
     for c in (lr, dnn):
         assert c.binary and c.dtype == "float64" and c.momentum == 0 and c.seed == 3
+        assert c.standardize  # StandardScaler inputs, as the authors' Sec. 7.1 code
+    assert not protocol("dnn", 3, standardize=False).standardize
     with pytest.raises(ConfigError):
         protocol("cnn", 0)
     assert "influence-function" in default_methods()
@@ -122,3 +124,12 @@ def test_one_seed_logreg_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert out["influence-function"]["kendall"] > 0  # positively related, far weaker off-optimum
     assert out["influence-function:damping=1"]["kendall"] != out["influence-function"]["kendall"]
     assert (tmp_path / "logreg-seed0" / "trajectory").is_dir()
+
+
+@pytest.mark.slow
+def test_dnn_meets_the_issue_target_over_ten_seeds() -> None:
+    # Hara et al. Table 1 asks tau >= .65 and Jaccard >= .40 for the 8-8 DNN. Float64 on the CPU
+    # is deterministic, so this pins the measured 0.687 / 0.426 against regressions.
+    res = run_fidelity("dnn", seeds=10, methods=["sgd-influence"]).summary()["sgd-influence"]
+    assert res["kendall"] >= 0.65
+    assert res["jaccard"] >= 0.40

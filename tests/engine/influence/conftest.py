@@ -65,3 +65,9 @@ def aug_run(runs_root: Path) -> LoadedRun:
 def conv_run(runs_root: Path) -> LoadedRun:
     """lenet5 (convolutions + max-pooling) on 8x8 digits, 2 epochs, for the dot-product routes."""
     return make_run(runs_root, "conv", model="lenet5", epochs=2, lr=0.05)
+
+
+@pytest.fixture(scope="session")
+def std_run(runs_root: Path) -> LoadedRun:
+    """Binary sigmoid mlp on standardised inputs (the fidelity protocol's preprocessing)."""
+    return make_run(runs_root, "std", binary=True, standardize=True, momentum=0.0)
