@@ -50,6 +50,11 @@ def verify_replay(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def skipped_files(run_dir: str | Path) -> list[str]:
+    """What data preparation skipped ("path: reason": unreadable images, empty classes), [] if none."""
+    return list(RunDir(run_dir).read_json("skipped.json", default=[]) or [])
+
+
 def run_info(run_dir: str | Path) -> dict[str, Any]:
     """Config, sizes, accuracies, status and storage of a run, as plain JSON-able data."""
     import pandas as pd
@@ -70,6 +75,7 @@ def run_info(run_dir: str | Path) -> dict[str, Any]:
         "checkpoints": [],
         "trajectory_bytes": 0,
         "n_params": None,
+        "skipped": skipped_files(run.path),
     }
     tdir = run.file("trajectory")
     if (tdir / "meta.json").exists():

@@ -329,6 +329,22 @@ def runs_section(run: Path | None) -> None:
     if run is not None and (run / "metrics.json").is_file() and not active_jobs_exist(run):
         st.subheader(f"Training curves of `{run.name}`")
         curves(run)
+        skipped_section(run)
+
+
+def skipped_section(run: Path) -> None:
+    """The files data preparation could not use, so a user sees why the counts are lower."""
+    from engine.verify import skipped_files
+
+    skipped = skipped_files(run)
+    if not skipped:
+        return
+    st.warning(
+        f"{len(skipped)} file(s) or class folder(s) of the source were skipped and are not in "
+        "this run (unreadable, not an image, or empty). The list is also in `skipped.json`."
+    )
+    with st.expander(f"Skipped ({len(skipped)})"):
+        st.dataframe(pd.DataFrame({"file: reason": skipped}), hide_index=True, width="stretch")
 
 
 def active_jobs_exist(run: Path) -> bool:

@@ -182,9 +182,9 @@ def run_train(a: argparse.Namespace) -> int:
 
 def _report_skipped(run_dir: Any) -> None:
     """Print what was skipped (unreadable images, empty classes), listed in R/skipped.json."""
-    from engine.runs import RunDir
+    from engine.verify import skipped_files
 
-    skipped = RunDir(run_dir).read_json("skipped.json", default=[]) or []
+    skipped = skipped_files(run_dir)
     if skipped:
         print(f"skipped {len(skipped)} (full list in {run_dir}/skipped.json):")
         for line in skipped[:10]:

@@ -26,6 +26,16 @@ def test_lists_the_run_with_accuracies(run_dir: Path) -> None:
     assert 0.0 <= float(df["test_acc"].iloc[0]) <= 1.0
 
 
+def test_skipped_source_files_are_listed_for_the_current_run(run_dir: Path) -> None:
+    from engine.runs import RunDir
+
+    RunDir(run_dir).write_json("skipped.json", ["/data/cat/broken.png: not an image"])
+    at = AppTest.from_file(page("runs.py"), default_timeout=30).run()
+    assert not at.exception
+    assert any("1 file(s)" in w.value for w in at.warning)
+    assert list(at.dataframe[-1].value["file: reason"]) == ["/data/cat/broken.png: not an image"]
+
+
 def test_bad_form_input_is_one_error_line_not_a_traceback(workspace: Path) -> None:
     at = AppTest.from_file(page("runs.py"), default_timeout=30).run()
     at.selectbox(key="runs-source").set_value("ImageFolder path").run()

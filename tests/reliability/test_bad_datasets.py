@@ -130,6 +130,9 @@ def test_bad_image_is_skipped_and_reported_by_default(cli: Cli, tmp_path: Path, 
     assert f"skipped 1 (full list in {run}/skipped.json)" in out and reason in out
     skipped = read_json(run / "skipped.json")
     assert len(skipped) == 1 and skipped[0].startswith(f"{bad}: ") and reason in skipped[0]
+    from engine.verify import run_info
+
+    assert run_info(run)["skipped"] == skipped  # what the app's Runs page lists
     ids = set(_ids(run))
     assert "dog/bad.png" not in ids and len(ids) == 20
 
