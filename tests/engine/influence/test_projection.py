@@ -1,0 +1,38 @@
+"""Random projections of the feature store: the fast Hadamard transform and unbiasedness."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.influence.projection import fwht, make_projector
+
+
+def sylvester(n: int) -> torch.Tensor:
+    """H_n by its definition H_2n = [[H, H], [H, -H]], independently of the engine's cache."""
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h
+
+
+@pytest.mark.parametrize("n", [1, 2, 8, 64, 128, 1024])
+def test_fwht_equals_the_dense_hadamard_product_and_keeps_its_input(n: int) -> None:
+    x = torch.randn(3, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    before = x.clone()
+    assert torch.allclose(fwht(x), x @ sylvester(n).T, atol=1e-10)
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("kind", ["srht", "gaussian"])
+def test_projection_preserves_inner_products_on_average(kind: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 300, dtype=torch.float64, generator=g)
+    est = [
+        float((p.project(x)[0] * p.project(x)[1]).sum())
+        for p in (make_projector(300, 64, seed=s, kind=kind) for s in range(200))
+    ]
+    true = float(x[0] @ x[1])
+    mean = sum(est) / len(est)
+    spread = (sum((e - mean) ** 2 for e in est) / len(est)) ** 0.5
+    assert abs(mean - true) < 4 * spread / len(est) ** 0.5
