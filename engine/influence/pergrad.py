@@ -203,6 +203,54 @@ def grads_and_dots(
     return grads, dots
 
 
+def _layer_grads(m: nn.Module, a: torch.Tensor, delta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample gradients {"weight": (B, *w.shape), "bias": (B, O)} of one layer from its input
+    a and the gradient delta of the per-sample loss with respect to its output."""
+    b = a.shape[0]
+    if isinstance(m, nn.Linear):
+        out = {"weight": torch.einsum("bo,bi->boi", delta, a)}
+        bias = delta
+    else:
+        assert isinstance(m, nn.Conv2d)
+        cols = F.unfold(a, m.kernel_size, m.dilation, m.padding, m.stride)  # (B, C*kh*kw, L)
+        d = delta.reshape(b, m.out_channels, -1)  # (B, O, L)
+        out = {"weight": torch.einsum("bol,bkl->bok", d, cols).reshape(b, *m.weight.shape)}
+        bias = d.sum(dim=2)
+    if m.bias is not None:
+        out["bias"] = bias
+    return out
+
+
+def step_with_grads(
+    problem: Problem, theta: Params, v: Params, xb: torch.Tensor, yb: torch.Tensor, *, lr: float
+) -> torch.Tensor:
+    """One optimiser step in place on (theta, v), as engine.sgd.sgd_step, and the per-sample loss
+    gradients G (B, P) at theta_t (before the update), flattened in theta's key order.
+
+    One forward and one backward: the batch gradient for the step and each layer's output gradient
+    come from the same backward pass, and G is assembled from the captured layer inputs (the
+    fold route's identity g_k = delta_k a_k^T), so no per-sample graph is built. Needs
+    supports_fold(problem.model); equal to per_sample_grads to rounding.
+    """
+    names = list(theta)
+    leaves = {k: theta[k].detach().requires_grad_(True) for k in names}
+    with _capturing(problem.model) as cap:
+        loss = batch_loss(problem, leaves, xb, yb, None)
+    mods = dict(_param_modules(problem.model))
+    layer_names = list(cap.outputs)
+    wrt = [leaves[k] for k in names]
+    grads_all = torch.autograd.grad(loss, wrt + [cap.outputs[n] for n in layer_names])
+    bsz = xb.shape[0]
+    per: dict[str, torch.Tensor] = {}
+    for n, delta in zip(layer_names, grads_all[len(wrt) :], strict=True):
+        pre = f"{n}." if n else ""
+        for kind, g in _layer_grads(mods[n], cap.inputs[n], delta * bsz).items():
+            per[pre + kind] = g
+    flat = torch.cat([per[k].reshape(bsz, -1) for k in names], dim=1)
+    apply_update(problem, theta, v, list(grads_all[: len(wrt)]), lr=lr)
+    return flat
+
+
 def batch_dots(
     problem: Problem, theta: Params, xb: torch.Tensor, yb: torch.Tensor, u: Params, *, method: str
 ) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from engine.influence.adjoint import _coef_for, _segments_from, window_start
-from engine.influence.pergrad import per_sample_grads
+from engine.influence.pergrad import per_sample_grads, step_with_grads, supports_fold
 from engine.influence.registry import Progress
 from engine.sgd import sgd_step
 
@@ -29,17 +29,25 @@ def window_grads(
     need materialised per-sample gradients (self-influence, the projected store)."""
     problem, traj = loaded.problem, loaded.traj
     total, done = traj.n_steps - start, 0
+    # Linear / Conv2d models: the per-sample gradients come out of the replay step's own backward
+    fused = supports_fold(problem.model)
     for s, e in _segments_from(traj, start):
         theta, v = traj.load_checkpoint(s, device=problem.x.device)
         for t in range(s, e):
             idx = traj.batch(t)
+            stepped = False
             if t >= start:
                 xb, yb = problem.batch_inputs(idx, traj.aug_seed(t))
-                yield t, idx, per_sample_grads(problem, theta, xb, yb)
+                if fused and t + 1 < e:
+                    g = step_with_grads(problem, theta, v, xb, yb, lr=traj.lr(t))
+                    stepped = True
+                else:
+                    g = per_sample_grads(problem, theta, xb, yb)
+                yield t, idx, g
                 done += 1
                 if progress is not None:
                     progress(done, total, None)
-            if t + 1 < e:
+            if t + 1 < e and not stepped:
                 sgd_step(problem, theta, v, idx, lr=traj.lr(t), aug_seed=traj.aug_seed(t))
 
 
