@@ -211,7 +211,7 @@ def _layer_grads(m: nn.Module, a: torch.Tensor, delta: torch.Tensor) -> dict[str
         out = {"weight": torch.einsum("bo,bi->boi", delta, a)}
         bias = delta
     else:
-        assert isinstance(m, nn.Conv2d)
+        assert isinstance(m, nn.Conv2d) and not isinstance(m.padding, str)  # supports_fold
         cols = F.unfold(a, m.kernel_size, m.dilation, m.padding, m.stride)  # (B, C*kh*kw, L)
         d = delta.reshape(b, m.out_channels, -1)  # (B, O, L)
         out = {"weight": torch.einsum("bol,bkl->bok", d, cols).reshape(b, *m.weight.shape)}
