@@ -34,7 +34,7 @@ from engine.experiments.report import list_experiments, new_experiment_dir, save
 from engine.fresh import BUDGETS, fresh_steps, train_fresh
 from engine.models import per_sample_loss, predict
 from engine.sgd import run_steps
-from engine.stats import summarize, verdict, welch
+from engine.stats import summarize, verdict, verdict_kind, welch
 from engine.train import (
     LoadedRun,
     load_run,
@@ -337,6 +337,11 @@ def retrain(
             control=[r["test_acc"] for r in controls] if controls else None,
             n_drop=changes.n_drop,
             n_relabel=changes.n_relabel,
+        ),
+        "verdict_kind": verdict_kind(
+            after=[r["test_acc"] for r in after],
+            before=[r["test_acc"] for r in before],
+            control=[r["test_acc"] for r in controls] if controls else None,
         ),
     }
     res["seconds"] = time.perf_counter() - t0

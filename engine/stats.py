@@ -65,7 +65,8 @@ def welch(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
 def fmt_p(p: float | None) -> str:
     if p is None or not math.isfinite(p):
         return ""
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
+    # three decimals near the 0.05 threshold, so 0.053 never reads as "p = 0.05"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
 
 
 def _points(x: float) -> str:
@@ -93,6 +94,37 @@ def _action(n_drop: int, n_relabel: int, *, these: bool) -> tuple[str, str]:
             f"relabelling {_images(n_relabel, random=True)}",
         )
     return f"Removing {_images(n_drop, these=these)}", f"removing {_images(n_drop, random=True)}"
+
+
+VERDICT_KINDS = ("improved", "inconclusive", "worse", "unchanged")
+
+
+def verdict_kind(
+    *,
+    after: Sequence[float],
+    before: Sequence[float],
+    control: Sequence[float] | None,
+    tolerance: float = 0.0005,
+) -> str:
+    """The outcome `verdict` puts in words, as one of VERDICT_KINDS (higher metric = better).
+
+    improved: the metric rose, and significantly beat the random control (or, with no control,
+    significantly beat `before`; an exact single-run counterfactual with no control counts as
+    improved when it rose). worse: it fell by more than `tolerance`. unchanged: it moved less
+    than `tolerance`. inconclusive: it rose, but not significantly against the control.
+    """
+    d = welch(after, before)["diff"]
+    if abs(d) < tolerance:
+        return "unchanged"
+    if d < 0:
+        return "worse"
+    if control is None:
+        p = welch(after, before)["p"]
+        return "improved" if p is None or p < ALPHA else "inconclusive"
+    ac = welch(after, control)
+    cd = float(np.mean(list(control))) - float(np.mean(list(before)))
+    sig = ac["p"] is not None and ac["p"] < ALPHA
+    return "improved" if sig and d > cd else "inconclusive"
 
 
 def verdict(

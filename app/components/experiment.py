@@ -186,10 +186,9 @@ def render_experiment(result: dict[str, Any], *, key: str) -> None:
 
     verdict = result.get("verdict") or ""
     if verdict:
-        if "raised" in verdict:
-            st.success(verdict)
-        else:
-            st.info(verdict)
+        # results saved before verdict_kind existed fall back to the neutral box
+        show = {"improved": st.success, "inconclusive": st.warning}
+        show.get(str(result.get("verdict_kind")), st.info)(verdict)
     left, right = st.columns([3, 2])
     with left:
         st.plotly_chart(accuracy_figure(result), key=f"{key}_acc", width="stretch")

@@ -40,7 +40,16 @@ def test_retrain_with_random_control_shows_the_comparison(run_dir: Path) -> None
     labels = [m.label for m in at.metric]
     assert labels == ["before test accuracy", "after test accuracy", "random control test accuracy"]
     assert all(v.value.endswith("%") or "±" in v.value for v in at.metric)
-    assert any("Removing these 3 images" in s.value for s in [*at.success, *at.info])
+    boxes = {
+        kind: [b.value for b in getattr(at, kind) if "Removing these 3 images" in b.value]
+        for kind in ("success", "warning", "info")
+    }
+    ((kind, (text,)),) = [(k, v) for k, v in boxes.items() if v]
+    # the box's colour follows the verdict: proven green, "no proof" amber, the rest neutral
+    expected = (
+        "success" if "not a matter of" in text else "warning" if "no proof" in text else "info"
+    )
+    assert kind == expected, (kind, text)
     hist = at.dataframe[-1].value
     assert len(hist) == 1 and int(hist["dropped"].iloc[0]) == 3
 

@@ -7,7 +7,7 @@ import math
 import pytest
 from scipy import stats as sps
 
-from engine.stats import fmt_p, summarize, verdict, welch
+from engine.stats import fmt_p, summarize, verdict, verdict_kind, welch
 
 
 def test_summarize() -> None:
@@ -37,6 +37,7 @@ def test_welch_matches_scipy_and_handles_fixed_values() -> None:
 
 def test_fmt_p() -> None:
     assert fmt_p(0.0004) == "p < 0.001" and fmt_p(0.004) == "p = 0.004" and fmt_p(0.2) == "p = 0.20"
+    assert fmt_p(0.053) == "p = 0.053"  # not "0.05", which would read as at the threshold
     assert fmt_p(None) == ""
 
 
@@ -66,3 +67,19 @@ def test_verdict_harmful_removal_and_no_change() -> None:
     assert s == "Removing these 3 images did not change test accuracy (it moved 0.0 points)."
     s = verdict(after=[0.97], before=[0.95], control=None, n_drop=0, n_relabel=2)
     assert s.startswith("Relabelling these 2 images raised test accuracy by 2.0 points")
+
+
+def test_verdict_kind_matches_the_sentence() -> None:
+    cases = [
+        (dict(after=[0.962, 0.965, 0.960], before=[0.950, 0.948, 0.951],
+              control=[0.949, 0.950, 0.948]), "improved", "not a matter of"),
+        (dict(after=[0.96], before=[0.95], control=[0.955, 0.965, 0.96]), "inconclusive", "no proof"),
+        (dict(after=[0.90], before=[0.95], control=[0.949, 0.951, 0.95]), "worse", "lowered"),
+        (dict(after=[0.95], before=[0.95], control=None), "unchanged", "did not change"),
+        (dict(after=[0.97], before=[0.95], control=None), "improved", "raised"),
+        (dict(after=[0.96, 0.95, 0.97], before=[0.95, 0.96, 0.95], control=None), "inconclusive",
+         "could be chance"),
+    ]  # fmt: skip
+    for kw, kind, words in cases:
+        assert verdict_kind(**kw) == kind, kw
+        assert words in verdict(**kw, n_drop=5), kw
