@@ -169,6 +169,7 @@ def sample_header(
         names[int(r["predicted"])],
         delta="wrong" if not r["correct"] else "right",
         delta_color="inverse" if not r["correct"] else "normal",
+        delta_arrow="off",  # right / wrong is not a rise or a fall
     )
     c4.metric(
         "Confidence",
