@@ -153,6 +153,31 @@ def _layer_dots(
     return out
 
 
+def _fold_backward(
+    problem: Problem, theta: Params, xb: torch.Tensor, yb: torch.Tensor, *, param_grads: bool
+) -> tuple[list[torch.Tensor] | None, list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]]]:
+    """One forward and one backward of the batch loss with every layer's input captured.
+
+    Returns (batch-loss gradients in theta's key order, or None without param_grads;
+    [(parameter-name prefix, layer, input a (B, ...), delta (B, ...))]) with delta the gradient of
+    each sample's own loss with respect to the layer's output (the batch loss's, times B).
+    """
+    names = list(theta)
+    leaves = {k: theta[k].detach().requires_grad_(True) for k in names}
+    with _capturing(problem.model) as cap:
+        loss = batch_loss(problem, leaves, xb, yb, None)
+    mods = dict(_param_modules(problem.model))
+    layer_names = list(cap.outputs)
+    wrt = [leaves[k] for k in names] if param_grads else []
+    grads_all = torch.autograd.grad(loss, wrt + [cap.outputs[n] for n in layer_names])
+    bsz = xb.shape[0]
+    layers = [
+        (f"{n}." if n else "", mods[n], cap.inputs[n], delta * bsz)
+        for n, delta in zip(layer_names, grads_all[len(wrt) :], strict=True)
+    ]
+    return (list(grads_all[: len(wrt)]) if param_grads else None), layers
+
+
 def grads_and_dots(
     problem: Problem,
     theta: Params,
@@ -174,19 +199,10 @@ def grads_and_dots(
     dots: torch.Tensor | None = None
     grads: list[torch.Tensor] | None = None
     if u is not None and method == "fold":
-        with _capturing(problem.model) as cap:
-            loss = batch_loss(problem, leaves, xb, yb, None)
-        mods = dict(_param_modules(problem.model))
-        layer_names = list(cap.outputs)
-        wrt = [leaves[k] for k in names] if param_grads else []
-        grads_all = torch.autograd.grad(loss, wrt + [cap.outputs[n] for n in layer_names])
-        grads = list(grads_all[: len(wrt)]) if param_grads else None
-        bsz = xb.shape[0]
+        grads, layers = _fold_backward(problem, theta, xb, yb, param_grads=param_grads)
         total = None
-        for n, delta in zip(layer_names, grads_all[len(wrt) :], strict=True):
-            pre = f"{n}." if n else ""
-            ub = u.get(pre + "bias")
-            part = _layer_dots(mods[n], cap.inputs[n], delta * bsz, u[pre + "weight"], ub)
+        for pre, m, a, delta in layers:
+            part = _layer_dots(m, a, delta, u[pre + "weight"], u.get(pre + "bias"))
             total = part if total is None else total + part
         dots = total
     else:
@@ -232,23 +248,31 @@ def step_with_grads(
     fold route's identity g_k = delta_k a_k^T), so no per-sample graph is built. Needs
     supports_fold(problem.model); equal to per_sample_grads to rounding.
     """
-    names = list(theta)
-    leaves = {k: theta[k].detach().requires_grad_(True) for k in names}
-    with _capturing(problem.model) as cap:
-        loss = batch_loss(problem, leaves, xb, yb, None)
-    mods = dict(_param_modules(problem.model))
-    layer_names = list(cap.outputs)
-    wrt = [leaves[k] for k in names]
-    grads_all = torch.autograd.grad(loss, wrt + [cap.outputs[n] for n in layer_names])
-    bsz = xb.shape[0]
-    per: dict[str, torch.Tensor] = {}
-    for n, delta in zip(layer_names, grads_all[len(wrt) :], strict=True):
-        pre = f"{n}." if n else ""
-        for kind, g in _layer_grads(mods[n], cap.inputs[n], delta * bsz).items():
-            per[pre + kind] = g
-    flat = torch.cat([per[k].reshape(bsz, -1) for k in names], dim=1)
-    apply_update(problem, theta, v, list(grads_all[: len(wrt)]), lr=lr)
+    grads, layers = _fold_backward(problem, theta, xb, yb, param_grads=True)
+    assert grads is not None
+    flat = _flat_per_sample(theta, layers)
+    apply_update(problem, theta, v, grads, lr=lr)
     return flat
+
+
+def fold_per_sample_grads(
+    problem: Problem, theta: Params, xb: torch.Tensor, yb: torch.Tensor
+) -> torch.Tensor:
+    """per_sample_grads (B, P) from one captured backward (no step); needs supports_fold."""
+    return _flat_per_sample(theta, _fold_backward(problem, theta, xb, yb, param_grads=False)[1])
+
+
+def _flat_per_sample(
+    theta: Params, layers: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
+    """(B, P) per-sample gradients in theta's key order from _fold_backward's layers."""
+    per = {
+        pre + kind: g
+        for pre, m, a, delta in layers
+        for kind, g in _layer_grads(m, a, delta).items()
+    }
+    bsz = layers[0][2].shape[0]
+    return torch.cat([per[k].reshape(bsz, -1) for k in theta], dim=1)
 
 
 def batch_dots(

@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from engine.influence.adjoint import _coef_for, _segments_from, window_start
-from engine.influence.pergrad import per_sample_grads, step_with_grads, supports_fold
+from engine.influence.pergrad import (
+    fold_per_sample_grads,
+    per_sample_grads,
+    step_with_grads,
+    supports_fold,
+)
 from engine.influence.registry import Progress
 from engine.sgd import sgd_step
 
@@ -41,6 +46,8 @@ def window_grads(
                 if fused and t + 1 < e:
                     g = step_with_grads(problem, theta, v, xb, yb, lr=traj.lr(t))
                     stepped = True
+                elif fused:  # a segment's last step: the next segment starts from a checkpoint
+                    g = fold_per_sample_grads(problem, theta, xb, yb)
                 else:
                     g = per_sample_grads(problem, theta, xb, yb)
                 yield t, idx, g

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.influence.pergrad import per_sample_grads, step_with_grads
+from engine.influence.pergrad import fold_per_sample_grads, per_sample_grads, step_with_grads
 from engine.sgd import clone_params, sgd_step
 from engine.train import LoadedRun
 
@@ -23,8 +23,9 @@ def test_fused_step_gives_vmap_per_sample_grads_and_the_same_update(
         ref = per_sample_grads(problem, theta, xb, yb)
         th2, v2 = clone_params(theta), clone_params(v)
         sgd_step(problem, th2, v2, idx, lr=traj.lr(t), aug_seed=traj.aug_seed(t))
+        alone = fold_per_sample_grads(problem, theta, xb, yb)
         g = step_with_grads(problem, theta, v, xb, yb, lr=traj.lr(t))
-        assert g.shape == ref.shape
+        assert g.shape == ref.shape and torch.equal(g, alone)
         assert float((g - ref).abs().max()) <= 1e-12 * float(ref.abs().max())
         for k in theta:  # the step itself is the training step, bit for bit
             assert torch.equal(theta[k], th2[k]) and torch.equal(v[k], v2[k])
