@@ -175,9 +175,11 @@ def verdict(
     what = f"removing any {_images(n_drop)}" if not n_relabel else "changing any images"
     vs = f" ({fmt_p(p_ac)} against the random control)" if fmt_p(p_ac) else ""
     if d >= tolerance:
+        kind = verdict_kind(after=after, before=before, control=control, tolerance=tolerance)
+        proven = kind == "improved"
         tail = (
             f"the improvement is not a matter of {what}{vs}"
-            if sig and d > cd
+            if proven
             else f"{what} might do as well, so this is no proof these images were the problem{vs}"
         )
     elif d <= -tolerance:
