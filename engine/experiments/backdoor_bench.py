@@ -184,6 +184,7 @@ def backdoor_bench(
         "n_steps": loaded.traj.n_steps,
         "fresh_seeds": fresh,
         "naive": {k: naive[k] for k in ("test_acc", "attack_success", "attack_acc", "val_acc")},
+        "naive_by_class": attack_success_by_class(loaded.run.path).to_dict(orient="records"),
         "best": best,
         "skipped": skipped,
         "rows": rows,
@@ -206,6 +207,14 @@ def format_table(res: dict[str, Any]) -> str:
     lines = [
         f"naive model (the run): clean test accuracy {nv['test_acc']:.4f}, "
         f"attack success {nv['attack_success']:.4f}; {res['n_poisoned']} poisoned of {res['n_train']}",
+    ]
+    by_class = res.get("naive_by_class") or []
+    if by_class:
+        lines.append(
+            "naive attack success by true class: "
+            + ", ".join(f"{r['class']} {r['attack_success']:.2f}" for r in by_class)
+        )
+    lines += [
         "",
         "| method | query | AUROC | AP | prec@n = rec@n | removed (poisoned) | clean test acc | attack success | seconds |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -254,6 +263,32 @@ def bench_figure(table: pd.DataFrame, *, title: str = "") -> Any:
         template="plotly_white",
     )
     return fig
+
+
+def attack_success_by_class(run_dir: str | Path) -> pd.DataFrame:
+    """Attack success of a backdoored run per true class of the watermarked test images.
+
+    Columns: class (name), n (test-2 images of that class), attack_success (share predicted as
+    the target class); sorted by attack success, highest first; empty without test-2. Shows
+    whether the model learned the trigger for every class or mostly for the poisoned source.
+    """
+    from engine.data import DataBundle
+
+    pred = attack_predictions(run_dir)
+    cols = ["class", "n", "attack_success"]
+    b = DataBundle.load(Path(run_dir))
+    if pred.empty or b.attack_target is None:
+        return pd.DataFrame(columns=cols)
+    hit = pred["predicted"] == int(b.attack_target)
+    g = hit.groupby(pred["label"]).agg(["size", "mean"])
+    out = pd.DataFrame(
+        {
+            "class": [b.class_names[int(c)] for c in g.index],
+            "n": g["size"].to_numpy(),
+            "attack_success": g["mean"].to_numpy(),
+        }
+    )
+    return out.sort_values("attack_success", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def attack_predictions(run_dir: str | Path) -> pd.DataFrame:

@@ -39,6 +39,21 @@ def test_metrics_report_attack_success_per_epoch(bd_run: Path) -> None:
         assert 0.0 <= m["attack_success"] <= 1.0
 
 
+def test_attack_success_by_class_counts_each_class_of_test2(bd_run: Path) -> None:
+    from engine.experiments.backdoor_bench import attack_predictions, attack_success_by_class
+
+    pred = attack_predictions(bd_run)
+    t = attack_success_by_class(bd_run)
+    assert list(t.columns) == ["class", "n", "attack_success"]
+    assert int(t["n"].sum()) == len(pred)
+    assert list(t["attack_success"]) == sorted(t["attack_success"], reverse=True)
+    bundle = load_run(bd_run).bundle
+    for _, r in t.iterrows():
+        rows = pred[pred["label"] == bundle.class_names.index(r["class"])]
+        hits = rows["predicted"] == bundle.attack_target
+        assert r["attack_success"] == pytest.approx(float(hits.mean()))
+
+
 def test_attack_query_is_the_mean_test2_loss(bd_run: Path) -> None:
     loaded = load_run(bd_run)
     q = Query.parse("attack")
@@ -107,6 +122,12 @@ def test_backdoor_bench_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert 0 <= r["attack_success"] <= 1 and 0 <= r["test_acc"] <= 1
         assert r["removed"] in (0, res["n_poisoned"])
     assert res["best"] in {"hydra", "loss", "random"}
+    by_class = res["naive_by_class"]  # test-2 holds every class but the target 7
+    assert sorted(r["class"] for r in by_class) == ["1", "3"]
+    assert "naive attack success by true class: " in out
+    # the per-class shares weigh back to the overall attack success
+    overall = sum(r["n"] * r["attack_success"] for r in by_class) / sum(r["n"] for r in by_class)
+    assert overall == pytest.approx(res["naive"]["attack_success"])
     # a second call reuses the run
     assert main([*data, "--methods", "loss"]) == 0
     assert "(reused)" in capsys.readouterr().out
