@@ -1,30 +1,45 @@
 """A paginated grid of small thumbnails with a "drop" tick box and a relabel choice per tile.
 
 Ticks and relabels are written to the run directory (engine.selections) the moment they change,
-so a browser refresh, a second tab or a server restart keeps them. Only one page of thumbnails
+so a browser refresh, a second tab or a server restart keeps them. The tiles' widget states are
+set from the run directory only when it changed other than through this gallery's own tick
+boxes (or a tile is new): a rerun that read the file just before a click was saved (a job
+finishing reruns the page) must not push the old value back into a box the user just ticked. Only one page of thumbnails
 (small PNGs, cached) is sent at a time, so memory stays flat while paging through 60,000 images.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import streamlit as st
 
 from app import state
-from engine.selections import load_selections, set_drop, set_relabel
+from engine.selections import Selections, load_selections, set_drop, set_relabel
 
 _KEEP = "keep label"
 
 
-def _on_drop(run_dir: str, sample_id: str, widget_key: str) -> None:
-    set_drop(run_dir, [sample_id], bool(st.session_state[widget_key]))
+def _signature(sel: Selections) -> str:
+    return json.dumps([sorted(sel.drop), sorted(sel.relabel.items())])
 
 
-def _on_relabel(run_dir: str, sample_id: str, widget_key: str) -> None:
+def _synced_key(gallery_key: str) -> str:
+    """Session key: the selections the gallery's widgets were last known to show."""
+    return f"{gallery_key}-synced"
+
+
+def _on_drop(run_dir: str, sample_id: str, widget_key: str, gallery_key: str) -> None:
+    sel = set_drop(run_dir, [sample_id], bool(st.session_state[widget_key]))
+    st.session_state[_synced_key(gallery_key)] = _signature(sel)  # the box already shows it
+
+
+def _on_relabel(run_dir: str, sample_id: str, widget_key: str, gallery_key: str) -> None:
     v = st.session_state[widget_key]
-    set_relabel(run_dir, sample_id, None if v == _KEEP else int(v))
+    sel = set_relabel(run_dir, sample_id, None if v == _KEEP else int(v))
+    st.session_state[_synced_key(gallery_key)] = _signature(sel)
 
 
 def _on_page_drop(run_dir: str, ids: list[str], dropped: bool) -> None:
@@ -86,16 +101,22 @@ def render_gallery(
     man = b.manifest.set_index("sample_id")
     preds = state.predictions(run).set_index("sample_id") if show_predicted else None
     sel = load_selections(run)
+    sig = _signature(sel)
+    # changed elsewhere (tick-all buttons, another page or tab): every tile takes the saved state
+    resync = st.session_state.get(_synced_key(key)) != sig
     options: list[object] = [_KEEP, *range(len(names))]
 
     for r in range(0, len(shown), columns):
         cols = st.columns(columns)
         for col, sid in zip(cols, shown[r : r + columns], strict=False):
             with col.container(border=True):
-                _tile(run, sid, split, names, man, preds, sel, scores, flipped, options, key)
+                _tile(
+                    run, sid, split, names, man, preds, sel, scores, flipped, options, key, resync
+                )
+    st.session_state[_synced_key(key)] = sig
 
 
-def _tile(run, sid, split, names, man, preds, sel, scores, flipped, options, key) -> None:  # type: ignore[no-untyped-def]
+def _tile(run, sid, split, names, man, preds, sel, scores, flipped, options, key, resync) -> None:  # type: ignore[no-untyped-def]
     png = state.thumbnail(run, sid, split=split)
     if png:
         st.image(png, width=state.THUMB_PX)
@@ -114,16 +135,18 @@ def _tile(run, sid, split, names, man, preds, sel, scores, flipped, options, key
     if split != "train":
         return
     dk = f"{key}-drop-{sid}"
-    st.session_state[dk] = sid in sel.drop  # the run directory is the source of truth
-    st.checkbox("drop", key=dk, on_change=_on_drop, args=(run, sid, dk))
+    if resync or dk not in st.session_state:  # the run directory is the source of truth
+        st.session_state[dk] = sid in sel.drop
+    st.checkbox("drop", key=dk, on_change=_on_drop, args=(run, sid, dk, key))
     rk = f"{key}-relabel-{sid}"
-    st.session_state[rk] = sel.relabel.get(sid, _KEEP)
+    if resync or rk not in st.session_state:
+        st.session_state[rk] = sel.relabel.get(sid, _KEEP)
     st.selectbox(
         "relabel",
         options,
         key=rk,
         format_func=lambda o: _KEEP if o == _KEEP else f"relabel → {names[int(o)]}",  # type: ignore[call-overload]
         on_change=_on_relabel,
-        args=(run, sid, rk),
+        args=(run, sid, rk, key),
         label_visibility="collapsed",
     )

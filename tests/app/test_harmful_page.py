@@ -51,6 +51,29 @@ def test_ticking_drop_and_relabel_persist_and_survive_a_new_session(run_dir: Pat
     assert load_selections(run_dir).drop == set()
 
 
+def test_a_tick_is_not_undone_by_a_rerun_that_read_the_file_before_it_was_saved(
+    run_dir: Path,
+) -> None:
+    from engine.selections import set_drop
+
+    at = AppTest.from_file(page("harmful.py"), default_timeout=30).run()
+    drops = [c.key for c in at.checkbox if c.key and c.key.startswith("harmful-top-drop-")]
+    a, b = (k.removeprefix("harmful-top-drop-") for k in drops[:2])
+    at.checkbox(key=drops[0]).check().run()
+    assert load_selections(run_dir).drop == {a}
+    # A rerun started by a finished job read selections.json before the click on b was saved:
+    # the box of b already holds the user's tick, the file does not. The stale rerun must leave
+    # the box alone; before, it pushed "unticked" back and the next event unticked b for real.
+    at.session_state[drops[1]] = True
+    at.run()
+    assert at.checkbox(key=drops[1]).value is True
+    assert at.checkbox(key=drops[0]).value is True
+    # a change made elsewhere (another tab, a tick-all button) still reaches every box
+    set_drop(run_dir, [a], False)
+    at.run()
+    assert at.checkbox(key=drops[0]).value is False
+
+
 def test_disagreement_filter_keeps_only_mispredicted(run_dir: Path) -> None:
     at = AppTest.from_file(page("harmful.py"), default_timeout=30).run()
     at.checkbox(key="harmful-disagree").check().run()

@@ -48,6 +48,16 @@ def _wait_jobs(
     return out
 
 
+def _wait_idle(run: Path, timeout: float = STEP_TIMEOUT_S) -> None:
+    """Wait until no job of the run is queued or running (chained jobs start one after another)."""
+    from engine.jobs import active_job
+
+    deadline = time.time() + timeout
+    while active_job(run) is not None:
+        assert time.time() < deadline, f"jobs still running after {timeout}s"
+        time.sleep(0.5)
+
+
 def _open(page: Any, server: AppServer, path: str, text: str) -> None:
     page.goto(f"{server.url}/{path}")
     page.get_by_text(text, exact=False).first.wait_for(timeout=60_000)
@@ -90,6 +100,7 @@ def test_demo_story_in_a_real_browser(page: Any, app_server: AppServer) -> None:
         run = _run_dir(server)
         _wait_jobs(run, "train")
         _wait_jobs(run, "influence")
+        _wait_idle(run)  # the whole chain: a job finishing mid-test reruns the page
         passed.append("train")
         passed.append("influence")
         _open(page, server, "", "Runs")
