@@ -1,11 +1,13 @@
 """A paginated grid of small thumbnails with a "drop" tick box and a relabel choice per tile.
 
 Ticks and relabels are written to the run directory (engine.selections) the moment they change,
-so a browser refresh, a second tab or a server restart keeps them. The tiles' widget states are
-set from the run directory only when it changed other than through this gallery's own tick
-boxes (or a tile is new): a rerun that read the file just before a click was saved (a job
-finishing reruns the page) must not push the old value back into a box the user just ticked. Only one page of thumbnails
+so a browser refresh, a second tab or a server restart keeps them. Only one page of thumbnails
 (small PNGs, cached) is sent at a time, so memory stays flat while paging through 60,000 images.
+
+The tiles' widget states are set from the run directory only when it changed other than through
+this gallery's own boxes, or when a tile is new: a rerun that read the file just before a click
+was saved (a finishing job reruns the page) must not push the old value back into a box the user
+has just ticked.
 """
 
 from __future__ import annotations
