@@ -20,55 +20,13 @@ import argparse
 import json
 import os
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-
-class PeakRSS:
-    """Samples /proc/self/statm in a thread; .peak_mb = max RSS above the level at start (MiB)."""
-
-    def __init__(self, interval: float = 0.005) -> None:
-        self.interval = interval
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        self._stop = threading.Event()
-        self.base = self.peak = self._rss()
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def peak_mb(self) -> float:
-        return (self.peak - self.base) / 2**20
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        out = fn()
-        sec = time.perf_counter() - t0
-    return out, sec, mem.peak_mb
+from common import best_of, train_with_fallback
 
 
 def captum_tracin(
@@ -170,15 +128,6 @@ def influencers_check(n_train: int, dataset: str, folder: Path) -> dict[str, Any
     return r
 
 
-def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    """Run fn `repeat` times; (last output, fastest time, largest peak)."""
-    best, peak, out = float("inf"), 0.0, None
-    for _ in range(max(1, repeat)):
-        out, sec, mb = timed(fn)
-        best, peak = min(best, sec), max(peak, mb)
-    return out, best, peak
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -214,13 +163,11 @@ def main() -> None:
 
     from engine.config import TrainConfig
     from engine.data import DataSpec
-    from engine.data.manifest import DataError
     from engine.influence.adjoint import parallel_pass
     from engine.influence.queries import Query, flat_query_gradients
     from engine.influence.registry import run_method
     from engine.train import load_run, train
 
-    note = ""
     spec = DataSpec(dataset=a.dataset, n_train=a.n_train, n_val=a.n_val, n_test=1000, seed=0)
     cfg = TrainConfig(
         model="lenet5",
@@ -235,12 +182,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        try:
-            res = train(run_dir, spec, cfg)
-        except DataError as e:
-            note = f"{a.dataset} unavailable ({e}); fell back to digits"
-            spec = DataSpec(dataset="digits", seed=0)
-            res = train(run_dir, spec, cfg)
+        res, spec, note = train_with_fallback(run_dir, spec, cfg)
         train_times = [res.seconds]
         for r in range(1, a.repeat):  # the same run again (same seed): keep the fastest
             train_times.append(train(Path(tmp) / f"again{r}", spec, cfg).seconds)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import best_of, train_with_fallback
 from torch.func import functional_call
 
 
@@ -77,40 +78,27 @@ def main() -> None:
 
     from engine.config import TrainConfig
     from engine.data import DataSpec
-    from engine.data.manifest import DataError
     from engine.influence.queries import Query
     from engine.influence.registry import run_method
     from engine.sgd import clone_params, sgd_step
-    from engine.train import load_run, train
+    from engine.train import load_run
 
     cfg = TrainConfig(
         model=a.model, epochs=a.epochs, batch_size=32, lr=0.05, momentum=0.0,
         weight_decay=5e-4, dtype="float32", device="cpu", seed=0,
     )  # fmt: skip
-    note = ""
     with tempfile.TemporaryDirectory() as tmp:
         # digits has too few images for fixed split sizes: its default fractions instead
         sizes = {} if a.dataset == "digits" else {"n_val": 500, "n_test": 200}
         spec = DataSpec(dataset=a.dataset, n_train=a.n_train, seed=0, **sizes)
-        try:
-            res = train(Path(tmp) / "r", spec, cfg)
-        except DataError as e:
-            note = f"{a.dataset} unavailable ({e}); fell back to digits"
-            spec = DataSpec(dataset="digits", seed=0)
-            res = train(Path(tmp) / "r", spec, cfg, overwrite=True)
+        res, spec, note = train_with_fallback(Path(tmp) / "r", spec, cfg)
         loaded = load_run(Path(tmp) / "r")
         problem, traj = loaded.problem, loaded.traj
 
-        def fastest(fn: Any) -> tuple[Any, float]:
-            """(output, fastest time) over a.repeat calls: the first call pays one-off warm-up."""
-            best, out = float("inf"), None
-            for _ in range(max(1, a.repeat)):
-                t0 = time.perf_counter()
-                out = fn()
-                best = min(best, time.perf_counter() - t0)
-            return out, best
-
-        ours, t_ours = fastest(lambda: run_method("sgd-influence", loaded, Query("val"))[:, 0])
+        # best_of: the fastest of a.repeat calls (the first pays one-off warm-up)
+        ours, t_ours, _ = best_of(
+            a.repeat, lambda: run_method("sgd-influence", loaded, Query("val"))[:, 0]
+        )
 
         t0 = time.perf_counter()
         theta, v = traj.load_checkpoint(0)
@@ -123,7 +111,7 @@ def main() -> None:
             sum(sum(x.numel() * x.element_size() for x in s.values()) for s in states) / 2**20
         )
 
-        ref, t_ref = fastest(lambda: reference_sgd_influence(loaded, states))
+        ref, t_ref, _ = best_of(a.repeat, lambda: reference_sgd_influence(loaded, states))
 
     rel = float(np.abs(ours - ref).max() / np.abs(ref).max())
     out = {

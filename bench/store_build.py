@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import train_with_fallback
 
 
 def main() -> None:
@@ -30,23 +31,16 @@ def main() -> None:
 
     from engine.config import TrainConfig
     from engine.data import DataSpec
-    from engine.data.manifest import DataError
     from engine.influence.projection import make_projector
     from engine.influence.selfinfluence import window_grads
-    from engine.train import load_run, train
+    from engine.train import load_run
 
     cfg = TrainConfig(
         model="lenet5", epochs=1, batch_size=32, lr=0.05, dtype="float32", device="cpu"
     )
-    note = ""
     with tempfile.TemporaryDirectory() as tmp:
         spec = DataSpec(dataset=a.dataset, n_train=a.n_train, n_test=200, val_fraction=0.02, seed=0)
-        try:
-            res = train(Path(tmp) / "r", spec, cfg)
-        except DataError as e:
-            note = f"{a.dataset} unavailable ({e}); fell back to digits"
-            spec = DataSpec(dataset="digits", seed=0)
-            res = train(Path(tmp) / "r", spec, cfg, overwrite=True)
+        res, spec, note = train_with_fallback(Path(tmp) / "r", spec, cfg)
         loaded = load_run(Path(tmp) / "r")
         n_params = sum(t.numel() for t in loaded.final_theta.values())
         projector = make_projector(n_params, a.dim)
