@@ -302,6 +302,12 @@ def retrain(
             evaluate_theta(loaded, counterfactual(loaded, c, mode=mode, on_step=tick)) for c in ctrl
         ]
     ids = loaded.bundle.train.ids
+    # test accuracy of each group, for the one-sentence verdict and its kind
+    acc: dict[str, Any] = {
+        "after": [r["test_acc"] for r in after],
+        "before": [r["test_acc"] for r in before],
+        "control": [r["test_acc"] for r in controls] if controls else None,
+    }
     res: dict[str, Any] = {
         "kind": "retrain",
         "run_dir": str(loaded.run.path),
@@ -331,18 +337,8 @@ def retrain(
             }
             for m in SCALARS + (ATTACK_SCALARS if loaded.bundle.attack is not None else ())
         },
-        "verdict": verdict(
-            after=[r["test_acc"] for r in after],
-            before=[r["test_acc"] for r in before],
-            control=[r["test_acc"] for r in controls] if controls else None,
-            n_drop=changes.n_drop,
-            n_relabel=changes.n_relabel,
-        ),
-        "verdict_kind": verdict_kind(
-            after=[r["test_acc"] for r in after],
-            before=[r["test_acc"] for r in before],
-            control=[r["test_acc"] for r in controls] if controls else None,
-        ),
+        "verdict": verdict(**acc, n_drop=changes.n_drop, n_relabel=changes.n_relabel),
+        "verdict_kind": verdict_kind(**acc),
     }
     res["seconds"] = time.perf_counter() - t0
     if save:

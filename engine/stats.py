@@ -113,14 +113,14 @@ def verdict_kind(
     improved when it rose). worse: it fell by more than `tolerance`. unchanged: it moved less
     than `tolerance`. inconclusive: it rose, but not significantly against the control.
     """
-    d = welch(after, before)["diff"]
+    ab = welch(after, before)
+    d = ab["diff"]
     if abs(d) < tolerance:
         return "unchanged"
     if d < 0:
         return "worse"
     if control is None:
-        p = welch(after, before)["p"]
-        return "improved" if p is None or p < ALPHA else "inconclusive"
+        return "improved" if ab["p"] is None or ab["p"] < ALPHA else "inconclusive"
     ac = welch(after, control)
     cd = float(np.mean(list(control))) - float(np.mean(list(before)))
     sig = ac["p"] is not None and ac["p"] < ALPHA
