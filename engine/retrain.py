@@ -34,7 +34,7 @@ from engine.experiments.report import list_experiments, new_experiment_dir, save
 from engine.fresh import BUDGETS, fresh_steps, train_fresh
 from engine.models import per_sample_loss, predict
 from engine.sgd import run_steps
-from engine.stats import summarize, verdict, verdict_kind, welch
+from engine.stats import compare, summarize, verdict
 from engine.train import (
     LoadedRun,
     load_run,
@@ -243,7 +243,8 @@ def retrain(
     budget: mode "fresh" only: "steps" (the run's number of SGD steps, default) or "epochs".
     Returns (and saves under <run>/experiments/, if `save`) a dict with before / after / control
     groups ({"runs": [metrics per retrain], "summary": {metric: {mean, std, n, values}}}), stats
-    (per scalar metric: after_vs_before and after_vs_control, see engine.stats.welch) and verdict.
+    (per scalar metric: after_vs_before and after_vs_control, see engine.stats.compare; paired by
+    seed in mode fresh), verdict (test accuracy and test loss, engine.stats.verdict) and verdict_kind.
     """
     if mode not in MODES:
         raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -302,12 +303,18 @@ def retrain(
             evaluate_theta(loaded, counterfactual(loaded, c, mode=mode, on_step=tick)) for c in ctrl
         ]
     ids = loaded.bundle.train.ids
-    # test accuracy of each group, for the one-sentence verdict and its kind
-    acc: dict[str, Any] = {
-        "after": [r["test_acc"] for r in after],
-        "before": [r["test_acc"] for r in before],
-        "control": [r["test_acc"] for r in controls] if controls else None,
+    paired = mode == "fresh"  # seed i trains before, after and control draw i
+    metric_values = {
+        name: {m: [r[m] for r in runs] for m in SCALARS} if runs else None
+        for name, runs in (("after", after), ("before", before), ("control", controls))
     }
+    text, kind = verdict(
+        metric_values,
+        n_drop=changes.n_drop,
+        n_relabel=changes.n_relabel,
+        n_test=len(loaded.bundle.test),
+        paired=paired,
+    )
     res: dict[str, Any] = {
         "kind": "retrain",
         "run_dir": str(loaded.run.path),
@@ -330,15 +337,21 @@ def retrain(
         "control_drops": [[ids[i] for i in c.drop.tolist()] for c in ctrl],
         "stats": {
             m: {
-                "after_vs_before": welch([r[m] for r in after], [r[m] for r in before]),
-                "after_vs_control": welch([r[m] for r in after], [r[m] for r in controls])
+                "after_vs_before": compare(
+                    [r[m] for r in after], [r[m] for r in before], paired=paired
+                ),
+                "after_vs_control": compare(
+                    [r[m] for r in after], [r[m] for r in controls], paired=paired
+                )
                 if controls
                 else None,
             }
             for m in SCALARS + (ATTACK_SCALARS if loaded.bundle.attack is not None else ())
         },
-        "verdict": verdict(**acc, n_drop=changes.n_drop, n_relabel=changes.n_relabel),
-        "verdict_kind": verdict_kind(**acc),
+        "paired": paired,
+        "n_test": len(loaded.bundle.test),
+        "verdict": text,
+        "verdict_kind": kind,
     }
     res["seconds"] = time.perf_counter() - t0
     if save:

@@ -7,8 +7,10 @@
     <out>/splits.csv           path,label,split: a fixed train / val / test split (csv:<out>/splits.csv)
     <out>/README.md            how it was made
 
-About 8% of the images (seeded, so always the same ones) sit in a wrong class folder, so that a new
-user sees real mislabeled images and tests can measure how well they are found. All of them are
+15% of the training images (seeded, so always the same ones) sit in the folder of the digit their
+own digit is most often mistaken for (CONFUSED_WITH), the way a tired labeller errs, so that a new
+user sees realistic mislabeled images, removing them measurably helps, and tests can measure how
+well they are found. All of them are
 in the training split of splits.csv: the validation and test images are clean, as a trusted
 validation set should be (influence on a validation loss measured against wrong labels points
 the wrong way). ``--check`` only
@@ -31,11 +33,15 @@ from PIL import Image
 
 SAMPLE_DIGITS = Path(__file__).resolve().parent.parent / "sample_data" / "digits"
 N_IMAGES = 1797
-MISLABEL_RATE = 0.08
+MISLABEL_RATE = 0.15  # of the training split
 SEED = 0
 SIZE = 32
 N_VAL = 300
-N_TEST = 300
+N_TEST = 500
+# The digit each digit is most often mistaken for: the largest off-diagonal entry of each row of
+# the confusion matrix of a logistic regression on the clean digits (5-fold cross-validated
+# predictions, sklearn defaults, pixels / 16).
+CONFUSED_WITH = (5, 9, 1, 8, 9, 9, 1, 9, 1, 7)
 
 README = """# Sample data: handwritten digits with mislabeled images
 
@@ -55,10 +61,24 @@ again gives the same images in the same folders.
    an 8-bit grayscale PNG named after its index in `load_digits()` (`0042.png` is image 42).
 3. A fixed split was drawn first (numpy's `default_rng({seed})`): {n_val} validation and {n_test}
    test images, the rest for training; `splits.csv` lists it (`path,label,split`).
-4. Each image went into the folder of its true digit, except {n_bad} training images ({pct:.1f}% of
-   all images, chosen uniformly at random among the training split), which went into a different
-   folder chosen uniformly among the nine wrong digits. These are deliberate label errors. The
+4. Each image went into the folder of its true digit, except {n_bad} training images ({pct:.0f}% of
+   the training split, chosen uniformly at random in it), which went into the folder of the digit
+   their own digit is most often mistaken for: {pairs}. That map is the largest off-diagonal entry of
+   each row of the confusion matrix of a logistic regression on the clean digits (5-fold
+   cross-validated). These are deliberate label errors, systematic the way a person's are. The
    validation and test images are all in their true folder.
+
+## Why this design
+
+The demo has to *prove* that removing the suggested images helps, by retraining on fresh seeds
+against the same number of images removed at random, on test loss and on test accuracy. An
+earlier version (8% of all images moved to a uniformly random wrong folder, 300 test images)
+could not carry that: a small network shrugs off uniform noise, so even removing exactly the 144
+wrong images raised test accuracy by only 1.2 points, which 300 test images cannot tell from
+chance (paired p = 0.78 over 10 seeds; test loss halved, p < 1e-8). Systematic confusions hurt a
+model the way real label errors do (removing all of them now raises test accuracy from about 89%
+to 93%), and 500 test images resolve that. Retracer's test suite uses scikit-learn's digits
+directly, not this folder.
 
 ## Two ways to load it
 
@@ -100,14 +120,13 @@ def split_plan(n: int, *, seed: int = SEED) -> np.ndarray:
 def mislabel_plan(
     labels: np.ndarray, split: np.ndarray, *, rate: float = MISLABEL_RATE, seed: int = SEED
 ) -> np.ndarray:
-    """Folder label for every image: (N,) int64, equal to `labels` except round(rate * N) seeded
-    picks among the training split, each moved to one of the other classes uniformly."""
+    """Folder label for every image: (N,) int64, equal to `labels` except round(rate * N_train)
+    seeded picks among the training split, each moved to CONFUSED_WITH[its true digit]."""
     rng = np.random.default_rng(seed + 1)
-    n = len(labels)
     train = np.flatnonzero(split == "train")
-    bad = np.sort(rng.choice(train, size=int(round(rate * n)), replace=False))
+    bad = np.sort(rng.choice(train, size=int(round(rate * len(train))), replace=False))
     folder = labels.copy()
-    folder[bad] = (labels[bad] + rng.integers(1, 10, size=len(bad))) % 10
+    folder[bad] = np.asarray(CONFUSED_WITH, dtype=np.int64)[labels[bad]]
     return folder
 
 
@@ -143,7 +162,8 @@ def make_sample_digits(out: str | os.PathLike[str] = SAMPLE_DIGITS) -> pd.DataFr
                 n_bad=len(bad),
                 n_val=N_VAL,
                 n_test=N_TEST,
-                pct=100 * len(bad) / len(labels),
+                pct=100 * MISLABEL_RATE,
+                pairs=", ".join(f"{a}->{b}" for a, b in enumerate(CONFUSED_WITH)),
             ),
             encoding="utf-8",
         )

@@ -32,7 +32,7 @@ import torch
 from engine.config import ConfigError
 from engine.experiments.report import new_experiment_dir, save_result, write_figure, write_table
 from engine.retrain import BUDGETS, Changes, counterfactual, evaluate_theta, train_fresh
-from engine.stats import fmt_p, summarize, welch
+from engine.stats import compare, fmt_p, holm, summarize
 from engine.train import LoadedRun, load_run, train
 
 Progress = Callable[[int, int, float | None], None]
@@ -242,18 +242,17 @@ def cleanse(
 
 
 def _paired(g: pd.DataFrame, rand: pd.DataFrame, key: str) -> dict[str, Any]:
-    """Per pair key (base seed, or fresh seed in mode fresh): error minus random's mean error there.
+    """Per pair key (base seed, or fresh seed in mode fresh): the method's error against random's there.
 
-    Mean of those differences and the two-sided p of a one-sample t-test on them (None for < 2
-    pairs or no spread): the same base run / fresh seed on both sides removes its own variance.
+    The paired test of engine.stats.compare over the keys both sides have (the same base run /
+    fresh seed on both sides removes its own variance): {"diff", "p"} (p None for < 2 pairs or
+    no spread).
     """
-    from scipy.stats import ttest_1samp
-
-    r = rand.groupby(key)["test_error"].mean()
-    d = (g.groupby(key)["test_error"].mean() - r).dropna().to_numpy()
-    if len(d) < 2 or np.allclose(d, d[0]):
-        return {"diff": float(d.mean()) if len(d) else float("nan"), "p": None}
-    return {"diff": float(d.mean()), "p": float(ttest_1samp(d, 0.0).pvalue)}
+    both = pd.concat(
+        [g.groupby(key)["test_error"].mean(), rand.groupby(key)["test_error"].mean()], axis=1
+    ).dropna()
+    c = compare(both.iloc[:, 0].tolist(), both.iloc[:, 1].tolist(), paired=True)
+    return {"diff": c["diff"], "p": c["p"] if c["test"] == "paired" else None}
 
 
 def _summarize(
@@ -265,9 +264,9 @@ def _summarize(
         vals = g["test_error"].tolist()
         rand_g = table[(table["method"] == "random") & (table["m"] == m)]
         rand = rand_g["test_error"].tolist()
-        vs_r = welch(vals, rand) if method != "random" else {"diff": 0.0, "p": None, "test": ""}
+        vs_r = compare(vals, rand) if method != "random" else {"diff": 0.0, "p": None, "test": ""}
         pr = _paired(g, rand_g, pair_key) if method != "random" else {"diff": 0.0, "p": None}
-        vs_b = welch(vals, before)
+        vs_b = compare(vals, before)
         s = summarize(vals)
         out.append(
             {
@@ -291,7 +290,9 @@ def _summarize(
 def _conclusion(summary: pd.DataFrame) -> str:
     """One sentence per method: where removing its top-m lowered test error significantly more than random.
 
-    Uses the paired test (same base run / fresh seed on both sides) where it has a p-value, else Welch's.
+    Uses the paired test (same base run / fresh seed on both sides) where it has a p-value, else
+    Welch's; a method's p-values over its m values are one family ("it wins at some m"), so they
+    are Holm-adjusted before they are compared with 0.05.
     """
     parts = []
     s = summary.copy()
@@ -299,7 +300,9 @@ def _conclusion(summary: pd.DataFrame) -> str:
     s["d"] = s["diff_vs_random"].where(~paired, s.get("paired_diff_vs_random"))
     s["p"] = s["p_vs_random"].where(~paired, s.get("paired_p_vs_random"))
     for method, g in s[s["method"] != "random"].groupby("method", sort=False):
-        wins = g[(g["d"] < 0) & (g["p"].astype(float).fillna(1.0) < 0.05)]
+        raw = [None if pd.isna(p) else float(p) for p in g["p"]]
+        g = g.assign(p=[1.0 if p is None else p for p in holm(raw)])
+        wins = g[(g["d"] < 0) & (g["p"] < 0.05)]
         if len(wins):
             best = wins.loc[wins["d"].idxmin()]
             parts.append(

@@ -156,7 +156,9 @@ def test_retrain_all_with_control_saves_result(run32: Path) -> None:
         sum(r[i] for i, r in enumerate(res["before"]["runs"][0]["confusion"]))
         / len(loaded.bundle.test)
     )
-    assert res["stats"]["test_acc"]["after_vs_control"]["test"] in ("one-sample", "constant")
+    assert res["stats"]["test_acc"]["after_vs_control"]["test"] in ("prediction", "constant")
+    assert "test accuracy" in res["verdict"] and "loss" in res["verdict"]
+    assert f"{len(loaded.bundle.test)} test images" in res["verdict"]
     assert "Removing these 5 images" in res["verdict"] and "5 random images" in res["verdict"]
     listed = list_experiments(run32)
     assert listed[0]["id"] == res["id"] and Path(res["path"], "result.json").is_file()
@@ -168,7 +170,19 @@ def test_retrain_fresh_pairs_seeds(run32: Path) -> None:
     res = retrain(loaded, drop=ids[:3], relabel={ids[5]: 0}, mode="fresh", seeds=2, save=False)
     assert res["before"]["summary"]["test_acc"]["n"] == 2
     assert res["control_runs"]["summary"]["test_acc"]["n"] == 2
-    assert res["stats"]["test_acc"]["after_vs_before"]["test"] in ("welch", "constant")
+    # seed i trains before, after and control draw i: the paired test, not Welch's
+    assert res["paired"] is True and res["fresh_seeds"] == [loaded.cfg.seed + 1, loaded.cfg.seed + 2]
+    for m in ("test_acc", "test_loss"):
+        for k in ("after_vs_before", "after_vs_control"):
+            assert res["stats"][m][k]["test"] in ("paired", "constant"), (m, k)
+    a = res["after"]["summary"]["test_loss"]["values"]
+    c = res["control_runs"]["summary"]["test_loss"]["values"]
+    if res["stats"]["test_loss"]["after_vs_control"]["test"] == "paired":
+        from scipy.stats import ttest_rel
+
+        assert res["stats"]["test_loss"]["after_vs_control"]["p"] == pytest.approx(
+            ttest_rel(a, c).pvalue
+        )
     assert res["relabel"] == {ids[5]: 0}
     assert res["verdict"].startswith("Removing 3 images and relabelling 1 image")
 

@@ -11,6 +11,7 @@ from sklearn.datasets import load_digits
 
 from engine.data import load_source
 from engine.sample_data import (
+    CONFUSED_WITH,
     MISLABEL_RATE,
     N_IMAGES,
     SAMPLE_DIGITS,
@@ -47,7 +48,9 @@ def test_images_are_the_upscaled_digits_and_mislabeled_csv_is_exact(sample: obje
     wrong = {i for i, f, t in zip(sample.ids, folder, true, strict=True) if f != t}  # type: ignore[attr-defined]
     bad = read_mislabeled()
     assert set(bad["path"]) == wrong
-    assert len(bad) == round(MISLABEL_RATE * 1797) == 144
+    assert len(bad) == round(MISLABEL_RATE * (1797 - 800)) == 150
+    # systematic, as a person errs: every wrong folder is the digit's most common confusion
+    assert (bad["folder_label"] == [CONFUSED_WITH[t] for t in bad["true_label"]]).all()
     rows = bad.set_index("path")
     for i, f, t in zip(sample.ids, folder, true, strict=True):  # type: ignore[attr-defined]
         if i in wrong:
@@ -61,9 +64,9 @@ def test_mislabel_plan_is_seeded_and_never_keeps_the_true_class() -> None:
     split = split_plan(len(y))
     a, b = mislabel_plan(y, split), mislabel_plan(y, split)
     assert np.array_equal(a, b)
-    assert int((a != y).sum()) == 144
+    assert int((a != y).sum()) == 150
     assert set(split[a != y]) == {"train"}  # validation and test stay clean
-    assert (split == "val").sum() == 300 and (split == "test").sum() == 300
+    assert (split == "val").sum() == 300 and (split == "test").sum() == 500
     assert not np.array_equal(a, mislabel_plan(y, split, seed=1))
 
 
@@ -71,9 +74,9 @@ def test_the_fixed_split_loads_with_clean_evaluation_sets_and_known_errors() -> 
     from engine.data import DataSpec, prepare_data
 
     b = prepare_data(DataSpec(dataset=f"csv:{SAMPLE_DIGITS / 'splits.csv'}"))
-    assert (len(b.train), len(b.val), len(b.test)) == (1197, 300, 300)
+    assert (len(b.train), len(b.val), len(b.test)) == (997, 300, 500)
     m = b.manifest
-    assert int(m["flipped"].sum()) == 144
+    assert int(m["flipped"].sum()) == 150
     assert set(m.loc[m["flipped"], "split"]) == {"train"}
     assert (m.loc[m["flipped"], "label"] != m.loc[m["flipped"], "true_label"]).all()
 
@@ -84,7 +87,7 @@ def test_regenerating_gives_the_same_images(
 ) -> None:
     out = tmp_path / "digits"
     assert main(["--out", str(out), "--check"]) == 0
-    assert "wrote 1797 images, 144 of them" in capsys.readouterr().out
+    assert "wrote 1797 images, 150 of them" in capsys.readouterr().out
     assert is_complete(out)
     again = load_source(f"imagefolder:{out}")
     assert again.ids == sample.ids and torch.equal(again.images, sample.images)  # type: ignore[attr-defined]

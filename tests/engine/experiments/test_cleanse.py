@@ -153,3 +153,18 @@ def test_summary_pairs_each_method_with_random_on_the_same_base_run() -> None:
     assert h["paired_diff_vs_random"] == pytest.approx(-gain.mean())
     assert h["paired_p_vs_random"] == pytest.approx(ttest_1samp(-gain, 0.0).pvalue)
     assert h["paired_p_vs_random"] < 0.01 < h["p_vs_random"]
+
+
+def test_a_win_at_one_of_several_m_is_holm_corrected() -> None:
+    """Five m values with p just under 0.05 at one of them: no win once the family is adjusted."""
+    from engine.experiments.cleanse import _conclusion
+
+    rows = [
+        {"method": "hydra", "m": m, "diff_vs_random": -0.01, "p_vs_random": p,
+         "paired_diff_vs_random": np.nan, "paired_p_vs_random": np.nan}
+        for m, p in zip((5, 10, 20, 40, 80), (0.04, 0.3, 0.5, 0.6, 0.7), strict=True)
+    ]  # fmt: skip
+    rows.append({**rows[0], "method": "random", "p_vs_random": np.nan})
+    assert "hydra: never significantly better" in _conclusion(pd.DataFrame(rows))
+    rows[0]["p_vs_random"] = 0.001  # 5 * 0.001 < 0.05 survives
+    assert "hydra: lower test error than random removal at m = 5" in _conclusion(pd.DataFrame(rows))
