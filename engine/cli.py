@@ -15,7 +15,15 @@ from engine.errors import is_user_error, storage_error_message
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-COMMAND_MODULES = ("training", "influence", "retraining", "experiments", "backdoor", "analysis")
+COMMAND_MODULES = (
+    "training",
+    "influence",
+    "retraining",
+    "recommend",
+    "experiments",
+    "backdoor",
+    "analysis",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -150,10 +150,8 @@ def metric_kind(
         return "unchanged"
     ac = compare(after, list(control), paired=paired) if control else None
     gain_c = sign * ac["diff"] if ac is not None else math.nan
-    if ab["test"] == "exact":
-        vs_before = ac is None or _sig(ac)  # the control tells whether the exact change is chance
-    else:
-        vs_before = _sig(ab)
+    # an exact change has no p-value: the control draws tell whether it is more than chance
+    vs_before = (ac is None or _sig(ac)) if ab["test"] == "exact" else _sig(ab)
     if gain > 0:
         beats_control = ac is None or (_sig(ac) and gain_c > 0)
         return "improved" if vs_before and beats_control else "inconclusive"

@@ -200,8 +200,10 @@ def combined_scores(
     if use_self and not names:
         raise ConfigError("use_self needs an influence method (hydra or tracin)")
     infl: list[np.ndarray] = []
+    # the validation half a recommendation scores on (engine.recommend), else the whole split
+    val = query.kind if query.kind in ("val-a", "val-b") else "val"
     for m in names:
-        infl.append(-_component(loaded, m, "val", progress))
+        infl.append(-_component(loaded, m, val, progress))
         if use_self:
             infl.append(_component(loaded, m, "self", progress))
     if base not in ("loss", "margin"):

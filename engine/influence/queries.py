@@ -6,6 +6,8 @@ parameters flattened in ``theta``'s key order.
 
 kinds:
 - ``val``: mean validation loss (Q = 1). The default.
+- ``val-a`` / ``val-b``: the mean loss of one fixed half of the validation split (``val_halves``),
+  so a selection can be made on one half and judged on the other (engine.recommend).
 - ``class``: the summed test loss of each test class (Q = n_classes), for the inter-class matrix.
 - ``test``: the loss of each listed test sample (Q = len(test_ids)).
 - ``self``: each training sample's own loss (Q = N_train, diagonal only: see the estimators).
@@ -30,7 +32,19 @@ from engine.trajectory import Params
 if TYPE_CHECKING:
     from engine.train import LoadedRun
 
-QUERY_KINDS = ("val", "class", "test", "self", "attack")
+QUERY_KINDS = ("val", "val-a", "val-b", "class", "test", "self", "attack")
+MEAN_KINDS = ("val", "val-a", "val-b", "attack")  # query losses that are means, not sums
+
+
+def val_halves(n_val: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint halves (A, B) of the validation indices 0..n_val-1, int64, each sorted.
+
+    A seeded permutation (torch.Generator seeded with 7_211 + seed), A the first ceil(n/2).
+    """
+    g = torch.Generator().manual_seed(7_211 + int(seed))
+    perm = torch.randperm(n_val, generator=g)
+    a = (n_val + 1) // 2
+    return perm[:a].sort().values, perm[a:].sort().values
 
 
 @dataclass(frozen=True)
@@ -43,7 +57,9 @@ class Query:
         """'val' | 'class' | 'self' | 'attack' | 'test:ID[,ID...]'."""
         kind, _, arg = text.partition(":")
         if kind not in QUERY_KINDS:
-            raise ConfigError(f"--query must be val, class, self, attack or test:ID, got {text!r}")
+            raise ConfigError(
+                f"--query must be val, val-a, val-b, class, self, attack or test:ID, got {text!r}"
+            )
         if kind == "test":
             ids = tuple(i for i in arg.split(",") if i)
             if not ids:
@@ -64,7 +80,7 @@ class Query:
         return f"test-{len(self.test_ids)}-{h}"
 
     def column_names(self, loaded: LoadedRun) -> list[str]:
-        if self.kind in ("val", "attack"):
+        if self.kind in MEAN_KINDS:
             return ["score"]
         if self.kind == "class":
             return [f"class:{c}" for c in loaded.bundle.class_names]
@@ -79,7 +95,7 @@ def query_inputs(
     """(x (M, C, H, W), y (M,), column (M,)) : the samples a query sums over and their column.
 
     Column q's query loss is sum over samples with column == q of weight * loss, where the weight
-    is 1/M for 'val' and 'attack' (means) and 1 otherwise (sums).
+    is 1/M for 'val', 'val-a', 'val-b' and 'attack' (means) and 1 otherwise (sums).
     """
     p = loaded.problem
     dtype, dev = p.x.dtype, p.x.device
@@ -87,6 +103,10 @@ def query_inputs(
     if query.kind == "val":
         s = b.val
         col = torch.zeros(len(s), dtype=torch.long)
+    elif query.kind in ("val-a", "val-b"):
+        half = val_halves(len(b.val), seed=loaded.cfg.seed)[query.kind == "val-b"]
+        x = b.val.x(dtype)[half].to(dev)
+        return x, b.val.labels[half].to(dev), torch.zeros(len(half), dtype=torch.long, device=dev)
     elif query.kind == "class":
         s = b.test
         col = s.labels.clone()
@@ -121,7 +141,7 @@ def query_losses(
     """The Q query losses (Q,) at `theta`, differentiable with respect to theta."""
     x, y, col = query_inputs(loaded, query)
     q = n_columns(loaded, query)
-    scale = 1.0 / x.shape[0] if query.kind in ("val", "attack") else 1.0
+    scale = 1.0 / x.shape[0] if query.kind in MEAN_KINDS else 1.0
     total = torch.zeros(q, dtype=x.dtype, device=x.device)
     for i in range(0, x.shape[0], batch_size):
         losses = per_sample_loss(

@@ -171,7 +171,10 @@ def test_retrain_fresh_pairs_seeds(run32: Path) -> None:
     assert res["before"]["summary"]["test_acc"]["n"] == 2
     assert res["control_runs"]["summary"]["test_acc"]["n"] == 2
     # seed i trains before, after and control draw i: the paired test, not Welch's
-    assert res["paired"] is True and res["fresh_seeds"] == [loaded.cfg.seed + 1, loaded.cfg.seed + 2]
+    assert res["paired"] is True and res["fresh_seeds"] == [
+        loaded.cfg.seed + 1,
+        loaded.cfg.seed + 2,
+    ]
     for m in ("test_acc", "test_loss"):
         for k in ("after_vs_before", "after_vs_control"):
             assert res["stats"][m][k]["test"] in ("paired", "constant"), (m, k)

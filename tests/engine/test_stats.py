@@ -143,7 +143,10 @@ def test_verdict_cites_both_metrics_their_p_values_and_the_test_size() -> None:
     assert text.startswith(
         "Removing these 30 images raised test accuracy by 1.3 points and lowered loss by 0.210"
     )
-    assert "removing 30 random images changed accuracy by -0.1 points and loss by +0.003 on average" in text
+    assert (
+        "removing 30 random images changed accuracy by -0.1 points and loss by +0.003 on average"
+        in text
+    )
     assert "proven on test accuracy and test loss" in text
     assert "not a matter of removing any 30 images" in text
     assert "accuracy p = 0.004, loss p = 0.005; paired by seed" in text

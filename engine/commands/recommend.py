@@ -1,0 +1,58 @@
+"""`retracer recommend`: which method's suggestions help this run, measured by counterfactual retrains."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from engine.progress import ProgressBar
+
+
+def run_recommend(a: argparse.Namespace) -> int:
+    from engine.recommend import recommend, table_frame
+
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
+    res = recommend(
+        a.run_dir,
+        k=a.k,
+        methods=methods,
+        objective=a.objective,
+        control_draws=a.control_draws,
+        progress=None if a.json else ProgressBar("recommend"),
+    )
+    if a.json:
+        print(json.dumps(res, indent=2, sort_keys=True, default=str))
+        return 0
+    t = table_frame(res)
+    for c in ("d_val_loss", "vs_random_loss"):
+        t[c] = t[c].map(lambda v: f"{v:+.4f}")
+    for c in ("d_val_acc", "vs_random_acc"):
+        t[c] = t[c].map(lambda v: f"{v * 100:+.1f}")
+    print(f"top {res['k']} of each method removed (all mode), judged on "
+          f"{res['judged_on']['n']} held-out validation images; accuracy in points")  # fmt: skip
+    print(t.to_string(index=False, na_rep=""))
+    print(res["why"])
+    if res["method"]:
+        print(
+            f"recommended: {res['method']} (its top {res['k']}: {', '.join(res['drop'][:5])}, ...)"
+        )
+    print(f"saved -> {res['path']}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "recommend",
+        help="measure which method's top-k removal helps this run (validation only) and pick it",
+    )
+    p.add_argument("--run-dir", required=True)
+    p.add_argument(
+        "--k", type=int, default=None, help="images to remove (default: 10%% of training)"
+    )
+    p.add_argument(
+        "--methods", default=None, help="comma-separated candidates (default: those cheap here)"
+    )
+    p.add_argument("--objective", default="acc", choices=["acc", "loss"])
+    p.add_argument("--control-draws", type=int, default=3, help="random removals to compare with")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(func=run_recommend)

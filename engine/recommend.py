@@ -1,0 +1,317 @@
+"""A measured recommendation: which method's suggestions help *this* run, judged before any proof.
+
+No method is right everywhere (DESIGN.md section 5), so the recommendation is a measurement on the
+user's own run. For every candidate method: take its top k (most negative scores first), retrain
+counterfactually without them (``all`` mode: the run's initial weights and logged batches,
+deterministic, engine.retrain.counterfactual) and measure the change of validation loss and
+accuracy; as controls, k random images, ``control_draws`` times. The test split is never read: it
+is kept for the proof (engine.retrain). Methods whose scores read the validation split score on
+half A of it (query ``val-a``, engine.influence.queries.val_halves) and every removal is judged on
+half B, so no method is rewarded for fitting the images it is judged on.
+
+Ranking: by ``objective`` ("acc", the default, as people judge a model: validation accuracy,
+then loss to break ties; or "loss"), and a method is recommended only when its removal beats the
+random control on that objective without making it worse than before. Its drop list is the top k
+of its scores on the whole validation split (for label-only methods, the same scores).
+
+Results live in ``<run>/experiments/recommend-*/result.json`` with the parameters of the score
+sets they used; ``latest_recommendation`` returns the newest one whose inputs are unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine.config import ConfigError
+from engine.experiments.report import list_experiments, new_experiment_dir, save_result
+from engine.influence.api import compute_influence, load_scores
+from engine.influence.queries import Query, val_halves
+from engine.influence.registry import get_method
+from engine.influence.store import existing_params, scores_dir
+from engine.models import per_sample_loss, predict
+from engine.retrain import counterfactual, resolve_changes
+from engine.runs import RunError
+from engine.train import LoadedRun, load_run, split_logits
+from engine.trajectory import Params
+
+__all__ = [
+    "OBJECTIVES",
+    "default_candidates",
+    "default_k",
+    "latest_recommendation",
+    "recommend",
+    "reads_validation",
+]
+
+OBJECTIVES = ("acc", "loss")
+# label-only methods first: they stay valid when the validation labels are not trusted
+CANDIDATES = ("margin", "loss", "confident-learning", "combined", "hydra", "sgd-influence")
+EXACT_MAX_TRAIN = 20_000  # the exact pass is a default candidate up to this many training samples
+Progress = Callable[[int, int, float | None], None]
+
+
+def default_k(n_train: int) -> int:
+    """10% of the training set, at least 10 and at most 2,000, never more than half of it."""
+    return int(max(1, min(max(10, round(0.1 * n_train)), 2000, n_train // 2)))
+
+
+def reads_validation(method: str) -> bool:
+    """Whether a method's scores depend on the validation split (its images or labels)."""
+    return get_method(method).uses_query or method == "combined"
+
+
+def default_candidates(loaded: LoadedRun) -> list[str]:
+    """The methods worth measuring at this run's size (the exact pass up to EXACT_MAX_TRAIN)."""
+    n = len(loaded.bundle.train)
+    return [m for m in CANDIDATES if m != "sgd-influence" or n <= EXACT_MAX_TRAIN]
+
+
+def _half_metrics(loaded: LoadedRun, theta: Params, half: torch.Tensor) -> dict[str, float]:
+    """{"val_loss", "val_acc"} of `theta` on the validation images `half` (indices)."""
+    split = loaded.bundle.val
+    with torch.no_grad():
+        logits = split_logits(loaded.problem, theta, split)[half.to(torch.long)]
+    y = split.labels[half].to(logits.device)
+    return {
+        "val_loss": float(per_sample_loss(logits, y).mean()),
+        "val_acc": float((predict(logits) == y).double().mean()),
+    }
+
+
+def _scores(run_dir: Path, method: str, query: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Stored scores (N,) of method for query (whatever options made them: what the pages show),
+    computed and stored if missing or made for another state of the run; with their params."""
+    try:
+        frame = load_scores(run_dir, method, query)
+    except RunError:
+        frame = compute_influence(run_dir, method, query=query, overwrite=True)
+    params = existing_params(scores_dir(run_dir, method, Query.parse(query))) or {}
+    return frame.iloc[:, 1].to_numpy(np.float64), params
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k most negative (most harmful) scores, most harmful first (stable)."""
+    return np.argsort(scores, kind="stable")[:k]
+
+
+def _key(row: dict[str, Any], objective: str) -> tuple[float, float]:
+    """Sort key, larger = better: (objective gain, the other metric's gain)."""
+    acc, loss = row["d_val_acc"], -row["d_val_loss"]
+    return (acc, loss) if objective == "acc" else (loss, acc)
+
+
+def _input_stamp(params: dict[str, Any]) -> dict[str, Any]:
+    # "seconds" (a float timer) tells two score sets made within the same second apart
+    return {k: params.get(k) for k in ("created", "seconds", "options", "fingerprint")}
+
+
+def recommend(
+    run_dir: str | Path,
+    *,
+    k: int | None = None,
+    methods: Sequence[str] | None = None,
+    objective: str = "acc",
+    control_draws: int = 3,
+    progress: Progress | None = None,
+    save: bool = True,
+) -> dict[str, Any]:
+    """Measure which method's top-k removal helps this run; see the module docstring.
+
+    Returns (and saves, if `save`) {"kind": "recommend", "method": name or None, "k", "drop":
+    [sample ids, most harmful first], "table": [one row per method: d_val_loss, d_val_acc (after -
+    before, on validation half B), vs_random_loss / vs_random_acc (minus the random draws' mean
+    change), hurts, disagree, seconds, query, precision (share of known label errors, when the
+    run has them)], "random": {...}, "baseline": {...}, "why": one sentence, ...}.
+    """
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective must be acc or loss, got {objective!r}")
+    if control_draws < 1:
+        raise ConfigError("control draws must be at least 1")
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    loaded = load_run(run_dir)
+    n = len(loaded.bundle.train)
+    k = default_k(n) if k is None else int(k)
+    if not 1 <= k < n:
+        raise ConfigError(f"k must be between 1 and {n - 1} (the run has {n} training images)")
+    if len(loaded.bundle.val) < 2:
+        raise ConfigError("a recommendation needs at least 2 validation images (two halves)")
+    names = list(methods) if methods else default_candidates(loaded)
+    for m in names:
+        get_method(m)  # unknown names fail before any work
+    _, half_b = val_halves(len(loaded.bundle.val), seed=loaded.cfg.seed)
+    steps = loaded.traj.n_steps
+    total, done = (len(names) + control_draws) * steps, [0]
+
+    def tick(_t: int, loss: float) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total, loss)
+
+    ids = loaded.bundle.train.ids
+    base = _half_metrics(loaded, loaded.final_theta, half_b)
+
+    def removal(idx: np.ndarray) -> dict[str, float]:
+        ch = resolve_changes(loaded, [ids[i] for i in idx])
+        after = _half_metrics(loaded, counterfactual(loaded, ch, mode="all", on_step=tick), half_b)
+        return {"d_val_loss": after["val_loss"] - base["val_loss"],
+                "d_val_acc": after["val_acc"] - base["val_acc"], **after}  # fmt: skip
+
+    draws = []
+    for d in range(control_draws):
+        pick = np.random.default_rng([loaded.cfg.seed, 104_729, d]).choice(n, size=k, replace=False)
+        draws.append(removal(np.sort(pick)))
+    rand = {
+        m: float(np.mean([r[m] for r in draws])) for m in ("d_val_loss", "d_val_acc")
+    } | {f"{m}_std": float(np.std([r[m] for r in draws], ddof=1)) if len(draws) > 1 else 0.0
+         for m in ("d_val_loss", "d_val_acc")}  # fmt: skip
+    flipped = _known_errors(loaded)
+    rows, inputs, full = [], {}, {}
+    for m in names:
+        t1 = time.perf_counter()
+        query = "val-a" if reads_validation(m) else "val"
+        scores, params = _scores(run_dir, m, query)
+        inputs[f"{m}/{query}"] = _input_stamp(params)
+        row: dict[str, Any] = {"method": m, "query": query, **removal(_top(scores, k))}
+        row["vs_random_loss"] = row["d_val_loss"] - rand["d_val_loss"]
+        row["vs_random_acc"] = row["d_val_acc"] - rand["d_val_acc"]
+        gain = _key(row, objective)[0]
+        row["hurts"] = bool(gain < 0)
+        row["disagree"] = bool(row["d_val_acc"] * -row["d_val_loss"] < 0)
+        # the time to have this suggestion measured: the scores (when they were made) + the retrain
+        row["seconds"] = time.perf_counter() - t1 + float(params.get("seconds") or 0.0)
+        if flipped is not None:
+            full_scores = scores if query == "val" else _scores(run_dir, m, "val")[0]
+            row["precision"] = float(flipped[_top(full_scores, k)].mean())
+        rows.append(row)
+    rand_row = {
+        "method": "random",
+        "query": "",
+        **{m: rand[m] for m in ("d_val_loss", "d_val_acc")},
+    }
+    best = _choose(rows, rand_row, objective)
+    drop: list[str] = []
+    if best is not None:
+        full_scores, params = _scores(run_dir, best, "val")
+        inputs[f"{best}/val"] = _input_stamp(params)
+        full = {"scores_sum": float(np.sort(full_scores)[:k].sum())}
+        drop = [ids[i] for i in _top(full_scores, k)]
+    res: dict[str, Any] = {
+        "kind": "recommend",
+        "run_dir": str(run_dir),
+        "method": best,
+        "k": k,
+        "objective": objective,
+        "drop": drop,
+        "table": sorted(rows, key=lambda r: _key(r, objective), reverse=True),
+        "random": rand | {"draws": draws},
+        "baseline": base,
+        "judged_on": {"split": "val", "half": "b", "n": len(half_b)},
+        "inputs": inputs,
+        "n_known_errors": int(flipped.sum()) if flipped is not None else None,
+        **full,
+    }
+    res["why"] = why_sentence(res)
+    res["seconds"] = time.perf_counter() - t0
+    if save:
+        folder = new_experiment_dir(run_dir, "recommend")
+        res["id"], res["path"] = folder.name, str(folder)
+        save_result(folder, res)
+    return res
+
+
+def _choose(rows: list[dict[str, Any]], rand: dict[str, Any], objective: str) -> str | None:
+    """The best row by `objective` that beats random removal and does not hurt, else None."""
+    ok = [r for r in rows if not r["hurts"] and _key(r, objective) > _key(rand, objective)]
+    ok = [r for r in ok if _key(r, objective) > (0.0, 0.0)]  # it must help, not only beat random
+    return max(ok, key=lambda r: _key(r, objective))["method"] if ok else None
+
+
+def _known_errors(loaded: LoadedRun) -> np.ndarray | None:
+    """(N_train,) bool of the deliberate label errors the run knows of, or None when it knows none."""
+    m = loaded.bundle.manifest
+    if "flipped" not in m:
+        return None
+    f = m.set_index("sample_id").loc[loaded.bundle.train.ids, "flipped"].to_numpy(bool)
+    return f if f.any() else None
+
+
+def _loss_acc(d_loss: float, d_acc: float) -> str:
+    return f"validation loss {d_loss:+.3f}, accuracy {d_acc * 100:+.1f} points"
+
+
+def why_sentence(res: dict[str, Any]) -> str:
+    """One line: what the recommended method's top k did on held-out validation images, vs random."""
+    rand, k, n = res["random"], res["k"], res["judged_on"]["n"]
+    r_txt = _loss_acc(rand["d_val_loss"], rand["d_val_acc"])
+    if res["method"] is None:
+        return (
+            f"No method's top {k} helped more than {k} random images on {n} held-out validation "
+            f"images (random removal: {r_txt}), so nothing is recommended."
+        )
+    row = next(r for r in res["table"] if r["method"] == res["method"])
+    text = (
+        f"Removing {res['method']}'s top {k} changed {_loss_acc(row['d_val_loss'], row['d_val_acc'])}"
+        f" on {n} held-out validation images; {k} random images: {r_txt}."
+    )
+    if row["disagree"]:
+        text += " Loss and accuracy moved in opposite directions."
+    return text
+
+
+def latest_recommendation(run_dir: str | Path) -> dict[str, Any] | None:
+    """The newest saved recommendation whose score sets are still the stored ones, else None."""
+    run_dir = Path(run_dir)
+    for res in list_experiments(run_dir, kind="recommend"):
+        if _inputs_unchanged(run_dir, res.get("inputs") or {}):
+            return res
+    return None
+
+
+def _inputs_unchanged(run_dir: Path, inputs: dict[str, Any]) -> bool:
+    for key, stamp in inputs.items():
+        method, _, query = key.rpartition("/")
+        try:
+            params = existing_params(scores_dir(run_dir, method, Query.parse(query)))
+        except ConfigError:
+            return False
+        if params is None or _input_stamp(params) != stamp:
+            return False
+    return bool(inputs)
+
+
+def predicted_change(
+    run_dir: str | Path, drop: Sequence[str], *, method: str = "sgd-influence"
+) -> float:
+    """Predicted change of the mean validation loss if `drop` are removed: the sum of their stored
+    `method` scores (first-order in the removal weights, so additive). NaN when the scores are
+    not stored. Negative = the loss should fall."""
+    try:
+        frame = load_scores(run_dir, method, "val")
+    except RunError:
+        return math.nan
+    s = frame.set_index("sample_id")["score"]
+    missing = [d for d in drop if d not in s.index]
+    if missing:
+        raise ConfigError(f"sample id {missing[0]!r} is not a training sample of this run")
+    return float(s.loc[list(drop)].sum())
+
+
+def table_frame(res: dict[str, Any]) -> pd.DataFrame:
+    """The result's table with the random row, for printing and the app (changes on half B)."""
+    rows = list(res["table"]) + [
+        {"method": "random (mean)", "d_val_loss": res["random"]["d_val_loss"],
+         "d_val_acc": res["random"]["d_val_acc"], "vs_random_loss": 0.0, "vs_random_acc": 0.0}
+    ]  # fmt: skip
+    cols = ["method", "d_val_loss", "d_val_acc", "vs_random_loss", "vs_random_acc", "hurts",
+            "disagree", "precision", "seconds", "query"]  # fmt: skip
+    df = pd.DataFrame(rows)
+    return df[[c for c in cols if c in df]]

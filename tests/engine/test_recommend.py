@@ -1,0 +1,163 @@
+"""The measured recommendation: validation halves, no test data read, stored and refreshed with its scores."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.cli import main
+from engine.config import ConfigError, TrainConfig
+from engine.data import DataSpec
+from engine.influence.api import compute_influence
+from engine.influence.queries import val_halves
+from engine.recommend import (
+    _choose,
+    default_k,
+    latest_recommendation,
+    predicted_change,
+    reads_validation,
+    recommend,
+)
+from engine.train import LoadedRun, train
+
+METHODS = ("loss", "margin", "hydra", "sgd-influence")
+
+
+@pytest.fixture(scope="module")
+def noisy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An mlp on 300 digits with 15% pair-flipped training labels."""
+    run = tmp_path_factory.mktemp("rec") / "noisy"
+    train(
+        run,
+        DataSpec(dataset="digits", n_train=300, n_val=80, n_test=60, noise=0.15,
+                 noise_kind="pair", seed=0),
+        TrainConfig(model="mlp", widths=[16], epochs=3, batch_size=32, lr=0.1, momentum=0.9),
+    )  # fmt: skip
+    return run
+
+
+@pytest.fixture
+def run(noisy_run: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(noisy_run, dst)
+    return dst
+
+
+def test_default_k_follows_the_run_size() -> None:
+    assert default_k(997) == 100 and default_k(60) == 10 and default_k(51_000) == 2000
+    assert default_k(12) == 6  # never more than half
+
+
+def test_validation_halves_are_disjoint_and_their_queries_average_to_the_whole(run: Path) -> None:
+    a, b = val_halves(80, seed=0)
+    assert len(a) == len(b) == 40 and not set(a.tolist()) & set(b.tolist())
+    assert torch.equal(torch.cat([a, b]).sort().values, torch.arange(80))
+    for m in ("hydra", "sgd-influence"):
+        whole = compute_influence(run, m).score.to_numpy()
+        ha = compute_influence(run, m, query="val-a").score.to_numpy()
+        hb = compute_influence(run, m, query="val-b").score.to_numpy()
+        # equal halves: the mean validation loss is the mean of the halves' means, and scores are
+        # linear in the query gradient
+        np.testing.assert_allclose((ha + hb) / 2, whole, rtol=1e-4, atol=1e-9)
+        assert not np.allclose(ha, hb)
+
+
+def test_recommendation_table_and_choice(run: Path) -> None:
+    res = recommend(run, methods=METHODS, control_draws=2)
+    assert res["k"] == 30 and res["judged_on"] == {"split": "val", "half": "b", "n": 40}
+    rows = {r["method"]: r for r in res["table"]}
+    assert set(rows) == set(METHODS)
+    assert rows["hydra"]["query"] == "val-a" and rows["loss"]["query"] == "val"
+    assert reads_validation("combined") and not reads_validation("margin")
+    for r in rows.values():
+        assert r["vs_random_loss"] == pytest.approx(r["d_val_loss"] - res["random"]["d_val_loss"])
+        assert 0 <= r["precision"] <= 1
+    if res["method"] is not None:
+        best = rows[res["method"]]
+        assert not best["hurts"] and best["d_val_acc"] >= 0
+        assert len(res["drop"]) == 30 and len(set(res["drop"])) == 30
+        assert res["method"] in res["why"] and "held-out validation" in res["why"]
+        # the drop list is the top k of the method's scores on the whole validation split
+        s = compute_influence(run, res["method"], skip_existing=True)
+        assert res["drop"] == s.sort_values("score", kind="stable").sample_id.tolist()[:30]
+    assert latest_recommendation(run)["id"] == res["id"]
+
+
+def test_the_recommendation_reads_no_test_data(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.recommend as rec
+    import engine.train as tr
+
+    before = recommend(run, methods=METHODS, control_draws=2, save=False)
+    real = tr.load_run
+
+    def scrambled(*a: object, **kw: object) -> LoadedRun:
+        loaded = real(*a, **kw)  # type: ignore[arg-type]
+        t = loaded.bundle.test
+        g = torch.Generator().manual_seed(1)
+        new = replace(t, labels=(t.labels + 1) % loaded.bundle.n_classes,
+                      images=t.images[torch.randperm(len(t), generator=g)])  # fmt: skip
+        return replace(loaded, bundle=replace(loaded.bundle, test=new))
+
+    assert not torch.equal(scrambled(run).bundle.test.labels, real(run).bundle.test.labels)
+    monkeypatch.setattr(tr, "load_run", scrambled)
+    monkeypatch.setattr(rec, "load_run", scrambled)
+    import engine.influence.api as api
+
+    api._LOADED.clear()
+    for m in METHODS:  # recompute every score set with the scrambled test split
+        for q in ("val", "val-a"):
+            compute_influence(run, m, query=q, overwrite=True)
+    after = recommend(run, methods=METHODS, control_draws=2, save=False)
+    api._LOADED.clear()
+    strip = lambda res: [{k: v for k, v in r.items() if k != "seconds"} for r in res["table"]]  # noqa: E731
+    assert strip(after) == strip(before)
+    assert after["drop"] == before["drop"] and after["method"] == before["method"]
+
+
+def test_a_changed_score_set_makes_the_stored_recommendation_stale(run: Path) -> None:
+    res = recommend(run, methods=("loss", "hydra"), control_draws=1)
+    assert latest_recommendation(run)["id"] == res["id"]
+    compute_influence(run, "hydra", query="val-a", overwrite=True)  # new scores, new timestamp
+    assert latest_recommendation(run) is None
+
+
+def test_nothing_is_recommended_when_no_method_beats_random() -> None:
+    rand = {"d_val_acc": 0.01, "d_val_loss": -0.02}
+    rows = [
+        {"method": "a", "d_val_acc": 0.0, "d_val_loss": -0.01, "hurts": False},
+        {"method": "b", "d_val_acc": -0.02, "d_val_loss": -0.05, "hurts": True},
+    ]
+    assert _choose(rows, rand, "acc") is None
+    assert _choose(rows, rand, "loss") is None  # b beats random on loss, but hurts
+    rows[1]["hurts"] = False
+    assert _choose(rows, rand, "loss") == "b"
+    rows.append({"method": "c", "d_val_acc": 0.02, "d_val_loss": 0.01, "hurts": False})
+    assert _choose(rows, rand, "acc") == "c"
+
+
+def test_predicted_change_is_the_sum_of_the_exact_scores(run: Path) -> None:
+    s = compute_influence(run, "sgd-influence")
+    drop = s.sample_id.tolist()[:7]
+    assert predicted_change(run, drop) == pytest.approx(float(s.score.iloc[:7].sum()))
+    with pytest.raises(ConfigError, match="not a training sample"):
+        predicted_change(run, ["nope"])
+    assert np.isnan(predicted_change(run, drop, method="tracin"))  # not stored
+
+
+def test_cli_json(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["recommend", "--run-dir", str(run), "--methods", "loss,margin", "--k", "12"]
+    assert main([*args, "--json", "--control-draws", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"method", "k", "drop", "table"} <= set(out) and out["k"] == 12
+    assert [r["method"] for r in out["table"]] != [] and len(out["drop"]) in (0, 12)
+    assert main([*args, "--control-draws", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "random (mean)" in text and "held-out validation" in text
+    assert main(["recommend", "--run-dir", str(run), "--k", "0"]) == 2
+    assert "k must be between 1" in capsys.readouterr().err
