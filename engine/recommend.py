@@ -20,7 +20,6 @@ sets they used; ``latest_recommendation`` returns the newest one whose inputs ar
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -286,23 +285,6 @@ def _inputs_unchanged(run_dir: Path, inputs: dict[str, Any]) -> bool:
         if params is None or _input_stamp(params) != stamp:
             return False
     return bool(inputs)
-
-
-def predicted_change(
-    run_dir: str | Path, drop: Sequence[str], *, method: str = "sgd-influence"
-) -> float:
-    """Predicted change of the mean validation loss if `drop` are removed: the sum of their stored
-    `method` scores (first-order in the removal weights, so additive). NaN when the scores are
-    not stored. Negative = the loss should fall."""
-    try:
-        frame = load_scores(run_dir, method, "val")
-    except RunError:
-        return math.nan
-    s = frame.set_index("sample_id")["score"]
-    missing = [d for d in drop if d not in s.index]
-    if missing:
-        raise ConfigError(f"sample id {missing[0]!r} is not a training sample of this run")
-    return float(s.loc[list(drop)].sum())
 
 
 def table_frame(res: dict[str, Any]) -> pd.DataFrame:

@@ -224,6 +224,17 @@ def _control_changes(loaded: LoadedRun, changes: Changes, draw: int) -> Changes:
     return Changes(*(torch.as_tensor(a, dtype=torch.int64) for a in (d, r, new)))
 
 
+def _prediction(loaded: LoadedRun, drop: list[str], changes: Changes) -> dict[str, Any] | None:
+    """What the exact scores predicted for this removal (engine.prediction), None for relabels or
+    when the exact scores are not stored."""
+    from engine.prediction import PREDICTOR, predicted_change
+
+    if changes.n_relabel or not drop:
+        return None
+    v = predicted_change(loaded.run.path, drop)
+    return None if not np.isfinite(v) else {"method": PREDICTOR, "val_loss_change": v}
+
+
 def retrain(
     run_dir: str | Path | LoadedRun,
     *,
@@ -353,6 +364,10 @@ def retrain(
         "verdict": text,
         "verdict_kind": kind,
     }
+    res["predicted"] = _prediction(loaded, res["drop"], changes)
+    res["measured_val_loss_change"] = float(
+        np.mean([r["val_loss"] for r in after]) - np.mean([r["val_loss"] for r in before])
+    )
     res["seconds"] = time.perf_counter() - t0
     if save:
         folder = new_experiment_dir(loaded.run.path, "retrain")

@@ -20,7 +20,6 @@ from engine.recommend import (
     _choose,
     default_k,
     latest_recommendation,
-    predicted_change,
     reads_validation,
     recommend,
 )
@@ -139,15 +138,6 @@ def test_nothing_is_recommended_when_no_method_beats_random() -> None:
     assert _choose(rows, rand, "loss") == "b"
     rows.append({"method": "c", "d_val_acc": 0.02, "d_val_loss": 0.01, "hurts": False})
     assert _choose(rows, rand, "acc") == "c"
-
-
-def test_predicted_change_is_the_sum_of_the_exact_scores(run: Path) -> None:
-    s = compute_influence(run, "sgd-influence")
-    drop = s.sample_id.tolist()[:7]
-    assert predicted_change(run, drop) == pytest.approx(float(s.score.iloc[:7].sum()))
-    with pytest.raises(ConfigError, match="not a training sample"):
-        predicted_change(run, ["nope"])
-    assert np.isnan(predicted_change(run, drop, method="tracin"))  # not stored
 
 
 def test_cli_json(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
