@@ -48,6 +48,7 @@ __all__ = [
     "latest_recommendation",
     "recommend",
     "reads_validation",
+    "score_and_recommend",
 ]
 
 OBJECTIVES = ("acc", "loss")
@@ -182,8 +183,8 @@ def recommend(
         row: dict[str, Any] = {"method": m, "query": query, **removal(_top(scores, k))}
         row["vs_random_loss"] = row["d_val_loss"] - rand["d_val_loss"]
         row["vs_random_acc"] = row["d_val_acc"] - rand["d_val_acc"]
-        gain = _key(row, objective)[0]
-        row["hurts"] = bool(gain < 0)
+        # worse than before on the objective, or level on it and worse on the other metric
+        row["hurts"] = bool(_key(row, objective) < (0.0, 0.0))
         row["disagree"] = bool(row["d_val_acc"] * -row["d_val_loss"] < 0)
         # the time to have this suggestion measured: the scores (when they were made) + the retrain
         row["seconds"] = time.perf_counter() - t1 + float(params.get("seconds") or 0.0)
@@ -225,6 +226,20 @@ def recommend(
         res["id"], res["path"] = folder.name, str(folder)
         save_result(folder, res)
     return res
+
+
+def score_and_recommend(
+    run_dir: str | Path, *, k: int | None = None, progress: Progress | None = None
+) -> dict[str, Any]:
+    """The demo chain's last step: the validation scores of every default candidate (kept where
+    already stored), then the recommendation. Returns recommend's result (saved)."""
+    loaded = load_run(run_dir)
+    for m in default_candidates(loaded):
+        try:
+            load_scores(run_dir, m, "val")
+        except RunError:
+            compute_influence(run_dir, m, query="val", overwrite=True, progress=progress)
+    return recommend(run_dir, k=k, progress=progress)
 
 
 def _choose(rows: list[dict[str, Any]], rand: dict[str, Any], objective: str) -> str | None:

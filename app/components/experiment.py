@@ -187,20 +187,26 @@ def render_experiment(result: dict[str, Any], *, key: str) -> None:
     verdict = result.get("verdict") or ""
     if verdict:
         # results saved before verdict_kind existed fall back to the neutral box
-        show = {"improved": st.success, "inconclusive": st.warning}
+        show = {"improved": st.success, "inconclusive": st.warning, "mixed": st.warning}
         show.get(str(result.get("verdict_kind")), st.info)(verdict)
     left, right = st.columns([3, 2])
     with left:
         st.plotly_chart(accuracy_figure(result), key=f"{key}_acc", width="stretch")
     with right:
         t = accuracy_table(result)
+        losses = accuracy_table(result, metric="test_loss").set_index("group")
         for _, row in t.iterrows():
             spread = f" ± {row['std'] * 100:.2f}" if row["std"] > 0 else ""
+            loss = losses["mean"].get(row["group"])
             st.metric(f"{row['group']} test accuracy", f"{row['mean'] * 100:.2f}%{spread}")
-        pv = p_values(result)
+            if loss is not None:
+                st.caption(f"{row['group']}: test loss {loss:.4f}")
+        pa, pl = p_values(result), p_values(result, metric="test_loss")
+        test = "paired by seed" if result.get("paired") else "one exact retrain"
         st.caption(
-            f"p-value after vs before: {_fmt_p(pv['after_vs_before'])}; "
-            f"after vs random control: {_fmt_p(pv['after_vs_control'])}. "
+            f"p-values after vs before: accuracy {_fmt_p(pa['after_vs_before'])}, loss "
+            f"{_fmt_p(pl['after_vs_before'])}; after vs random control: accuracy "
+            f"{_fmt_p(pa['after_vs_control'])}, loss {_fmt_p(pl['after_vs_control'])} ({test}). "
             f"Mode {result.get('mode', '?')}, {result.get('n_drop', 0)} dropped, "
             f"{result.get('n_relabel', 0)} relabelled, {float(result.get('seconds') or 0):.1f} s."
         )

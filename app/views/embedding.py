@@ -17,6 +17,7 @@ from app import state
 from app.components.common import require_run, show_user_error
 from app.components.gallery import render_gallery
 from app.components.progress import active_jobs
+from app.components.recommendation import default_index, latest, method_label
 from app.components.scatter import COLOR_OPTIONS, embedding_figure, ids_from_event
 from engine import jobs
 from engine.embedding import embedding_path, has_embedding
@@ -123,7 +124,18 @@ def main() -> None:
         horizontal=True,
         key=f"{K}-color",
     )
-    method = c2.selectbox("Scores of", methods, key=f"{K}-method") if methods else None
+    rec = latest(run)
+    method = (
+        c2.selectbox(
+            "Scores of",
+            methods,
+            index=default_index(methods, rec, []),
+            key=f"{K}-method",
+            format_func=method_label(rec),
+        )  # fmt: skip
+        if methods
+        else None
+    )
     if not methods:
         c2.caption(
             "No influence scores yet: compute them on the **Influence** page to colour by score."

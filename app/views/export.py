@@ -6,6 +6,7 @@ import streamlit as st
 
 from app import state
 from app.components.common import require_run
+from app.components.recommendation import default_index, latest, method_label
 from engine.export import cleaned_labels, export_selection
 from engine.selections import clear_selections, load_selections
 
@@ -15,7 +16,18 @@ if run is None:
     st.stop()
 sel = load_selections(run)
 methods = state.score_methods(run)
-method = st.selectbox("Score column from", methods, key="export-method") if methods else None
+rec = latest(run)
+method = (
+    st.selectbox(
+        "Score column from",
+        methods,
+        index=default_index(methods, rec, []),
+        key="export-method",
+        format_func=method_label(rec),
+    )  # fmt: skip
+    if methods
+    else None
+)
 top_k = int(
     st.number_input(
         "Also include the top-k most harmful images of this method (flagged, not ticked)",

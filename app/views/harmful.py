@@ -10,7 +10,11 @@ from app import state
 from app.components.analysis import cluster_section
 from app.components.common import SIGN_LINE, require_run, require_scores
 from app.components.gallery import render_gallery
-from engine.selections import load_selections
+from app.components.recommendation import default_index, latest, method_label, why_line
+from engine.selections import load_selections, set_drop
+
+# without a measured recommendation: the label-error ranking first (DESIGN.md section 5)
+FALLBACK = ["combined", "margin", "sgd-influence", "hydra"]
 
 
 def filtered(run: Path, method: str) -> tuple[list[str], dict[str, float]]:
@@ -49,14 +53,26 @@ if run is None:
 methods = require_scores(run)
 if methods is None:
     st.stop()
-preferred = [m for m in ("sgd-influence", "hydra") if m in methods]
+rec = latest(run)
 method = st.selectbox(
-    "Method", methods, index=methods.index(preferred[0]) if preferred else 0, key="harmful-method",
-    help="Known label errors are marked ⚑ when the run has any; compare methods by the precision shown.",
+    "Method", methods, index=default_index(methods, rec, FALLBACK), key="harmful-method",
+    format_func=method_label(rec),
+    help="★ = recommended: its top images measurably helped when removed (Influence → Recommend); "
+    "⚠ = removing its top images hurt. Known label errors are marked ⚑ when the run has any.",
 )  # fmt: skip
+why_line(rec, method)
+if rec is not None and rec.get("method") and rec.get("drop"):
+    n_rec = len(rec["drop"])
+    if st.button(f"Tick the recommended {n_rec}", key="harmful-tick-rec", type="primary",
+                 help=f"Tick {rec['method']}'s top {n_rec} to drop; then prove it on Retrain & compare."):  # fmt: skip
+        set_drop(run, rec["drop"], True)
+        st.toast(f"Ticked {n_rec} images: next, **Retrain & compare**.")
 st.caption(SIGN_LINE)
 ids, scores = filtered(run, method)
-k = int(st.number_input("Top k", 1, max(len(ids), 1), min(96, max(len(ids), 1)), key="harmful-k"))
+k_default = int(rec["k"]) if rec is not None and rec.get("method") == method else 96
+k = int(
+    st.number_input("Top k", 1, max(len(ids), 1), min(k_default, max(len(ids), 1)), key="harmful-k")
+)
 known = state.known_errors(run)
 if known:
     precision_line(ids, known, k)

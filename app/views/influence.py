@@ -11,6 +11,7 @@ from app import state
 from app.components.analysis import agreement_section
 from app.components.common import SIGN_LINE, require_run
 from app.components.progress import active_jobs
+from app.components.recommendation import latest, render_table
 from engine import jobs
 from engine.influence.registry import get_method, method_names
 
@@ -82,6 +83,34 @@ def results_section(run: Path) -> None:
     st.plotly_chart(fig, key="influence-histogram")
 
 
+def recommend_section(run: Path) -> None:
+    """Measure which method's top k helps when removed (engine.recommend), as a background job."""
+    from engine.recommend import default_k
+
+    st.subheader("Recommend: which method's suggestions help this model?")
+    n = len(state.bundle(run).train)
+    c1, c2 = st.columns(2)
+    k = int(c1.number_input("Images to remove (k)", 1, max(n - 1, 1), min(default_k(n), max(n - 1, 1)),
+                            key="influence-rec-k"))  # fmt: skip
+    objective = c2.radio("Objective", ["acc", "loss"], horizontal=True, key="influence-rec-obj",
+                         format_func={"acc": "validation accuracy", "loss": "validation loss"}.get)  # fmt: skip
+    busy = jobs.active_job(run) is not None
+    if st.button("Measure and recommend", key="influence-rec-start", disabled=busy):
+        jobs.start_job("call", run_dir=run, params={
+            "function": "engine.recommend:recommend", "kwargs": {"k": k, "objective": objective}})  # fmt: skip
+        st.rerun()
+    rec = latest(run)
+    if rec is None:
+        st.caption(
+            "Nothing measured yet for the current scores. Each scored method's top k is removed "
+            "and the model retrained (seconds on small runs); the method whose removal helps most "
+            "becomes the default on every page."
+        )
+        return
+    st.markdown(rec["why"])
+    render_table(rec, key="influence-rec-table")
+
+
 st.title("Influence")
 run = require_run()
 if run is None:
@@ -89,4 +118,5 @@ if run is None:
 active_jobs(run)
 compute_section(run)
 results_section(run)
+recommend_section(run)
 agreement_section(run)

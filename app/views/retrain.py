@@ -50,6 +50,7 @@ def changes_section(run: Path) -> tuple[int, int]:
             + ", ".join(f"`{i}` → {names[c]}" for i, c in sorted(sel.relabel.items())[:20])
             + (" ..." if len(sel.relabel) > 20 else "")
         )
+    prediction_line(run, sorted(sel.drop), len(sel.relabel))
     ids = sorted(sel.ids)
     methods = state.score_methods(run)
     scores = state.scores(run, methods[0]).to_dict() if methods else None
@@ -60,16 +61,60 @@ def changes_section(run: Path) -> tuple[int, int]:
     return len(sel.drop), len(sel.relabel)
 
 
+def prediction_line(run: Path, drop: list[str], n_relabel: int) -> None:
+    """Before retraining: what the exact scores predict for the ticked removals."""
+    from engine.prediction import PREDICTOR, predicted_change
+
+    if not drop:
+        return
+    v = predicted_change(run, drop)
+    if v != v:  # NaN: the exact scores are not stored
+        st.caption(
+            f"Compute `{PREDICTOR}` on **Influence** to see the predicted change of the validation "
+            "loss before you retrain."
+        )
+        return
+    extra = " (relabels are not part of the prediction)" if n_relabel else ""
+    st.markdown(
+        f"**Predicted:** removing these {len(drop)} images changes the validation loss by "
+        f"**{v:+.4f}**{extra} — the sum of their `{PREDICTOR}` scores, a first-order estimate "
+        "that holds best for small sets. The retrain below measures it."
+    )
+
+
+def predictions_section(run: Path) -> None:
+    """Every retrain's predicted against measured change of validation loss, and their agreement."""
+    from engine.prediction import prediction_agreement, prediction_pairs
+
+    pairs = prediction_pairs(run)
+    if pairs.empty:
+        return
+    a = prediction_agreement(pairs)
+    st.subheader("How far the predictions held on this model")
+    corr = (
+        f", Spearman {a['spearman']:.2f}, Pearson {a['pearson']:.2f}"
+        if a["spearman"] == a["spearman"]
+        else ""
+    )
+    st.caption(
+        f"{a['n']} experiment(s): the predicted and measured change of validation loss agree in "
+        f"sign in {a['sign_agreement']:.0%} of them{corr}."
+    )
+    st.dataframe(pairs.round(4), hide_index=True, width="stretch", key=f"{K}-pairs")
+
+
 def settings_section(run: Path, n_drop: int, n_relabel: int, busy: bool) -> None:
     st.subheader("2. How to retrain")
     mode = st.radio("Mode", list(MODES), format_func=lambda m: MODES[m], key=f"{K}-mode")
     c1, c2, c3 = st.columns(3)
+    # paired seeds: 10 give a proof power at demo size in seconds; big runs start with 3
+    n_train = len(state.bundle(run).train)
     seeds = int(
         c1.number_input(
             "Seeds",
             min_value=1,
-            max_value=10,
-            value=3,
+            max_value=30,
+            value=10 if n_train <= 5000 else 3,
             step=1,
             key=f"{K}-seeds",
             disabled=mode != "fresh",
@@ -125,11 +170,19 @@ def results_section(run: Path) -> None:
         if len(ids) > 1
         else ids[0]
     )
-    render_experiment(exps[ids.index(pick)], key=f"{K}-result")
+    chosen = exps[ids.index(pick)]
+    render_experiment(chosen, key=f"{K}-result")
+    pred = (chosen.get("predicted") or {}).get("val_loss_change")
+    if pred is not None and chosen.get("measured_val_loss_change") is not None:
+        st.markdown(
+            f"Validation loss: **predicted {pred:+.4f}**, **measured "
+            f"{chosen['measured_val_loss_change']:+.4f}** (after − before)."
+        )
     attack_section(exps[ids.index(pick)])
     if len(exps) > 0:
         st.subheader("History of this run")
         st.dataframe(history_table(exps).round(2), hide_index=True, width="stretch")
+    predictions_section(run)
 
 
 def attack_summary(result: dict[str, Any]) -> dict[str, dict[str, float]] | None:

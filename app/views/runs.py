@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_data" / "digits"
 # The fixed split: label errors in training only, clean validation / test (sample_data/digits/README.md).
 SAMPLE_DATASET = f"csv:{SAMPLE / 'splits.csv'}"
-# hydra: the fastest trajectory method; loss: the baseline it should be compared with (0.2 s).
-DEMO_METHODS = ("hydra", "loss")
+# After training: every candidate method that is cheap at the run's size, then the measured
+# recommendation of which one's suggestions help (engine.recommend.score_and_recommend).
+THEN = [{"kind": "call", "params": {"function": "engine.recommend:score_and_recommend"}}]
 
 SOURCES = {
     "Bundled sample (digits with mislabeled images)": "sample",
@@ -84,9 +85,7 @@ def start_training(data: dict[str, Any], train: dict[str, Any], *, then_influenc
 
         Backdoor.parse(spec.backdoor)
     run = state.workspace() / new_run_name(spec.dataset, str(train.get("model")))
-    then: list[dict[str, Any]] = []
-    for m in reversed(DEMO_METHODS if then_influence else ()):
-        then = [{"kind": "influence", "params": {"method": m, "query": "val", "then": then}}]
+    then = THEN if then_influence else []
     jobs.start_job("train", run_dir=run, params={"data": data, "train": train, "then": then})
     state.set_current_run(run)
 
@@ -108,13 +107,54 @@ def intro() -> None:
         else:
             st.rerun()
     src = (
-        "the bundled sample (`sample_data/digits`, about 8% mislabeled)"
+        "the bundled sample (`sample_data/digits`, 15% of its training images mislabeled)"
         if SAMPLE.is_dir()
         else ("scikit-learn's digits with 8% of labels flipped (the bundled sample is missing)")
     )
     st.caption(
-        f"The demo trains a small MLP on {src}, then computes {' and '.join(DEMO_METHODS)} scores."
+        f"The demo trains a small MLP on {src}, scores every image with several methods, and "
+        "measures which method's suggestions really help (by retraining without them)."
     )
+
+
+def finding_sentence(rec: dict[str, Any]) -> str:
+    """What the demo chain found, in words a newcomer follows ("100 suggested images, 9 in 10...")."""
+    k, m = int(rec["k"]), rec.get("method")
+    if not m:
+        return str(rec.get("why", ""))
+    row = next(r for r in rec["table"] if r["method"] == m)
+    text = f"**{k} suggested images** (the top {k} of `{m}`)"
+    prec = row.get("precision")
+    if isinstance(prec, float) and rec.get("n_known_errors"):
+        tenths = round(prec * 10)
+        share = "all" if tenths == 10 else f"{tenths} in 10"
+        text += f": {share} of them are known label errors"
+    text += (
+        f". Removing them lowered the validation loss by {-row['d_val_loss']:.3f} on images the "
+        f"scores never saw (accuracy {row['d_val_acc'] * 100:+.1f} points), where {k} random images "
+        f"changed it by {rec['random']['d_val_loss']:+.3f}."
+        if row["d_val_loss"] < 0
+        else f". {rec.get('why', '')}"
+    )
+    return text
+
+
+def finding_section(run: Path | None) -> None:
+    """After the chain: one sentence of what was found, and the next step (look -> tick -> prove)."""
+    if run is None or not state.run_ready(run) or active_jobs(run):
+        return
+    from app.components.recommendation import latest
+
+    rec = latest(run)
+    if rec is None:
+        return
+    st.success(finding_sentence(rec))
+    if rec.get("method"):
+        st.markdown(
+            "**Next:** look at them on **Harmful images** and press *Tick the recommended "
+            f"{len(rec['drop'])}*, then prove it on **Retrain & compare** (fresh seeds, random "
+            "control)."
+        )
 
 
 def progress_section(run: Path | None) -> None:
@@ -250,7 +290,11 @@ def train_form() -> None:
             "std (as sklearn's StandardScaler). Often steadier training on small images.",
         )
         also = c[1].checkbox(
-            f"Then compute {' and '.join(DEMO_METHODS)} scores", True, key="runs-then"
+            "Then score every image and recommend a method",
+            True,
+            key="runs-then",
+            help="The methods that are cheap at this size, then a measurement of which one's top "
+            "images help when removed (counterfactual retrains, validation images only).",
         )
         if st.button("Train", type="primary", key="runs-train"):
             try:
@@ -354,6 +398,7 @@ def active_jobs_exist(run: Path) -> bool:
 run = state.current_run()
 intro()
 progress_section(run)
+finding_section(run)
 last_failure(run)
 train_form()
 runs_section(run)

@@ -57,16 +57,24 @@ def test_demo_button_trains_in_a_background_job(workspace: Path) -> None:
     (job,) = list_jobs(run, kind="train")
     done = wait_job(run, job["id"], timeout=180)
     assert done["state"] == "done", done
-    # the influence job is chained from the training job, so closing the tab would not lose it
-    # the influence jobs are chained from the training job, so closing the tab would not lose them
-    (hydra,) = done["next_jobs"]
-    h = wait_job(run, hydra, timeout=180)
-    assert h["state"] == "done" and h["params"]["method"] == "hydra", h
-    (loss,) = h["next_jobs"]
-    assert wait_job(run, loss, timeout=180)["state"] == "done"
+    # scoring and the recommendation are chained from the training job, so closing the tab
+    # would not lose them
+    (chain,) = done["next_jobs"]
+    c = wait_job(run, chain, timeout=300)
+    assert c["state"] == "done", c
+    assert c["params"]["function"] == "engine.recommend:score_and_recommend"
     from engine.export import score_methods
+    from engine.recommend import CANDIDATES, latest_recommendation
 
-    assert score_methods(run) == ["hydra", "loss"]
+    assert score_methods(run) == sorted(CANDIDATES)
+    rec = latest_recommendation(run)
+    assert rec is not None and rec["method"] in CANDIDATES and len(rec["drop"]) == rec["k"]
+    # the first screen says in one sentence what was found and what to do next
+    at = AppTest.from_file(page("runs.py"), default_timeout=30).run()
+    assert not at.exception
+    (found,) = [s.value for s in at.success if "suggested images" in s.value]
+    assert f"{rec['k']} suggested images" in found and "known label errors" in found
+    assert any("Tick the recommended" in m.value for m in at.markdown)
 
 
 def test_main_navigates_and_the_sidebar_switches_the_current_run(run_dir: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from engine.config import ConfigError
 from engine.influence.api import compute_influence
-from engine.prediction import prediction_agreement, prediction_pairs, predicted_change
+from engine.prediction import predicted_change, prediction_agreement, prediction_pairs
 from engine.retrain import retrain
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engine.cli import main
-from engine.config import ConfigError, TrainConfig
+from engine.config import TrainConfig
 from engine.data import DataSpec
 from engine.influence.api import compute_influence
 from engine.influence.queries import val_halves

@@ -1,0 +1,95 @@
+"""The measured recommendation on every page that picks a method: the default choice, why in one
+line, and a mark on methods whose measured removal hurt (engine.recommend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+__all__ = ["default_index", "hurting", "latest", "method_label", "render_table", "why_line"]
+
+
+def latest(run: Path) -> dict[str, Any] | None:
+    """The run's newest recommendation that is still current (its score sets unchanged)."""
+    from engine.recommend import latest_recommendation
+
+    return latest_recommendation(run)
+
+
+def hurting(rec: dict[str, Any] | None) -> set[str]:
+    """Methods whose top-k removal made the objective worse on held-out validation images."""
+    return {str(r["method"]) for r in (rec or {}).get("table", []) if r.get("hurts")}
+
+
+def method_label(rec: dict[str, Any] | None):  # type: ignore[no-untyped-def]
+    """A selectbox format_func: '★ recommended' / '⚠ removal hurt' after a method's name."""
+    best, bad = (rec or {}).get("method"), hurting(rec)
+
+    def fmt(m: str) -> str:
+        if m == best:
+            return f"{m}  ★ recommended"
+        return f"{m}  ⚠ its removal hurt" if m in bad else m
+
+    return fmt
+
+
+def default_index(methods: list[str], rec: dict[str, Any] | None, fallback: list[str]) -> int:
+    """Index of the recommended method in `methods`, else of the first fallback present, else 0."""
+    for m in [(rec or {}).get("method"), *fallback]:
+        if m in methods:
+            return methods.index(str(m))
+    return 0
+
+
+def why_line(rec: dict[str, Any] | None, method: str) -> None:
+    """One line under the method picker: why it is recommended, or that its removal hurt."""
+    if rec is None:
+        st.caption(
+            "No measured recommendation for this run yet: **Influence → Recommend** measures which "
+            "method's suggestions help."
+        )
+        return
+    row = next((r for r in rec.get("table", []) if r.get("method") == method), None)
+    if method == rec.get("method"):
+        st.success(f"★ Recommended by measurement. {rec.get('why', '')}", icon=None)
+    elif row is not None and row.get("hurts"):
+        st.warning(
+            f"⚠ Removing {method}'s top {rec['k']} made the model worse on held-out validation "
+            f"images (validation loss {row['d_val_loss']:+.3f}, accuracy "
+            f"{row['d_val_acc'] * 100:+.1f} points): its top images are not the ones to drop."
+        )
+    elif rec.get("method") is None:
+        st.info(rec.get("why", ""))
+
+
+def render_table(rec: dict[str, Any], *, key: str) -> None:
+    """The measured table: each method's change of validation loss / accuracy on held-out images,
+    against random removal, with the recommended method first and hurting ones marked."""
+    import pandas as pd
+
+    from engine.recommend import table_frame
+
+    t = table_frame(rec)
+    view = pd.DataFrame(
+        {
+            "method": [method_label(rec)(m) if m != "random (mean)" else m for m in t["method"]],
+            "Δ val loss": t["d_val_loss"].round(4),
+            "Δ val accuracy (points)": (t["d_val_acc"] * 100).round(1),
+            "vs random: loss": t["vs_random_loss"].round(4),
+            "vs random: accuracy": (t["vs_random_acc"] * 100).round(1),
+            "loss and accuracy disagree": t.get("disagree"),
+        }
+    )
+    if "precision" in t:
+        view["known errors in its top k"] = t["precision"].round(2)
+    view["seconds"] = t["seconds"].round(1)
+    st.dataframe(view, hide_index=True, width="stretch", key=key)
+    n = rec["judged_on"]["n"]
+    st.caption(
+        f"Each method's top {rec['k']} removed and the model retrained with the same start and "
+        f"batches; changes measured on {n} validation images that no score was computed from "
+        f"(half of the validation split), objective: {'accuracy' if rec['objective'] == 'acc' else 'loss'}. "
+        "The test split is not used: it is kept for the proof on **Retrain & compare**."
+    )
