@@ -1,18 +1,20 @@
 """A measured recommendation: which method's suggestions help *this* run, judged before any proof.
 
 No method is right everywhere (DESIGN.md section 5), so the recommendation is a measurement on the
-user's own run. For every candidate method: take its top k (most negative scores first), retrain
+user's own run. For every candidate method and every k of a small grid (``default_ks``): take
+its top k (most negative scores first), retrain
 counterfactually without them (``all`` mode: the run's initial weights and logged batches,
 deterministic, engine.retrain.counterfactual) and measure the change of validation loss and
-accuracy; as controls, k random images, ``control_draws`` times. The test split is never read: it
+accuracy; as controls, k random images, ``control_draws`` times for each k. The test split is never read: it
 is kept for the proof (engine.retrain). Methods whose scores read the validation split score on
 half A of it (query ``val-a``, engine.influence.queries.val_halves) and every removal is judged on
 half B, so no method is rewarded for fitting the images it is judged on.
 
 Ranking: by ``objective`` ("acc", the default, as people judge a model: validation accuracy,
-then loss to break ties; or "loss"), and a method is recommended only when its removal beats the
-random control on that objective without making it worse than before. Its drop list is the top k
-of its scores on the whole validation split (for label-only methods, the same scores).
+then loss to break ties; or "loss"), and a (method, k) is recommended only when its removal beats
+the random control of the same k on that objective without making it worse than before. Its drop
+list is the top k of its scores on the whole validation split (for label-only methods, the same
+scores).
 
 Results live in ``<run>/experiments/recommend-*/result.json`` with the parameters of the score
 sets they used; ``latest_recommendation`` returns the newest one whose inputs are unchanged.
@@ -58,9 +60,25 @@ EXACT_MAX_TRAIN = 20_000  # the exact pass is a default candidate up to this man
 Progress = Callable[[int, int, float | None], None]
 
 
+GRID = (0.05, 0.1, 0.15, 0.2)  # shares of the training set measured when k is not given
+GRID_MAX_TRAIN = 20_000  # above this, one k (each k costs len(methods) + draws retrains)
+
+
 def default_k(n_train: int) -> int:
     """10% of the training set, at least 10 and at most 2,000, never more than half of it."""
-    return int(max(1, min(max(10, round(0.1 * n_train)), 2000, n_train // 2)))
+    return _clip_k(round(0.1 * n_train), n_train, floor=10)
+
+
+def _clip_k(k: float, n_train: int, *, floor: int = 1) -> int:
+    return int(max(1, min(max(floor, round(k)), 2000, n_train // 2)))
+
+
+def default_ks(n_train: int) -> list[int]:
+    """The k grid: GRID shares of the training set (each clipped like default_k) up to
+    GRID_MAX_TRAIN training images, else [default_k]."""
+    if n_train > GRID_MAX_TRAIN:
+        return [default_k(n_train)]
+    return sorted({_clip_k(f * n_train, n_train) for f in GRID})
 
 
 def reads_validation(method: str) -> bool:
@@ -116,7 +134,7 @@ def _input_stamp(params: dict[str, Any]) -> dict[str, Any]:
 def recommend(
     run_dir: str | Path,
     *,
-    k: int | None = None,
+    k: int | Sequence[int] | None = None,
     methods: Sequence[str] | None = None,
     objective: str = "acc",
     control_draws: int = 3,
@@ -125,11 +143,13 @@ def recommend(
 ) -> dict[str, Any]:
     """Measure which method's top-k removal helps this run; see the module docstring.
 
-    Returns (and saves, if `save`) {"kind": "recommend", "method": name or None, "k", "drop":
-    [sample ids, most harmful first], "table": [one row per method: d_val_loss, d_val_acc (after -
-    before, on validation half B), vs_random_loss / vs_random_acc (minus the random draws' mean
-    change), hurts, disagree, seconds, query, precision (share of known label errors, when the
-    run has them)], "random": {...}, "baseline": {...}, "why": one sentence, ...}.
+    k: one k, several, or None for default_ks. Returns (and saves, if `save`) {"kind":
+    "recommend", "method": name or None, "k" (the recommended k, else the grid's middle), "ks",
+    "drop": [sample ids, most harmful first], "table": [one row per method and k: d_val_loss,
+    d_val_acc (after - before, on validation half B), vs_random_loss / vs_random_acc (minus the
+    random draws' mean change at that k), hurts, disagree, seconds, query, precision (share of
+    known label errors, when the run has them)], "random" (at the recommended k), "random_by_k",
+    "baseline", "why": one sentence, ...}.
     """
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective must be acc or loss, got {objective!r}")
@@ -139,8 +159,10 @@ def recommend(
     run_dir = Path(run_dir)
     loaded = load_run(run_dir)
     n = len(loaded.bundle.train)
-    k = default_k(n) if k is None else int(k)
-    if not 1 <= k < n:
+    ks = (
+        default_ks(n) if k is None else sorted({int(x) for x in ([k] if isinstance(k, int) else k)})
+    )
+    if not ks or not all(1 <= x < n for x in ks):
         raise ConfigError(f"k must be between 1 and {n - 1} (the run has {n} training images)")
     if len(loaded.bundle.val) < 2:
         raise ConfigError("a recommendation needs at least 2 validation images (two halves)")
@@ -149,7 +171,7 @@ def recommend(
         get_method(m)  # unknown names fail before any work
     _, half_b = val_halves(len(loaded.bundle.val), seed=loaded.cfg.seed)
     steps = loaded.traj.n_steps
-    total, done = (len(names) + control_draws) * steps, [0]
+    total, done = (len(names) + control_draws) * steps * len(ks), [0]
 
     def tick(_t: int, loss: float) -> None:
         done[0] += 1
@@ -165,54 +187,53 @@ def recommend(
         return {"d_val_loss": after["val_loss"] - base["val_loss"],
                 "d_val_acc": after["val_acc"] - base["val_acc"], **after}  # fmt: skip
 
-    draws = []
-    for d in range(control_draws):
-        pick = np.random.default_rng([loaded.cfg.seed, 104_729, d]).choice(n, size=k, replace=False)
-        draws.append(removal(np.sort(pick)))
-    rand = {
-        m: float(np.mean([r[m] for r in draws])) for m in ("d_val_loss", "d_val_acc")
-    } | {f"{m}_std": float(np.std([r[m] for r in draws], ddof=1)) if len(draws) > 1 else 0.0
-         for m in ("d_val_loss", "d_val_acc")}  # fmt: skip
+    random_by_k = {kk: _random_removals(loaded, kk, control_draws, removal) for kk in ks}
     flipped = _known_errors(loaded)
-    rows, inputs, full = [], {}, {}
+    rows, inputs, full_by_method = [], {}, {}
     for m in names:
         t1 = time.perf_counter()
         query = "val-a" if reads_validation(m) else "val"
         scores, params = _scores(run_dir, m, query)
         inputs[f"{m}/{query}"] = _input_stamp(params)
-        row: dict[str, Any] = {"method": m, "query": query, **removal(_top(scores, k))}
-        row["vs_random_loss"] = row["d_val_loss"] - rand["d_val_loss"]
-        row["vs_random_acc"] = row["d_val_acc"] - rand["d_val_acc"]
-        # worse than before on the objective, or level on it and worse on the other metric
-        row["hurts"] = bool(_key(row, objective) < (0.0, 0.0))
-        row["disagree"] = bool(row["d_val_acc"] * -row["d_val_loss"] < 0)
-        # the time to have this suggestion measured: the scores (when they were made) + the retrain
-        row["seconds"] = time.perf_counter() - t1 + float(params.get("seconds") or 0.0)
         if flipped is not None:
-            full_scores = scores if query == "val" else _scores(run_dir, m, "val")[0]
-            row["precision"] = float(flipped[_top(full_scores, k)].mean())
-        rows.append(row)
-    rand_row = {
-        "method": "random",
-        "query": "",
-        **{m: rand[m] for m in ("d_val_loss", "d_val_acc")},
-    }
-    best = _choose(rows, rand_row, objective)
+            full_by_method[m] = scores if query == "val" else _scores(run_dir, m, "val")[0]
+        t_scores = time.perf_counter() - t1 + float(params.get("seconds") or 0.0)
+        for kk in ks:
+            t2 = time.perf_counter()
+            rand = random_by_k[kk]
+            row: dict[str, Any] = {"method": m, "k": kk, "query": query,
+                                   **removal(_top(scores, kk))}  # fmt: skip
+            row["vs_random_loss"] = row["d_val_loss"] - rand["d_val_loss"]
+            row["vs_random_acc"] = row["d_val_acc"] - rand["d_val_acc"]
+            # worse than before on the objective, or level on it and worse on the other metric
+            row["hurts"] = bool(_key(row, objective) < (0.0, 0.0))
+            row["disagree"] = bool(row["d_val_acc"] * -row["d_val_loss"] < 0)
+            # the time to have this suggestion measured: the scores (when made) + the retrain
+            row["seconds"] = time.perf_counter() - t2 + t_scores
+            if flipped is not None:
+                row["precision"] = float(flipped[_top(full_by_method[m], kk)].mean())
+            rows.append(row)
+    best = _choose(rows, random_by_k, objective)
     drop: list[str] = []
+    full: dict[str, Any] = {}
+    k_out = ks[len(ks) // 2]
     if best is not None:
-        full_scores, params = _scores(run_dir, best, "val")
-        inputs[f"{best}/val"] = _input_stamp(params)
-        full = {"scores_sum": float(np.sort(full_scores)[:k].sum())}
-        drop = [ids[i] for i in _top(full_scores, k)]
+        k_out = int(best["k"])
+        full_scores, params = _scores(run_dir, best["method"], "val")
+        inputs[f"{best['method']}/val"] = _input_stamp(params)
+        full = {"scores_sum": float(np.sort(full_scores)[:k_out].sum())}
+        drop = [ids[i] for i in _top(full_scores, k_out)]
     res: dict[str, Any] = {
         "kind": "recommend",
         "run_dir": str(run_dir),
-        "method": best,
-        "k": k,
+        "method": None if best is None else best["method"],
+        "k": k_out,
+        "ks": ks,
         "objective": objective,
         "drop": drop,
         "table": sorted(rows, key=lambda r: _key(r, objective), reverse=True),
-        "random": rand | {"draws": draws},
+        "random": random_by_k[k_out],
+        "random_by_k": {str(kk): v for kk, v in random_by_k.items()},
         "baseline": base,
         "judged_on": {"split": "val", "half": "b", "n": len(half_b)},
         "inputs": inputs,
@@ -229,7 +250,7 @@ def recommend(
 
 
 def score_and_recommend(
-    run_dir: str | Path, *, k: int | None = None, progress: Progress | None = None
+    run_dir: str | Path, *, k: int | Sequence[int] | None = None, progress: Progress | None = None
 ) -> dict[str, Any]:
     """The demo chain's last step: the validation scores of every default candidate (kept where
     already stored), then the recommendation. Returns recommend's result (saved)."""
@@ -242,11 +263,34 @@ def score_and_recommend(
     return recommend(run_dir, k=k, progress=progress)
 
 
-def _choose(rows: list[dict[str, Any]], rand: dict[str, Any], objective: str) -> str | None:
-    """The best row by `objective` that beats random removal and does not hurt, else None."""
-    ok = [r for r in rows if not r["hurts"] and _key(r, objective) > _key(rand, objective)]
-    ok = [r for r in ok if _key(r, objective) > (0.0, 0.0)]  # it must help, not only beat random
-    return max(ok, key=lambda r: _key(r, objective))["method"] if ok else None
+def _random_removals(
+    loaded: LoadedRun, k: int, draws: int, removal: Callable[[np.ndarray], dict[str, float]]
+) -> dict[str, Any]:
+    """`draws` removals of k random training images: their mean (and std) change, and each draw."""
+    n = len(loaded.bundle.train)
+    runs = []
+    for d in range(draws):
+        pick = np.random.default_rng([loaded.cfg.seed, 104_729, k, d]).choice(
+            n, size=k, replace=False
+        )
+        runs.append(removal(np.sort(pick)))
+    out: dict[str, Any] = {"draws": runs}
+    for m in ("d_val_loss", "d_val_acc"):
+        v = [r[m] for r in runs]
+        out[m], out[f"{m}_std"] = float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+    return out
+
+
+def _choose(
+    rows: list[dict[str, Any]], random_by_k: dict[int, dict[str, Any]], objective: str
+) -> dict[str, Any] | None:
+    """The best row by `objective` that helps, beats random removal of its k and does not hurt."""
+    ok = [
+        r for r in rows
+        if not r["hurts"] and _key(r, objective) > (0.0, 0.0)  # it must help, not only beat random
+        and _key(r, objective) > _key(random_by_k[int(r["k"])], objective)
+    ]  # fmt: skip
+    return max(ok, key=lambda r: _key(r, objective)) if ok else None
 
 
 def _known_errors(loaded: LoadedRun) -> np.ndarray | None:
@@ -271,7 +315,7 @@ def why_sentence(res: dict[str, Any]) -> str:
             f"No method's top {k} helped more than {k} random images on {n} held-out validation "
             f"images (random removal: {r_txt}), so nothing is recommended."
         )
-    row = next(r for r in res["table"] if r["method"] == res["method"])
+    row = next(r for r in res["table"] if r["method"] == res["method"] and r["k"] == k)
     text = (
         f"Removing {res['method']}'s top {k} changed {_loss_acc(row['d_val_loss'], row['d_val_acc'])}"
         f" on {n} held-out validation images; {k} random images: {r_txt}."
@@ -303,12 +347,13 @@ def _inputs_unchanged(run_dir: Path, inputs: dict[str, Any]) -> bool:
 
 
 def table_frame(res: dict[str, Any]) -> pd.DataFrame:
-    """The result's table with the random row, for printing and the app (changes on half B)."""
+    """The result's table with one random row per k, for printing and the app (changes on half B)."""
     rows = list(res["table"]) + [
-        {"method": "random (mean)", "d_val_loss": res["random"]["d_val_loss"],
-         "d_val_acc": res["random"]["d_val_acc"], "vs_random_loss": 0.0, "vs_random_acc": 0.0}
+        {"method": "random (mean)", "k": int(kk), "d_val_loss": r["d_val_loss"],
+         "d_val_acc": r["d_val_acc"], "vs_random_loss": 0.0, "vs_random_acc": 0.0}
+        for kk, r in (res.get("random_by_k") or {str(res["k"]): res["random"]}).items()
     ]  # fmt: skip
-    cols = ["method", "d_val_loss", "d_val_acc", "vs_random_loss", "vs_random_acc", "hurts",
+    cols = ["method", "k", "d_val_loss", "d_val_acc", "vs_random_loss", "vs_random_acc", "hurts",
             "disagree", "precision", "seconds", "query"]  # fmt: skip
     df = pd.DataFrame(rows)
     return df[[c for c in cols if c in df]]

@@ -26,6 +26,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -96,6 +97,24 @@ One row per deliberately misplaced image: `path` (relative to this folder, the s
 sample id), `true_label` (the digit it shows), `folder_label` (the folder it sits in, i.e. the
 label a model is trained on). Use it to measure how well a method finds the label errors.
 """
+
+
+DEMO_SEEDS = 10  # paired fresh seeds of the demo's proof
+
+
+def demo_spec(
+    folder: str | os.PathLike[str] = SAMPLE_DIGITS,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(DataSpec dict, TrainConfig dict) of the demo: an MLP on the bundled sample's fixed split
+    (label errors in training only), or on sklearn digits with 15% pair noise if it is missing."""
+    if is_complete(folder):
+        data: dict[str, Any] = {"dataset": f"csv:{Path(folder) / 'splits.csv'}",
+                                "image_size": [8, 8], "seed": 0}  # fmt: skip
+    else:
+        data = {"dataset": "digits", "noise": MISLABEL_RATE, "noise_kind": "pair", "seed": 0}
+    train = {"model": "mlp", "widths": [64], "epochs": 10, "batch_size": 32, "lr": 0.05,
+             "momentum": 0.9}  # fmt: skip
+    return data, train
 
 
 def _images() -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,15 @@ from typing import Any
 
 import streamlit as st
 
-__all__ = ["default_index", "hurting", "latest", "method_label", "render_table", "why_line"]
+__all__ = [
+    "default_index",
+    "hurting",
+    "latest",
+    "method_label",
+    "render_table",
+    "rows_at_k",
+    "why_line",
+]
 
 
 def latest(run: Path) -> dict[str, Any] | None:
@@ -18,9 +26,16 @@ def latest(run: Path) -> dict[str, Any] | None:
     return latest_recommendation(run)
 
 
+def rows_at_k(rec: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The table rows measured at the recommended k (one per method)."""
+    if not rec:
+        return []
+    return [r for r in rec.get("table", []) if int(r.get("k", rec["k"])) == int(rec["k"])]
+
+
 def hurting(rec: dict[str, Any] | None) -> set[str]:
-    """Methods whose top-k removal made the objective worse on held-out validation images."""
-    return {str(r["method"]) for r in (rec or {}).get("table", []) if r.get("hurts")}
+    """Methods whose top-k removal (at the recommended k) made things worse on held-out images."""
+    return {str(r["method"]) for r in rows_at_k(rec) if r.get("hurts")}
 
 
 def method_label(rec: dict[str, Any] | None):  # type: ignore[no-untyped-def]
@@ -51,7 +66,7 @@ def why_line(rec: dict[str, Any] | None, method: str) -> None:
             "method's suggestions help."
         )
         return
-    row = next((r for r in rec.get("table", []) if r.get("method") == method), None)
+    row = next((r for r in rows_at_k(rec) if r.get("method") == method), None)
     if method == rec.get("method"):
         st.success(f"★ Recommended by measurement. {rec.get('why', '')}", icon=None)
     elif row is not None and row.get("hurts"):
@@ -75,6 +90,7 @@ def render_table(rec: dict[str, Any], *, key: str) -> None:
     view = pd.DataFrame(
         {
             "method": [method_label(rec)(m) if m != "random (mean)" else m for m in t["method"]],
+            "k": t["k"],
             "Δ val loss": t["d_val_loss"].round(4),
             "Δ val accuracy (points)": (t["d_val_acc"] * 100).round(1),
             "vs random: loss": t["vs_random_loss"].round(4),
@@ -88,7 +104,7 @@ def render_table(rec: dict[str, Any], *, key: str) -> None:
     st.dataframe(view, hide_index=True, width="stretch", key=key)
     n = rec["judged_on"]["n"]
     st.caption(
-        f"Each method's top {rec['k']} removed and the model retrained with the same start and "
+        f"Each method's top k (k = {', '.join(map(str, rec.get('ks') or [rec['k']]))}) removed and the model retrained with the same start and "
         f"batches; changes measured on {n} validation images that no score was computed from "
         f"(half of the validation split), objective: {'accuracy' if rec['objective'] == 'acc' else 'loss'}. "
         "The test split is not used: it is kept for the proof on **Retrain & compare**."

@@ -56,20 +56,10 @@ MODELS = ["logreg", "mlp", "lenet5", "hara-cnn", "cifar-cnn"]
 
 
 def demo_spec() -> tuple[dict[str, Any], dict[str, Any]]:
-    """The demo: an MLP on the bundled sample (or sklearn digits with 8% injected noise)."""
-    if SAMPLE.is_dir():
-        data = {"dataset": SAMPLE_DATASET, "image_size": [8, 8], "seed": 0}
-    else:
-        data = {"dataset": "digits", "noise": 0.08, "seed": 0}
-    train = {
-        "model": "mlp",
-        "widths": [64],
-        "epochs": 10,
-        "batch_size": 32,
-        "lr": 0.05,
-        "momentum": 0.9,
-    }
-    return data, train
+    """The demo: an MLP on the bundled sample (engine.sample_data.demo_spec)."""
+    from engine.sample_data import demo_spec as spec
+
+    return spec(SAMPLE)
 
 
 def start_training(data: dict[str, Any], train: dict[str, Any], *, then_influence: bool) -> None:
@@ -109,7 +99,7 @@ def intro() -> None:
     src = (
         "the bundled sample (`sample_data/digits`, 15% of its training images mislabeled)"
         if SAMPLE.is_dir()
-        else ("scikit-learn's digits with 8% of labels flipped (the bundled sample is missing)")
+        else "scikit-learn's digits with 15% of labels pair-flipped (the bundled sample is missing)"
     )
     st.caption(
         f"The demo trains a small MLP on {src}, scores every image with several methods, and "
@@ -122,7 +112,7 @@ def finding_sentence(rec: dict[str, Any]) -> str:
     k, m = int(rec["k"]), rec.get("method")
     if not m:
         return str(rec.get("why", ""))
-    row = next(r for r in rec["table"] if r["method"] == m)
+    row = next(r for r in rec["table"] if r["method"] == m and int(r.get("k", k)) == k)
     text = f"**{k} suggested images** (the top {k} of `{m}`)"
     prec = row.get("precision")
     if isinstance(prec, float) and rec.get("n_known_errors"):

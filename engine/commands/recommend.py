@@ -9,12 +9,17 @@ from engine.progress import ProgressBar
 
 
 def run_recommend(a: argparse.Namespace) -> int:
+    from engine.config import ConfigError
     from engine.recommend import recommend, table_frame
 
     methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
+    try:
+        ks = [int(x) for x in a.k.split(",") if x.strip()] if a.k else None
+    except ValueError as e:
+        raise ConfigError(f"--k must be comma-separated integers, got {a.k!r}") from e
     res = recommend(
         a.run_dir,
-        k=a.k,
+        k=ks,
         methods=methods,
         objective=a.objective,
         control_draws=a.control_draws,
@@ -28,7 +33,7 @@ def run_recommend(a: argparse.Namespace) -> int:
         t[c] = t[c].map(lambda v: f"{v:+.4f}")
     for c in ("d_val_acc", "vs_random_acc"):
         t[c] = t[c].map(lambda v: f"{v * 100:+.1f}")
-    print(f"top {res['k']} of each method removed (all mode), judged on "
+    print(f"top k = {', '.join(map(str, res['ks']))} of each method removed (all mode), judged on "
           f"{res['judged_on']['n']} held-out validation images; accuracy in points")  # fmt: skip
     print(t.to_string(index=False, na_rep=""))
     print(res["why"])
@@ -47,7 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--run-dir", required=True)
     p.add_argument(
-        "--k", type=int, default=None, help="images to remove (default: 10%% of training)"
+        "--k",
+        default=None,
+        help="images to remove, or several comma-separated (default: 5, 10, 15 and 20%% of the "
+        "training set up to 20,000 images, else 10%%)",
     )
     p.add_argument(
         "--methods", default=None, help="comma-separated candidates (default: those cheap here)"

@@ -19,6 +19,7 @@ from engine.influence.queries import val_halves
 from engine.recommend import (
     _choose,
     default_k,
+    default_ks,
     latest_recommendation,
     reads_validation,
     recommend,
@@ -51,6 +52,7 @@ def run(noisy_run: Path, tmp_path: Path) -> Path:
 def test_default_k_follows_the_run_size() -> None:
     assert default_k(997) == 100 and default_k(60) == 10 and default_k(51_000) == 2000
     assert default_k(12) == 6  # never more than half
+    assert default_ks(997) == [50, 100, 150, 199] and default_ks(51_000) == [2000]
 
 
 def test_validation_halves_are_disjoint_and_their_queries_average_to_the_whole(run: Path) -> None:
@@ -69,22 +71,35 @@ def test_validation_halves_are_disjoint_and_their_queries_average_to_the_whole(r
 
 def test_recommendation_table_and_choice(run: Path) -> None:
     res = recommend(run, methods=METHODS, control_draws=2)
-    assert res["k"] == 30 and res["judged_on"] == {"split": "val", "half": "b", "n": 40}
-    rows = {r["method"]: r for r in res["table"]}
+    assert res["ks"] == [15, 30, 45, 60] and res["judged_on"] == {
+        "split": "val",
+        "half": "b",
+        "n": 40,
+    }
+    assert {(r["method"], r["k"]) for r in res["table"]} == {
+        (m, k) for m in METHODS for k in res["ks"]
+    }
+    rows = {r["method"]: r for r in res["table"] if r["k"] == res["k"]}
     assert set(rows) == set(METHODS)
     assert rows["hydra"]["query"] == "val-a" and rows["loss"]["query"] == "val"
     assert reads_validation("combined") and not reads_validation("margin")
-    for r in rows.values():
-        assert r["vs_random_loss"] == pytest.approx(r["d_val_loss"] - res["random"]["d_val_loss"])
+    for r in res["table"]:
+        rand = res["random_by_k"][str(r["k"])]
+        assert r["vs_random_loss"] == pytest.approx(r["d_val_loss"] - rand["d_val_loss"])
         assert 0 <= r["precision"] <= 1
     if res["method"] is not None:
         best = rows[res["method"]]
         assert not best["hurts"] and best["d_val_acc"] >= 0
-        assert len(res["drop"]) == 30 and len(set(res["drop"])) == 30
+        k = res["k"]
+        assert len(res["drop"]) == k and len(set(res["drop"])) == k
         assert res["method"] in res["why"] and "held-out validation" in res["why"]
+        # the best measured (method, k) of the table
+        assert (best["d_val_acc"], -best["d_val_loss"]) == max(
+            (r["d_val_acc"], -r["d_val_loss"]) for r in res["table"] if not r["hurts"]
+        )
         # the drop list is the top k of the method's scores on the whole validation split
         s = compute_influence(run, res["method"], skip_existing=True)
-        assert res["drop"] == s.sort_values("score", kind="stable").sample_id.tolist()[:30]
+        assert res["drop"] == s.sort_values("score", kind="stable").sample_id.tolist()[:k]
     assert latest_recommendation(run)["id"] == res["id"]
 
 
@@ -127,17 +142,19 @@ def test_a_changed_score_set_makes_the_stored_recommendation_stale(run: Path) ->
 
 
 def test_nothing_is_recommended_when_no_method_beats_random() -> None:
-    rand = {"d_val_acc": 0.01, "d_val_loss": -0.02}
+    rand = {5: {"d_val_acc": 0.01, "d_val_loss": -0.02}, 9: {"d_val_acc": 0.05, "d_val_loss": 0}}
     rows = [
-        {"method": "a", "d_val_acc": 0.0, "d_val_loss": -0.01, "hurts": False},
-        {"method": "b", "d_val_acc": -0.02, "d_val_loss": -0.05, "hurts": True},
+        {"method": "a", "k": 5, "d_val_acc": 0.0, "d_val_loss": -0.01, "hurts": False},
+        {"method": "b", "k": 5, "d_val_acc": -0.02, "d_val_loss": -0.05, "hurts": True},
+        {"method": "d", "k": 9, "d_val_acc": 0.03, "d_val_loss": -0.1, "hurts": False},
     ]
-    assert _choose(rows, rand, "acc") is None
-    assert _choose(rows, rand, "loss") is None  # b beats random on loss, but hurts
+    assert _choose(rows, rand, "acc") is None  # d helps, but random removal of 9 helps more
+    assert _choose(rows, rand, "loss")["method"] == "d"
     rows[1]["hurts"] = False
-    assert _choose(rows, rand, "loss") == "b"
-    rows.append({"method": "c", "d_val_acc": 0.02, "d_val_loss": 0.01, "hurts": False})
-    assert _choose(rows, rand, "acc") == "c"
+    rows[2]["d_val_loss"] = 0.1
+    assert _choose(rows, rand, "loss")["method"] == "b"  # beats random of its own k on loss
+    rows.append({"method": "c", "k": 5, "d_val_acc": 0.02, "d_val_loss": 0.01, "hurts": False})
+    assert _choose(rows, rand, "acc")["method"] == "c"
 
 
 def test_cli_json(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -151,3 +168,7 @@ def test_cli_json(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "random (mean)" in text and "held-out validation" in text
     assert main(["recommend", "--run-dir", str(run), "--k", "0"]) == 2
     assert "k must be between 1" in capsys.readouterr().err
+    assert main(["recommend", "--run-dir", str(run), "--k", "5,x"]) == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+    assert main([*args[:-1], "6,12", "--json", "--control-draws", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["ks"] == [6, 12]
