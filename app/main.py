@@ -24,6 +24,7 @@ PAGES = [
     ("heatmap.py", "Class heatmap", ":material/grid_on:"),
     ("test_sample.py", "Test sample", ":material/image_search:"),
     ("embedding.py", "Embedding map", ":material/scatter_plot:"),
+    ("review.py", "Check labels", ":material/fact_check:"),
     ("retrain.py", "Retrain & compare", ":material/compare_arrows:"),
     ("export.py", "Export", ":material/download:"),
 ]

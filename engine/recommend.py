@@ -42,6 +42,7 @@ from engine.retrain import counterfactual, resolve_changes
 from engine.runs import RunError
 from engine.train import LoadedRun, load_run, split_logits
 from engine.trajectory import Params
+from engine.trusted import trusted_counts
 
 __all__ = [
     "OBJECTIVES",
@@ -138,10 +139,15 @@ def recommend(
     methods: Sequence[str] | None = None,
     objective: str = "acc",
     control_draws: int = 3,
+    label_only: bool = False,
     progress: Progress | None = None,
     save: bool = True,
 ) -> dict[str, Any]:
     """Measure which method's top-k removal helps this run; see the module docstring.
+
+    label_only: measure only methods that do not read the validation split (loss, margin,
+    confident-learning, ...): for a run whose validation labels may share the training set's
+    errors and that no person has checked yet (engine.trusted).
 
     k: one k, several, or None for default_ks. Returns (and saves, if `save`) {"kind":
     "recommend", "method": name or None, "k" (the recommended k, else the grid's middle), "ks",
@@ -169,6 +175,11 @@ def recommend(
     names = list(methods) if methods else default_candidates(loaded)
     for m in names:
         get_method(m)  # unknown names fail before any work
+    if label_only:
+        names = [m for m in names if not reads_validation(m)]
+        if not names:
+            raise ConfigError("label_only leaves no method: give at least one label-only method")
+    checked = trusted_counts(run_dir)["val"]["checked"]
     _, half_b = val_halves(len(loaded.bundle.val), seed=loaded.cfg.seed)
     steps = loaded.traj.n_steps
     total, done = (len(names) + control_draws) * steps * len(ks), [0]
@@ -235,7 +246,8 @@ def recommend(
         "random": random_by_k[k_out],
         "random_by_k": {str(kk): v for kk, v in random_by_k.items()},
         "baseline": base,
-        "judged_on": {"split": "val", "half": "b", "n": len(half_b)},
+        "judged_on": {"split": "val", "half": "b", "n": len(half_b), "trusted": checked > 0},
+        "label_only": label_only,
         "inputs": inputs,
         "n_known_errors": int(flipped.sum()) if flipped is not None else None,
         **full,
@@ -309,6 +321,7 @@ def _loss_acc(d_loss: float, d_acc: float) -> str:
 def why_sentence(res: dict[str, Any]) -> str:
     """One line: what the recommended method's top k did on held-out validation images, vs random."""
     rand, k, n = res["random"], res["k"], res["judged_on"]["n"]
+    n = f"{n} person-checked" if res["judged_on"].get("trusted") else n
     r_txt = _loss_acc(rand["d_val_loss"], rand["d_val_acc"])
     if res["method"] is None:
         return (

@@ -319,11 +319,15 @@ def retrain(
         name: {m: [r[m] for r in runs] for m in SCALARS} if runs else None
         for name, runs in (("after", after), ("before", before), ("control", controls))
     }
+    from engine.trusted import trusted_counts
+
+    checked = trusted_counts(loaded.run.path)["test"]
     text, kind = verdict(
         metric_values,
         n_drop=changes.n_drop,
         n_relabel=changes.n_relabel,
         n_test=len(loaded.bundle.test),
+        n_test_checked=checked["checked"],
         paired=paired,
     )
     res: dict[str, Any] = {
@@ -361,6 +365,7 @@ def retrain(
         },
         "paired": paired,
         "n_test": len(loaded.bundle.test),
+        "n_test_checked": checked["checked"],
         "verdict": text,
         "verdict_kind": kind,
     }

@@ -258,6 +258,7 @@ def verdict(
     n_drop: int,
     n_relabel: int = 0,
     n_test: int = 0,
+    n_test_checked: int = 0,
     paired: bool = False,
 ) -> tuple[str, str]:
     """(sentence, kind) for a retraining experiment, judged on test accuracy and test loss.
@@ -265,7 +266,8 @@ def verdict(
     groups: {"after" / "before" / "control" (None without a control): {"test_acc": values,
     "test_loss": values}}, values over seeds (fresh, paired by seed) or one value (exact retrain).
     The sentence says how each metric moved, against the control with its p-values, which of
-    them is proven, and (n_test > 0) how many test images it rests on.
+    them is proven, and (n_test > 0) how many test images it rests on (and how many of their
+    labels a person checked, engine.trusted).
     """
     act, ctrl_act = _action(n_drop, n_relabel, these=True)
     after, before, control = groups["after"], groups["before"], groups.get("control")
@@ -315,7 +317,9 @@ def verdict(
     if n_test:
         r = resolution(n_test, float(np.mean(before["test_acc"])))
         text += (
-            f" It rests on {n_test} test images: one image is {r['one_image'] * 100:.2f} points, "
+            f" It rests on {n_test} test images"
+            + (f" ({n_test_checked} of their labels checked by a person)" if n_test_checked else "")
+            + f": one image is {r['one_image'] * 100:.2f} points, "
             f"and an accuracy measured on them is uncertain by about ±{r['margin'] * 100:.1f} points."
         )
     return text, kind

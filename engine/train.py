@@ -297,13 +297,23 @@ class LoadedRun:
         return self.traj.load_checkpoint(0, device=self.problem.x.device)[0]
 
 
-def load_run(run_dir: str | Path, *, require_complete: bool = True) -> LoadedRun:
-    """Open a run directory for replay, retraining and influence estimation."""
+def load_run(
+    run_dir: str | Path, *, require_complete: bool = True, trusted: bool = True
+) -> LoadedRun:
+    """Open a run directory for replay, retraining and influence estimation.
+
+    trusted: use the labels a person checked (engine.trusted.apply_trusted: the validation split
+    becomes the checked images; checked test labels replace the given ones). False: as labelled.
+    """
+    from engine.trusted import apply_trusted, load_trusted
+
     run = RunDir.open(run_dir)
     conf = run.config
     cfg = TrainConfig.from_dict(conf["train"])
     data = DataSpec.from_dict(conf["data"])
     bundle = DataBundle.load(run.path)
+    if trusted:
+        bundle = apply_trusted(bundle, load_trusted(run.path))
     problem, _ = build_problem(bundle, cfg)
     traj = Trajectory(run.file("trajectory"))
     if require_complete and not traj.complete:

@@ -15,6 +15,7 @@ __all__ = [
     "method_label",
     "render_table",
     "rows_at_k",
+    "trust_note",
     "why_line",
 ]
 
@@ -109,3 +110,21 @@ def render_table(rec: dict[str, Any], *, key: str) -> None:
         f"(half of the validation split), objective: {'accuracy' if rec['objective'] == 'acc' else 'loss'}. "
         "The test split is not used: it is kept for the proof on **Retrain & compare**."
     )
+
+
+def trust_note(run: Path, methods: list[str] | str | None = None) -> None:
+    """Say whether validation-based scores rest on labels a person checked (engine.trusted)."""
+    from engine.recommend import reads_validation
+    from engine.trusted import trusted_counts
+
+    names = [methods] if isinstance(methods, str) else list(methods or [])
+    if names and not any(reads_validation(m) for m in names):
+        return
+    n = trusted_counts(run)["val"]["checked"]
+    if n:
+        st.caption(f"Validation-based scores rest on {n} validation labels a person checked.")
+    else:
+        st.caption(
+            "Validation-based scores use the validation labels as given: nobody has checked any yet "
+            "(**Check labels**). If they share the training set's mistakes, they defend them."
+        )

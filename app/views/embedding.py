@@ -17,7 +17,7 @@ from app import state
 from app.components.common import require_run, show_user_error
 from app.components.gallery import render_gallery
 from app.components.progress import active_jobs
-from app.components.recommendation import default_index, latest, method_label
+from app.components.recommendation import default_index, latest, method_label, trust_note
 from app.components.scatter import COLOR_OPTIONS, embedding_figure, ids_from_event
 from engine import jobs
 from engine.embedding import embedding_path, has_embedding
@@ -136,6 +136,8 @@ def main() -> None:
         if methods
         else None
     )
+    if method and color_by == "score":
+        trust_note(run, method)
     if not methods:
         c2.caption(
             "No influence scores yet: compute them on the **Influence** page to colour by score."

@@ -6,7 +6,7 @@ import streamlit as st
 
 from app import state
 from app.components.common import require_run
-from app.components.recommendation import default_index, latest, method_label
+from app.components.recommendation import default_index, latest, method_label, trust_note
 from engine.export import cleaned_labels, export_selection
 from engine.selections import clear_selections, load_selections
 
@@ -28,6 +28,8 @@ method = (
     if methods
     else None
 )
+if method:
+    trust_note(run, method)
 top_k = int(
     st.number_input(
         "Also include the top-k most harmful images of this method (flagged, not ticked)",

@@ -10,7 +10,13 @@ from app import state
 from app.components.analysis import cluster_section
 from app.components.common import SIGN_LINE, require_run, require_scores
 from app.components.gallery import render_gallery
-from app.components.recommendation import default_index, latest, method_label, why_line
+from app.components.recommendation import (
+    default_index,
+    latest,
+    method_label,
+    trust_note,
+    why_line,
+)
 from engine.selections import load_selections, set_drop
 
 # without a measured recommendation: the label-error ranking first (DESIGN.md section 5)
@@ -61,6 +67,7 @@ method = st.selectbox(
     "⚠ = removing its top images hurt. Known label errors are marked ⚑ when the run has any.",
 )  # fmt: skip
 why_line(rec, method)
+trust_note(run, method)
 if rec is not None and rec.get("method") and rec.get("drop"):
     n_rec = len(rec["drop"])
     if st.button(f"Tick the recommended {n_rec}", key="harmful-tick-rec", type="primary",

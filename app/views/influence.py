@@ -11,7 +11,7 @@ from app import state
 from app.components.analysis import agreement_section
 from app.components.common import SIGN_LINE, require_run
 from app.components.progress import active_jobs
-from app.components.recommendation import latest, render_table
+from app.components.recommendation import latest, render_table, trust_note
 from engine import jobs
 from engine.influence.registry import get_method, method_names
 
@@ -54,6 +54,7 @@ def results_section(run: Path) -> None:
         st.info("No scores yet: choose one or more methods above and press **Compute**.")
         return
     st.markdown(SIGN_LINE)
+    trust_note(run, methods)
     rows = []
     for m in methods:
         s = state.scores(run, m)
@@ -90,14 +91,33 @@ def recommend_section(run: Path) -> None:
     st.subheader("Recommend: which method's suggestions help this model?")
     n = len(state.bundle(run).train)
     c1, c2 = st.columns(2)
-    k = int(c1.number_input("Images to remove (k)", 1, max(n - 1, 1), min(default_k(n), max(n - 1, 1)),
-                            key="influence-rec-k"))  # fmt: skip
+    text = c1.text_input(
+        "Images to remove (k; empty = let the measurement choose)", "", key="influence-rec-k",
+        help=f"Empty: 5, 10, 15 and 20% of the training set are measured (default k {default_k(n)} "
+        "on big runs). Or give one number, or several separated by commas.",
+    )  # fmt: skip
     objective = c2.radio("Objective", ["acc", "loss"], horizontal=True, key="influence-rec-obj",
                          format_func={"acc": "validation accuracy", "loss": "validation loss"}.get)  # fmt: skip
+    from engine.trusted import trusted_counts
+
+    label_only = False
+    if not trusted_counts(run)["val"]["checked"]:
+        label_only = st.checkbox(
+            "My validation labels may share the training set's mistakes: measure only methods "
+            "that do not read them", key="influence-rec-label-only",
+            help="loss, margin, confident learning ... Or check some validation labels on "
+            "**Check labels**: the measurement then rests on them.",
+        )  # fmt: skip
     busy = jobs.active_job(run) is not None
     if st.button("Measure and recommend", key="influence-rec-start", disabled=busy):
+        try:
+            k = [int(x) for x in text.replace(" ", "").split(",") if x] or None
+        except ValueError:
+            st.error(f"k must be a number or comma-separated numbers, got {text!r}")
+            return
+        kwargs = {"k": k, "objective": objective, "label_only": label_only}
         jobs.start_job("call", run_dir=run, params={
-            "function": "engine.recommend:recommend", "kwargs": {"k": k, "objective": objective}})  # fmt: skip
+            "function": "engine.recommend:recommend", "kwargs": kwargs})  # fmt: skip
         st.rerun()
     rec = latest(run)
     if rec is None:

@@ -23,6 +23,7 @@ def run_recommend(a: argparse.Namespace) -> int:
         methods=methods,
         objective=a.objective,
         control_draws=a.control_draws,
+        label_only=a.label_only,
         progress=None if a.json else ProgressBar("recommend"),
     )
     if a.json:
@@ -62,5 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--objective", default="acc", choices=["acc", "loss"])
     p.add_argument("--control-draws", type=int, default=3, help="random removals to compare with")
+    p.add_argument(
+        "--label-only",
+        action="store_true",
+        help="only methods that do not read the validation labels (when they may be wrong too)",
+    )
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=run_recommend)

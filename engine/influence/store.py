@@ -43,7 +43,8 @@ _FP_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
 
 
 def run_fingerprint(run_dir: str | Path) -> dict[str, Any]:
-    """{"final_checkpoint_sha256", "n_train", "n_steps"}: what identifies a finished run's weights."""
+    """{"final_checkpoint_sha256", "n_train", "n_steps"}: what identifies a finished run's weights,
+    plus "trusted" (a hash of the checked labels, engine.trusted) when a person checked any."""
     run_dir = Path(run_dir)
     meta_path = run_dir / "trajectory" / "meta.json"
     if not meta_path.exists():
@@ -66,7 +67,13 @@ def run_fingerprint(run_dir: str | Path) -> dict[str, Any]:
             "n_train": int((manifest["split"] == "train").sum()),
             "n_steps": n_steps,
         }
-    return dict(_FP_CACHE[key])
+    out = dict(_FP_CACHE[key])
+    from engine.trusted import trusted_hash
+
+    th = trusted_hash(run_dir)  # checked labels change the query: scores made before are stale
+    if th is not None:
+        out["trusted"] = th
+    return out
 
 
 def scores_dir(run_dir: str | Path, method: str, query: Query) -> Path:
