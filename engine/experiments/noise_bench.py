@@ -18,6 +18,11 @@ and for each ranking reports:
 
 Trajectory methods (those in SELF_METHODS) also run with the self query; a combined ranking
 (mean of the loss rank and the sgd-influence validation rank) is reported where both exist.
+
+The ``recommended`` row is what the product would do without knowing which labels are wrong:
+engine.recommend measures, on the validation split only, which of the benchmark's methods' top n
+helps when removed (n the same noise count as every other row), and its ranking is cleaned like
+the others; when no method's removal helps, nothing is removed.
 """
 
 from __future__ import annotations
@@ -149,12 +154,22 @@ def noise_bench(
             "query": "val",
             "seconds": sum(info[c]["seconds"] for c in COMBINED),
         }
+    rec = _recommended(loaded, rankings, n_noise)
+    if rec is not None:
+        label = "recommended"
+        rankings[label] = rankings[rec["method"]] if rec["method"] else np.zeros(len(flipped))
+        info[label] = {"method": f"recommended ({rec['method'] or 'nothing'})", "query": "val",
+                       "seconds": float(rec["seconds"])}  # fmt: skip
     fresh = [cfg.seed + 1 + i for i in range(seeds)]
     rows_to_train: list[tuple[str, np.ndarray | None]] = [
         ("no filtering", None),
         ("oracle", np.flatnonzero(flipped)),
     ]
-    rows_to_train += [(k, np.argsort(-v, kind="stable")[:n_noise]) for k, v in rankings.items()]
+    rows_to_train += [
+        (k, None if k == "recommended" and rec and not rec["method"] else
+         np.argsort(-v, kind="stable")[:n_noise])
+        for k, v in rankings.items()
+    ]  # fmt: skip
     total, done = len(rows_to_train) * len(fresh), 0
     rows = []
     for label, drop in rows_to_train:
@@ -220,6 +235,19 @@ def noise_bench(
     res["seconds"] = time.perf_counter() - t0
     save_result(folder, res)
     return res
+
+
+def _recommended(
+    loaded: LoadedRun, rankings: dict[str, np.ndarray], n_noise: int
+) -> dict[str, Any] | None:
+    """engine.recommend over the benchmark's ranked validation-query methods at k = n_noise (None
+    when fewer than two of them ran, or n_noise is 0)."""
+    from engine.recommend import recommend
+
+    names = [m for m in rankings if "(" not in m and m != "random"]
+    if len(names) < 2 or n_noise < 1:
+        return None
+    return recommend(loaded.run.path, methods=names, k=n_noise, save=False)
 
 
 def _paired_vs_none(rows: list[dict[str, Any]]) -> None:

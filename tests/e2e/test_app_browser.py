@@ -1,5 +1,7 @@
-"""The whole app in a real browser: demo training, influence, ticking harmful images (which survive
-a reload), retraining against a random control, and the heatmap, test-sample and embedding pages.
+"""The whole app in a real browser: the demo button (training, scores, the measured
+recommendation), ticking the recommended images (which survive a reload), a fresh-seed retrain
+against a random control that ends in a proven verdict, and the heatmap, test-sample and
+embedding pages.
 
 One test walks the story in order (each step needs the one before); each step saves a screenshot
 under tests/e2e/artifacts/. Run it with: .venv/bin/pytest -q -m e2e tests/e2e
@@ -93,50 +95,57 @@ def test_demo_story_in_a_real_browser(page: Any, app_server: AppServer) -> None:
     server = app_server
     passed: list[str] = []
     try:
-        # 1. the first screen: one button trains the demo model and computes influence
+        # 1. the first screen: one button trains the demo model, scores every image and
+        #    measures which method's suggestions help; the screen says what was found
         _open(page, server, "", "Train the demo model")
         screenshot(page, "01-runs-empty")
         page.get_by_role("button", name="Train the demo model and find harmful images").click()
         run = _run_dir(server)
         _wait_jobs(run, "train")
-        _wait_jobs(run, "influence")
+        _wait_jobs(run, "call")
         _wait_idle(run)  # the whole chain: a job finishing mid-test reruns the page
         passed.append("train")
-        passed.append("influence")
-        _open(page, server, "", "Runs")
+        passed.append("score and recommend")
+        from engine.recommend import latest_recommendation
+
+        rec = latest_recommendation(run)
+        assert rec is not None and rec["method"], rec
+        _open(page, server, "", "suggested images")
+        page.get_by_text("Tick the recommended").first.wait_for(timeout=60_000)
+        passed.append("first screen says what was found")
         screenshot(page, "02-runs-trained")
         _open(page, server, "influence", "Influence")
+        page.get_by_text("Recommend: which method").first.scroll_into_view_if_needed()
         screenshot(page, "03-influence")
 
-        # 2. harmful images: tick three, reload, they are still ticked
+        # 2. harmful images open on the recommended method: tick its top k in one click,
+        #    reload, they are still ticked
         _open(page, server, "harmful", "Harmful images")
-        boxes = _drop_boxes(page)
-        boxes.nth(2).wait_for(timeout=60_000)
-        for i in range(3):
-            boxes.nth(i).locator("label").click()
-            deadline = time.time() + 30
-            while len(load_selections(run).drop) < i + 1:
-                assert time.time() < deadline, "a tick was not saved in the run directory"
-                page.wait_for_timeout(200)
-            _settle(page)
-        ticked = load_selections(run).drop
-        assert len(ticked) == 3
-        passed.append("tick three")
+        page.get_by_text("Recommended by measurement").first.wait_for(timeout=60_000)
+        page.get_by_role("button", name=f"Tick the recommended {len(rec['drop'])}").click()
+        deadline = time.time() + 30
+        while load_selections(run).drop != set(rec["drop"]):
+            assert time.time() < deadline, "the recommended ticks were not saved in the run"
+            page.wait_for_timeout(200)
+        _settle(page)
+        passed.append("tick the recommended")
         page.reload()
         page.get_by_text("Harmful images").first.wait_for()
         boxes = _drop_boxes(page)
         boxes.nth(2).wait_for(timeout=60_000)
         _settle(page)
-        states = [boxes.nth(i).locator("input").is_checked() for i in range(4)]
-        assert states[:3] == [True, True, True], states
-        assert states[3] is False
+        states = [boxes.nth(i).locator("input").is_checked() for i in range(3)]
+        assert states == [True, True, True], states
         passed.append("ticks survive reload")
         page.get_by_text("Most harmful").first.scroll_into_view_if_needed()
         publish(screenshot(page, "04-harmful"), "harmful")
 
-        # 3. retrain without them, against a random control
+        # 3. predict, then prove: fresh paired seeds against a random control
         _open(page, server, "retrain", "Retrain & compare")
         page.get_by_text("images ticked to drop").first.wait_for()
+        page.get_by_text("Predicted:").first.wait_for(timeout=60_000)
+        page.get_by_text("Fresh seeds: new initial weights").first.click()
+        _settle(page)
         page.get_by_role("button", name="Retrain and compare").click()
         _wait_jobs(run, "retrain")
         _open(page, server, "retrain", "Retrain & compare")
@@ -147,14 +156,16 @@ def test_demo_story_in_a_real_browser(page: Any, app_server: AppServer) -> None:
         ):
             page.get_by_text(label).first.wait_for(timeout=60_000)
         _plotly_charts(page)
-        passed.append("retrain with control")
-        page.get_by_text("3. Result").first.scroll_into_view_if_needed()
-        screenshot(page, "05-retrain")
+        verdict = page.get_by_text("proven on test accuracy and test loss")
+        verdict.first.wait_for(timeout=60_000)
+        passed.append("retrain proves it (fresh seeds, random control)")
+        verdict.first.scroll_into_view_if_needed()
+        publish(screenshot(page, "05-retrain"), "retrain")
 
         # 4. class heatmap: compute the class query, see the matrix, click a cell
         _open(page, server, "heatmap", "Class heatmap")
         page.get_by_role("button", name="Compute the class heatmap with hydra").click()
-        _wait_jobs(run, "influence", n=2)
+        _wait_jobs(run, "influence")
         _open(page, server, "heatmap", "Class heatmap")
         _plotly_charts(page)
         page.get_by_text("Training images labelled").first.wait_for()
@@ -167,7 +178,7 @@ def test_demo_story_in_a_real_browser(page: Any, app_server: AppServer) -> None:
         # 5. test sample: build the per-image index, see the influencers of a test image
         _open(page, server, "test_sample", "Test sample")
         page.get_by_role("button", name="Build the hydra index").click()
-        _wait_jobs(run, "call")
+        _wait_jobs(run, "call", n=2)
         _open(page, server, "test_sample", "Test sample")
         _plotly_charts(page)
         page.get_by_text("Raise its loss").first.wait_for()

@@ -94,3 +94,26 @@ def test_oracle_is_not_worse_than_no_filtering(tmp_path: Path) -> None:
     assert len(oracle["test_accs"]) == len(none["test_accs"]) == 3
     assert oracle["test_acc"] >= none["test_acc"] - (oracle["test_acc_std"] + none["test_acc_std"])
     assert oracle["gain_vs_none"] >= -oracle["gain_vs_none_std"]
+
+
+@pytest.mark.slow
+def test_the_recommended_row_cleans_with_the_method_measured_on_validation(tmp_path: Path) -> None:
+    res = noise_bench(
+        data=DataSpec(dataset="digits", n_train=300, n_val=60, n_test=150, noise=0.2,
+                      noise_kind="pair", seed=2),
+        cfg=TrainConfig(model="mlp", widths=[32], epochs=5, batch_size=32, lr=0.1, seed=0),
+        run_dir=tmp_path / "noisy",
+        methods=["loss", "margin", "hydra"],
+        seeds=2,
+    )  # fmt: skip
+    rows = {r["method"]: r for r in res["rows"]}
+    (label,) = [m for m in rows if m.startswith("recommended (")]
+    chosen = label.removeprefix("recommended (").removesuffix(")")
+    rec = rows[label]
+    if chosen == "nothing":
+        assert rec["removed"] == 0 and rec["test_accs"] == rows["no filtering"]["test_accs"]
+    else:
+        assert chosen in ("loss", "margin", "hydra") and rec["removed"] == res["n_flipped"]
+        # the same ranking, the same fresh seeds: the same cleaned models
+        assert rec["test_accs"] == rows[chosen]["test_accs"]
+        assert rec["auroc"] == rows[chosen]["auroc"]
