@@ -47,7 +47,7 @@ def main() -> None:
         t = table_frame(rec)
         print(f"demo run trained in {t_train:.1f} s; scored and recommended by {t_rec:.1f} s")
         print(f"top {rec['k']} of each method removed (all mode), judged on "
-              f"{rec['judged_on']['n']} held-out validation images:")  # fmt: skip
+              f"{rec['judged_on']['n']} validation images (each by a removal whose scores never saw it):")  # fmt: skip
         print(t.round(4).to_string(index=False, na_rep=""))
         print(rec["why"])
         out: dict[str, object] = {"recommended": rec["method"], "k": rec["k"]}

@@ -6,9 +6,14 @@ its top k (most negative scores first), retrain
 counterfactually without them (``all`` mode: the run's initial weights and logged batches,
 deterministic, engine.retrain.counterfactual) and measure the change of validation loss and
 accuracy; as controls, k random images, ``control_draws`` times for each k. The test split is never read: it
-is kept for the proof (engine.retrain). Methods whose scores read the validation split score on
-half A of it (query ``val-a``, engine.influence.queries.val_halves) and every removal is judged on
-half B, so no method is rewarded for fitting the images it is judged on.
+is kept for the proof (engine.retrain). Methods whose scores read the validation split are
+cross-fitted: their top k by the scores of validation half A (query ``val-a``,
+engine.influence.queries.val_halves) is judged on half B, the top k by half B's scores on half A,
+and the two changes are pooled, so no method is rewarded for fitting the images it is judged on
+and every validation image still counts; label-only methods and the random draws are judged on
+the whole validation split. The retrains renormalise each logged batch over the samples that stay
+(engine.retrain.counterfactual(renormalise=True)): a group removal then does not also shrink every
+step, which would make any large removal look harmful.
 
 Ranking: by ``objective`` ("acc", the default, as people judge a model: validation accuracy,
 then loss to break ties; or "loss"), and a (method, k) is recommended only when its removal beats
@@ -59,6 +64,7 @@ OBJECTIVES = ("acc", "loss")
 CANDIDATES = ("margin", "loss", "confident-learning", "combined", "hydra", "sgd-influence")
 EXACT_MAX_TRAIN = 20_000  # the exact pass is a default candidate up to this many training samples
 Progress = Callable[[int, int, float | None], None]
+RENORMALISE = True
 
 
 GRID = (0.05, 0.1, 0.15, 0.2)  # shares of the training set measured when k is not given
@@ -152,7 +158,7 @@ def recommend(
     k: one k, several, or None for default_ks. Returns (and saves, if `save`) {"kind":
     "recommend", "method": name or None, "k" (the recommended k, else the grid's middle), "ks",
     "drop": [sample ids, most harmful first], "table": [one row per method and k: d_val_loss,
-    d_val_acc (after - before, on validation half B), vs_random_loss / vs_random_acc (minus the
+    d_val_acc (after - before, on validation images the method's scores did not see), vs_random_loss / vs_random_acc (minus the
     random draws' mean change at that k), hurts, disagree, seconds, query, precision (share of
     known label errors, when the run has them)], "random" (at the recommended k), "random_by_k",
     "baseline", "why": one sentence, ...}.
@@ -180,9 +186,11 @@ def recommend(
         if not names:
             raise ConfigError("label_only leaves no method: give at least one label-only method")
     checked = trusted_counts(run_dir)["val"]["checked"]
-    _, half_b = val_halves(len(loaded.bundle.val), seed=loaded.cfg.seed)
+    halves = val_halves(len(loaded.bundle.val), seed=loaded.cfg.seed)
+    every = torch.arange(len(loaded.bundle.val))
     steps = loaded.traj.n_steps
-    total, done = (len(names) + control_draws) * steps * len(ks), [0]
+    n_cross = sum(2 if reads_validation(m) else 1 for m in names)
+    total, done = (n_cross + control_draws) * steps * len(ks), [0]
 
     def tick(_t: int, loss: float) -> None:
         done[0] += 1
@@ -190,36 +198,48 @@ def recommend(
             progress(done[0], total, loss)
 
     ids = loaded.bundle.train.ids
-    base = _half_metrics(loaded, loaded.final_theta, half_b)
+    base = {h: _half_metrics(loaded, loaded.final_theta, idx) for h, idx in
+            (("a", halves[0]), ("b", halves[1]), ("all", every))}  # fmt: skip
 
-    def removal(idx: np.ndarray) -> dict[str, float]:
+    def removal(idx: np.ndarray, judge: str = "all") -> dict[str, float]:
+        """Retrain without training indices `idx`; the change on validation images `judge`."""
         ch = resolve_changes(loaded, [ids[i] for i in idx])
-        after = _half_metrics(loaded, counterfactual(loaded, ch, mode="all", on_step=tick), half_b)
-        return {"d_val_loss": after["val_loss"] - base["val_loss"],
-                "d_val_acc": after["val_acc"] - base["val_acc"], **after}  # fmt: skip
+        theta = counterfactual(loaded, ch, mode="all", renormalise=RENORMALISE, on_step=tick)
+        after = _half_metrics(loaded, theta, {"a": halves[0], "b": halves[1]}.get(judge, every))
+        return {"d_val_loss": after["val_loss"] - base[judge]["val_loss"],
+                "d_val_acc": after["val_acc"] - base[judge]["val_acc"], **after}  # fmt: skip
+
+    def cross(sa: np.ndarray, sb: np.ndarray, k: int) -> dict[str, float]:
+        """Top k by half A's scores judged on half B, and by B's judged on A, pooled by size."""
+        on_b, on_a = removal(_top(sa, k), "b"), removal(_top(sb, k), "a")
+        wa, wb = len(halves[0]), len(halves[1])
+        return {m: (wa * on_a[m] + wb * on_b[m]) / (wa + wb) for m in on_a}
 
     random_by_k = {kk: _random_removals(loaded, kk, control_draws, removal) for kk in ks}
     flipped = _known_errors(loaded)
     rows, inputs, full_by_method = [], {}, {}
     for m in names:
         t1 = time.perf_counter()
-        query = "val-a" if reads_validation(m) else "val"
-        scores, params = _scores(run_dir, m, query)
-        inputs[f"{m}/{query}"] = _input_stamp(params)
+        split = reads_validation(m)
+        queries = ("val-a", "val-b") if split else ("val",)
+        got = [_scores(run_dir, m, q) for q in queries]
+        for q, (_, params) in zip(queries, got, strict=True):
+            inputs[f"{m}/{q}"] = _input_stamp(params)
         if flipped is not None:
-            full_by_method[m] = scores if query == "val" else _scores(run_dir, m, "val")[0]
-        t_scores = time.perf_counter() - t1 + float(params.get("seconds") or 0.0)
+            full_by_method[m] = _scores(run_dir, m, "val")[0] if split else got[0][0]
+        t_scores = time.perf_counter() - t1 + sum(float(p.get("seconds") or 0.0) for _, p in got)
         for kk in ks:
             t2 = time.perf_counter()
             rand = random_by_k[kk]
-            row: dict[str, Any] = {"method": m, "k": kk, "query": query,
-                                   **removal(_top(scores, kk))}  # fmt: skip
+            measured = cross(got[0][0], got[1][0], kk) if split else removal(_top(got[0][0], kk))
+            row: dict[str, Any] = {"method": m, "k": kk,
+                                   "query": "val-a / val-b" if split else "val", **measured}  # fmt: skip
             row["vs_random_loss"] = row["d_val_loss"] - rand["d_val_loss"]
             row["vs_random_acc"] = row["d_val_acc"] - rand["d_val_acc"]
             # worse than before on the objective, or level on it and worse on the other metric
             row["hurts"] = bool(_key(row, objective) < (0.0, 0.0))
             row["disagree"] = bool(row["d_val_acc"] * -row["d_val_loss"] < 0)
-            # the time to have this suggestion measured: the scores (when made) + the retrain
+            # the time to have this suggestion measured: the scores (when made) + the retrains
             row["seconds"] = time.perf_counter() - t2 + t_scores
             if flipped is not None:
                 row["precision"] = float(flipped[_top(full_by_method[m], kk)].mean())
@@ -245,8 +265,13 @@ def recommend(
         "table": sorted(rows, key=lambda r: _key(r, objective), reverse=True),
         "random": random_by_k[k_out],
         "random_by_k": {str(kk): v for kk, v in random_by_k.items()},
-        "baseline": base,
-        "judged_on": {"split": "val", "half": "b", "n": len(half_b), "trusted": checked > 0},
+        "baseline": base["all"],
+        "judged_on": {
+            "split": "val",
+            "n": len(every),
+            "halves": [len(h) for h in halves],
+            "trusted": checked > 0,
+        },  # fmt: skip
         "label_only": label_only,
         "inputs": inputs,
         "n_known_errors": int(flipped.sum()) if flipped is not None else None,
@@ -319,19 +344,21 @@ def _loss_acc(d_loss: float, d_acc: float) -> str:
 
 
 def why_sentence(res: dict[str, Any]) -> str:
-    """One line: what the recommended method's top k did on held-out validation images, vs random."""
+    """One line: what the recommended method's top k did on validation images its scores never saw
+    (cross-fitted halves, or the whole split for label-only methods), against random removal."""
     rand, k, n = res["random"], res["k"], res["judged_on"]["n"]
     n = f"{n} person-checked" if res["judged_on"].get("trusted") else n
+    n = f"{n} validation images its scores never saw"
     r_txt = _loss_acc(rand["d_val_loss"], rand["d_val_acc"])
     if res["method"] is None:
         return (
-            f"No method's top {k} helped more than {k} random images on {n} held-out validation "
-            f"images (random removal: {r_txt}), so nothing is recommended."
+            f"No method's top {k} helped more than {k} random images on {n} "
+            f"(random removal: {r_txt}), so nothing is recommended."
         )
     row = next(r for r in res["table"] if r["method"] == res["method"] and r["k"] == k)
     text = (
         f"Removing {res['method']}'s top {k} changed {_loss_acc(row['d_val_loss'], row['d_val_acc'])}"
-        f" on {n} held-out validation images; {k} random images: {r_txt}."
+        f" on {n}; {k} random images: {r_txt}."
     )
     if row["disagree"]:
         text += " Loss and accuracy moved in opposite directions."

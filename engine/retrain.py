@@ -146,9 +146,15 @@ def counterfactual(
     changes: Changes,
     *,
     mode: str = "all",
+    renormalise: bool = False,
     on_step: Callable[[int, float], None] | None = None,
 ) -> Params:
-    """Final weights of the counterfactual run ("all": from theta_0; "last": from the last epoch start)."""
+    """Final weights of the counterfactual run ("all": from theta_0; "last": from the last epoch start).
+
+    renormalise: each logged batch's mean is over the samples that stay (engine.sgd.sgd_step),
+    so removing a group does not also shrink every step; False (the default, and what the scores
+    estimate) keeps the logged 1/B_t.
+    """
     traj, p = loaded.traj, loaded.problem
     if mode == "all":
         start = 0
@@ -159,7 +165,10 @@ def counterfactual(
     theta, v = traj.load_checkpoint(start, device=p.x.device)
     prob = replace(p, y=changes.labels(p.y)) if changes.n_relabel else p
     w = changes.weights(p.x.shape[0], p.x.dtype, p.x.device)
-    run_steps(prob, traj, theta, v, start=start, stop=traj.n_steps, weights=w, on_step=on_step)
+    run_steps(
+        prob, traj, theta, v, start=start, stop=traj.n_steps, weights=w, renormalise=renormalise,
+        on_step=on_step,
+    )  # fmt: skip
     return theta
 
 

@@ -134,13 +134,19 @@ def sgd_step(
     lr: float,
     aug_seed: int,
     weights: torch.Tensor | None = None,
+    renormalise: bool = False,
 ) -> float:
     """One optimiser step (SGD, Adam or AdamW per `problem`) in place on `theta` and the state `v`.
 
-    Returns the batch loss (before the step). weights: optional float (N,) per-sample weights over the whole training set (1 = keep).
+    Returns the batch loss (before the step). weights: optional float (N,) per-sample weights over
+    the whole training set (1 = keep). renormalise: the batch mean is taken over the batch's
+    weight sum instead of its size B (a removed sample really leaves the mean: the step keeps
+    its size, as when the data were re-cut without it); a batch of zero weight stays zero.
     """
     xb, yb = problem.batch_inputs(idx, aug_seed)
     w = None if weights is None else weights[idx.to(weights.device)]
+    if renormalise and w is not None and float(w.sum()) > 0:
+        w = w * (w.numel() / w.sum())
     names = list(theta)
     leaves = {k: theta[k].detach().requires_grad_(True) for k in names}
     loss = batch_loss(problem, leaves, xb, yb, w)
@@ -215,10 +221,13 @@ def run_steps(
     start: int,
     stop: int,
     weights: torch.Tensor | None = None,
+    renormalise: bool = False,
     on_step: StepCallback | None = None,
     check_finite: bool = True,
 ) -> None:
-    """Apply the logged steps start..stop-1 to (theta, v) in place (v: the whole optimiser state)."""
+    """Apply the logged steps start..stop-1 to (theta, v) in place (v: the whole optimiser state).
+
+    weights / renormalise: as in sgd_step."""
     for t in range(start, stop):
         loss = sgd_step(
             problem,
@@ -228,6 +237,7 @@ def run_steps(
             lr=traj.lr(t),
             aug_seed=traj.aug_seed(t),
             weights=weights,
+            renormalise=renormalise,
         )
         if check_finite and not torch.isfinite(torch.tensor(loss)):
             raise TrainingDiverged(f"loss became {loss} at step {t}")

@@ -72,8 +72,8 @@ def why_line(rec: dict[str, Any] | None, method: str) -> None:
         st.success(f"★ Recommended by measurement. {rec.get('why', '')}", icon=None)
     elif row is not None and row.get("hurts"):
         st.warning(
-            f"⚠ Removing {method}'s top {rec['k']} made the model worse on held-out validation "
-            f"images (validation loss {row['d_val_loss']:+.3f}, accuracy "
+            f"⚠ Removing {method}'s top {rec['k']} made the model worse on validation images its "
+            f"scores never saw (validation loss {row['d_val_loss']:+.3f}, accuracy "
             f"{row['d_val_acc'] * 100:+.1f} points): its top images are not the ones to drop."
         )
     elif rec.get("method") is None:
@@ -105,10 +105,13 @@ def render_table(rec: dict[str, Any], *, key: str) -> None:
     st.dataframe(view, hide_index=True, width="stretch", key=key)
     n = rec["judged_on"]["n"]
     st.caption(
-        f"Each method's top k (k = {', '.join(map(str, rec.get('ks') or [rec['k']]))}) removed and the model retrained with the same start and "
-        f"batches; changes measured on {n} validation images that no score was computed from "
-        f"(half of the validation split), objective: {'accuracy' if rec['objective'] == 'acc' else 'loss'}. "
-        "The test split is not used: it is kept for the proof on **Retrain & compare**."
+        f"Each method's top k (k = {', '.join(map(str, rec.get('ks') or [rec['k']]))}) removed "
+        "and the model retrained with the same start and batches (each batch's mean over the "
+        f"images that stay); changes measured on the {n} validation images, each judged by a "
+        "removal whose scores never saw it (methods that read validation are scored on one half "
+        "and judged on the other, both ways). Objective: "
+        f"{'accuracy' if rec['objective'] == 'acc' else 'loss'}. The test split is not used: it "
+        "is kept for the proof on **Retrain & compare**."
     )
 
 

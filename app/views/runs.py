@@ -116,9 +116,7 @@ def finding_sentence(rec: dict[str, Any]) -> str:
     text = f"**{k} suggested images** (the top {k} of `{m}`)"
     prec = row.get("precision")
     if isinstance(prec, float) and rec.get("n_known_errors"):
-        tenths = round(prec * 10)
-        share = "all" if tenths == 10 else f"{tenths} in 10"
-        text += f": {share} of them are known label errors"
+        text += f": {round(prec * k)} of them ({prec:.0%}) are known label errors"
     text += (
         f". Removing them lowered the validation loss by {-row['d_val_loss']:.3f} on images the "
         f"scores never saw (accuracy {row['d_val_acc'] * 100:+.1f} points), where {k} random images "
