@@ -34,3 +34,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ),
     )
     return run_dir
+
+
+@pytest.fixture
+def tiny_copy(tiny_run: Path, tmp_path: Path) -> Path:
+    """A private copy of tiny_run that a test may change (scores, selections, trusted labels)."""
+    import shutil
+
+    dst = tmp_path / "tiny-copy"
+    shutil.copytree(tiny_run, dst)
+    return dst

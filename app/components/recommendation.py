@@ -10,12 +10,14 @@ import streamlit as st
 
 __all__ = [
     "default_index",
+    "pick_method",
     "hurting",
     "latest",
     "method_label",
     "render_table",
     "rows_at_k",
     "trust_note",
+    "why_caption",
     "why_line",
 ]
 
@@ -57,6 +59,31 @@ def default_index(methods: list[str], rec: dict[str, Any] | None, fallback: list
         if m in methods:
             return methods.index(str(m))
     return 0
+
+
+def pick_method(
+    label: str,
+    methods: list[str],
+    rec: dict[str, Any] | None,
+    *,
+    key: str,
+    fallback: list[str] | None = None,
+    where: Any = None,
+    help: str | None = None,
+) -> str:
+    """A method selectbox that opens on the recommended method and marks ★ / ⚠ (in `where`, a
+    container, or the page)."""
+    box = (where or st).selectbox(
+        label, methods, index=default_index(methods, rec, fallback or []), key=key,
+        format_func=method_label(rec), help=help,
+    )  # fmt: skip
+    return str(box)
+
+
+def why_caption(rec: dict[str, Any] | None, method: str | None) -> None:
+    """A short line under a secondary method picker: why the recommended method is the default."""
+    if rec is not None and method is not None and method == rec.get("method"):
+        st.caption(f"★ {rec.get('why', '')}")
 
 
 def why_line(rec: dict[str, Any] | None, method: str) -> None:

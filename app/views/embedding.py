@@ -17,7 +17,7 @@ from app import state
 from app.components.common import require_run, show_user_error
 from app.components.gallery import render_gallery
 from app.components.progress import active_jobs
-from app.components.recommendation import default_index, latest, method_label, trust_note
+from app.components.recommendation import latest, pick_method, trust_note, why_caption
 from app.components.scatter import COLOR_OPTIONS, embedding_figure, ids_from_event
 from engine import jobs
 from engine.embedding import embedding_path, has_embedding
@@ -126,16 +126,9 @@ def main() -> None:
     )
     rec = latest(run)
     method = (
-        c2.selectbox(
-            "Scores of",
-            methods,
-            index=default_index(methods, rec, []),
-            key=f"{K}-method",
-            format_func=method_label(rec),
-        )  # fmt: skip
-        if methods
-        else None
+        pick_method("Scores of", methods, rec, key=f"{K}-method", where=c2) if methods else None
     )
+    why_caption(rec, method)
     if method and color_by == "score":
         trust_note(run, method)
     if not methods:

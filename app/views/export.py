@@ -6,7 +6,7 @@ import streamlit as st
 
 from app import state
 from app.components.common import require_run
-from app.components.recommendation import default_index, latest, method_label, trust_note
+from app.components.recommendation import latest, pick_method, trust_note, why_caption
 from engine.export import cleaned_labels, export_selection
 from engine.selections import clear_selections, load_selections
 
@@ -17,17 +17,8 @@ if run is None:
 sel = load_selections(run)
 methods = state.score_methods(run)
 rec = latest(run)
-method = (
-    st.selectbox(
-        "Score column from",
-        methods,
-        index=default_index(methods, rec, []),
-        key="export-method",
-        format_func=method_label(rec),
-    )  # fmt: skip
-    if methods
-    else None
-)
+method = pick_method("Score column from", methods, rec, key="export-method") if methods else None
+why_caption(rec, method)
 if method:
     trust_note(run, method)
 top_k = int(

@@ -10,13 +10,7 @@ from app import state
 from app.components.analysis import cluster_section
 from app.components.common import SIGN_LINE, require_run, require_scores
 from app.components.gallery import render_gallery
-from app.components.recommendation import (
-    default_index,
-    latest,
-    method_label,
-    trust_note,
-    why_line,
-)
+from app.components.recommendation import latest, pick_method, trust_note, why_line
 from engine.selections import load_selections, set_drop
 
 # without a measured recommendation: the label-error ranking first (DESIGN.md section 5)
@@ -60,9 +54,8 @@ methods = require_scores(run)
 if methods is None:
     st.stop()
 rec = latest(run)
-method = st.selectbox(
-    "Method", methods, index=default_index(methods, rec, FALLBACK), key="harmful-method",
-    format_func=method_label(rec),
+method = pick_method(
+    "Method", methods, rec, key="harmful-method", fallback=FALLBACK,
     help="★ = recommended: its top images measurably helped when removed (Influence → Recommend); "
     "⚠ = removing its top images hurt. Known label errors are marked ⚑ when the run has any.",
 )  # fmt: skip

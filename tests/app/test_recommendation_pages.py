@@ -50,10 +50,10 @@ def test_a_method_whose_removal_hurt_is_marked_when_picked(run_dir: Path) -> Non
 def test_embedding_and_export_default_to_the_recommended_method(run_dir: Path) -> None:
     rec = _recommend(run_dir)
     assert rec["method"] is not None
-    at = AppTest.from_file(page("export.py"), default_timeout=30).run()
-    assert not at.exception and at.selectbox(key="export-method").value == rec["method"]
-    at = AppTest.from_file(page("embedding.py"), default_timeout=60).run()
-    assert not at.exception and at.selectbox(key="embedding-method").value == rec["method"]
+    for name, key in (("export.py", "export-method"), ("embedding.py", "embedding-method")):
+        at = AppTest.from_file(page(name), default_timeout=60).run()
+        assert not at.exception and at.selectbox(key=key).value == rec["method"]
+        assert any(rec["why"] in c.value for c in at.caption), name  # and why, in one line
 
 
 def test_influence_page_shows_the_measured_table(run_dir: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +14,8 @@ from engine.retrain import retrain
 
 
 @pytest.fixture
-def run(tiny_run: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "run"
-    shutil.copytree(tiny_run, dst)
-    return dst
+def run(tiny_copy: Path) -> Path:
+    return tiny_copy
 
 
 def test_predicted_change_is_the_sum_of_the_exact_scores(run: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +29,8 @@ from engine.trusted import (
 
 
 @pytest.fixture
-def run(tiny_run: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "run"
-    shutil.copytree(tiny_run, dst)
-    return dst
+def run(tiny_copy: Path) -> Path:
+    return tiny_copy
 
 
 def test_checked_labels_are_saved_validated_and_forgotten(run: Path) -> None:

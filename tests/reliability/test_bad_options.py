@@ -67,7 +67,7 @@ def test_bad_hyperparameters_in_a_background_job_fail_with_the_message(tmp_path:
         (["influence", "--method", "sgd-influence", "--last-epochs", "-2"], "--last-epochs must be a positive integer, got -2"),
         (["influence", "--method", "hydra", "--query", "test:no-such-id"], "unknown test sample id(s): no-such-id"),
         (["influence", "--method", "hydra", "--query", "test:"], "--query test:ID needs at least one test sample id"),
-        (["influence", "--method", "hydra", "--query", "everything"], "--query must be val, class, self"),
+        (["influence", "--method", "hydra", "--query", "everything"], "--query must be val, val-a, val-b, class, self"),
         (["influence", "--method", "tracin", "--last-epochs", "1"], "holds tracin scores made with other parameters"),
         (["influencers", "--test-id", "no-such-id"], "unknown test sample id 'no-such-id'"),
         (["influencers", "--test-id", "x", "--k", "0"], "--k must be positive, got 0"),
