@@ -33,17 +33,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from engine.config import ConfigError
-from engine.experiments.report import list_experiments, new_experiment_dir, save_result
+from engine.experiments.report import new_experiment_dir, save_result
 from engine.influence.api import compute_influence, load_scores
 from engine.influence.queries import Query, val_halves
 from engine.influence.registry import get_method
 from engine.influence.store import existing_params, scores_dir
 from engine.models import per_sample_loss, predict
-from engine.retrain import counterfactual, resolve_changes
+from engine.recommendations import input_stamp, latest_recommendation, table_frame, why_sentence
+from engine.retrain import Changes, counterfactual, resolve_changes, train_fresh
 from engine.runs import RunError
 from engine.train import LoadedRun, load_run, split_logits
 from engine.trajectory import Params
@@ -57,6 +57,7 @@ __all__ = [
     "recommend",
     "reads_validation",
     "score_and_recommend",
+    "table_frame",
 ]
 
 OBJECTIVES = ("acc", "loss")
@@ -65,6 +66,7 @@ CANDIDATES = ("margin", "loss", "confident-learning", "combined", "hydra", "sgd-
 EXACT_MAX_TRAIN = 20_000  # the exact pass is a default candidate up to this many training samples
 Progress = Callable[[int, int, float | None], None]
 RENORMALISE = True
+MEASURE_MODES = ("all", "fresh")
 
 
 GRID = (0.05, 0.1, 0.15, 0.2)  # shares of the training set measured when k is not given
@@ -133,11 +135,6 @@ def _key(row: dict[str, Any], objective: str) -> tuple[float, float]:
     return (acc, loss) if objective == "acc" else (loss, acc)
 
 
-def _input_stamp(params: dict[str, Any]) -> dict[str, Any]:
-    # "seconds" (a float timer) tells two score sets made within the same second apart
-    return {k: params.get(k) for k in ("created", "seconds", "options", "fingerprint")}
-
-
 def recommend(
     run_dir: str | Path,
     *,
@@ -146,6 +143,8 @@ def recommend(
     objective: str = "acc",
     control_draws: int = 3,
     label_only: bool = False,
+    mode: str = "all",
+    seeds: int = 2,
     progress: Progress | None = None,
     save: bool = True,
 ) -> dict[str, Any]:
@@ -154,6 +153,10 @@ def recommend(
     label_only: measure only methods that do not read the validation split (loss, margin,
     confident-learning, ...): for a run whose validation labels may share the training set's
     errors and that no person has checked yet (engine.trusted).
+
+    mode: "all" (default: counterfactual retrains, same start and batches, deterministic) or
+    "fresh": `seeds` fresh retrains per removal (seeds run seed + 1001.., none of the proof's),
+    paired with fresh retrains on all the data; twice the cost per seed, closer to the proof.
 
     k: one k, several, or None for default_ks. Returns (and saves, if `save`) {"kind":
     "recommend", "method": name or None, "k" (the recommended k, else the grid's middle), "ks",
@@ -167,6 +170,10 @@ def recommend(
         raise ConfigError(f"objective must be acc or loss, got {objective!r}")
     if control_draws < 1:
         raise ConfigError("control draws must be at least 1")
+    if mode not in MEASURE_MODES:
+        raise ConfigError(f"mode must be all or fresh, got {mode!r}")
+    if seeds < 1:
+        raise ConfigError("seeds must be at least 1")
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     loaded = load_run(run_dir)
@@ -190,7 +197,11 @@ def recommend(
     every = torch.arange(len(loaded.bundle.val))
     steps = loaded.traj.n_steps
     n_cross = sum(2 if reads_validation(m) else 1 for m in names)
-    total, done = (n_cross + control_draws) * steps * len(ks), [0]
+    per = seeds if mode == "fresh" else 1
+    total, done = (
+        ((n_cross + control_draws) * len(ks) + (per if mode == "fresh" else 0)) * per * steps,
+        [0],
+    )
 
     def tick(_t: int, loss: float) -> None:
         done[0] += 1
@@ -198,14 +209,27 @@ def recommend(
             progress(done[0], total, loss)
 
     ids = loaded.bundle.train.ids
-    base = {h: _half_metrics(loaded, loaded.final_theta, idx) for h, idx in
-            (("a", halves[0]), ("b", halves[1]), ("all", every))}  # fmt: skip
+    judges = {"a": halves[0], "b": halves[1], "all": every}
+    fresh_seeds = [loaded.cfg.seed + 1001 + i for i in range(seeds)]
+
+    def retrained(ch: Changes | None) -> list[Params]:
+        if mode == "fresh":
+            return [train_fresh(loaded, seed=s, changes=ch, on_step=tick) for s in fresh_seeds]
+        if ch is None:
+            return [loaded.final_theta]
+        return [counterfactual(loaded, ch, mode="all", renormalise=RENORMALISE, on_step=tick)]
+
+    def judged(thetas: list[Params], idx: torch.Tensor) -> dict[str, float]:
+        got = [_half_metrics(loaded, t, idx) for t in thetas]
+        return {m: float(np.mean([g[m] for g in got])) for m in ("val_loss", "val_acc")}
+
+    before = retrained(None)
+    base = {h: judged(before, idx) for h, idx in judges.items()}
 
     def removal(idx: np.ndarray, judge: str = "all") -> dict[str, float]:
         """Retrain without training indices `idx`; the change on validation images `judge`."""
         ch = resolve_changes(loaded, [ids[i] for i in idx])
-        theta = counterfactual(loaded, ch, mode="all", renormalise=RENORMALISE, on_step=tick)
-        after = _half_metrics(loaded, theta, {"a": halves[0], "b": halves[1]}.get(judge, every))
+        after = judged(retrained(ch), judges[judge])
         return {"d_val_loss": after["val_loss"] - base[judge]["val_loss"],
                 "d_val_acc": after["val_acc"] - base[judge]["val_acc"], **after}  # fmt: skip
 
@@ -224,7 +248,7 @@ def recommend(
         queries = ("val-a", "val-b") if split else ("val",)
         got = [_scores(run_dir, m, q) for q in queries]
         for q, (_, params) in zip(queries, got, strict=True):
-            inputs[f"{m}/{q}"] = _input_stamp(params)
+            inputs[f"{m}/{q}"] = input_stamp(params)
         if flipped is not None:
             full_by_method[m] = _scores(run_dir, m, "val")[0] if split else got[0][0]
         t_scores = time.perf_counter() - t1 + sum(float(p.get("seconds") or 0.0) for _, p in got)
@@ -251,7 +275,7 @@ def recommend(
     if best is not None:
         k_out = int(best["k"])
         full_scores, params = _scores(run_dir, best["method"], "val")
-        inputs[f"{best['method']}/val"] = _input_stamp(params)
+        inputs[f"{best['method']}/val"] = input_stamp(params)
         full = {"scores_sum": float(np.sort(full_scores)[:k_out].sum())}
         drop = [ids[i] for i in _top(full_scores, k_out)]
     res: dict[str, Any] = {
@@ -272,6 +296,8 @@ def recommend(
             "halves": [len(h) for h in halves],
             "trusted": checked > 0,
         },  # fmt: skip
+        "mode": mode,
+        "fresh_seeds": fresh_seeds if mode == "fresh" else [],
         "label_only": label_only,
         "inputs": inputs,
         "n_known_errors": int(flipped.sum()) if flipped is not None else None,
@@ -337,63 +363,3 @@ def _known_errors(loaded: LoadedRun) -> np.ndarray | None:
         return None
     f = m.set_index("sample_id").loc[loaded.bundle.train.ids, "flipped"].to_numpy(bool)
     return f if f.any() else None
-
-
-def _loss_acc(d_loss: float, d_acc: float) -> str:
-    return f"validation loss {d_loss:+.3f}, accuracy {d_acc * 100:+.1f} points"
-
-
-def why_sentence(res: dict[str, Any]) -> str:
-    """One line: what the recommended method's top k did on validation images its scores never saw
-    (cross-fitted halves, or the whole split for label-only methods), against random removal."""
-    rand, k, n = res["random"], res["k"], res["judged_on"]["n"]
-    n = f"{n} person-checked" if res["judged_on"].get("trusted") else n
-    n = f"{n} validation images its scores never saw"
-    r_txt = _loss_acc(rand["d_val_loss"], rand["d_val_acc"])
-    if res["method"] is None:
-        return (
-            f"No method's top {k} helped more than {k} random images on {n} "
-            f"(random removal: {r_txt}), so nothing is recommended."
-        )
-    row = next(r for r in res["table"] if r["method"] == res["method"] and r["k"] == k)
-    text = (
-        f"Removing {res['method']}'s top {k} changed {_loss_acc(row['d_val_loss'], row['d_val_acc'])}"
-        f" on {n}; {k} random images: {r_txt}."
-    )
-    if row["disagree"]:
-        text += " Loss and accuracy moved in opposite directions."
-    return text
-
-
-def latest_recommendation(run_dir: str | Path) -> dict[str, Any] | None:
-    """The newest saved recommendation whose score sets are still the stored ones, else None."""
-    run_dir = Path(run_dir)
-    for res in list_experiments(run_dir, kind="recommend"):
-        if _inputs_unchanged(run_dir, res.get("inputs") or {}):
-            return res
-    return None
-
-
-def _inputs_unchanged(run_dir: Path, inputs: dict[str, Any]) -> bool:
-    for key, stamp in inputs.items():
-        method, _, query = key.rpartition("/")
-        try:
-            params = existing_params(scores_dir(run_dir, method, Query.parse(query)))
-        except ConfigError:
-            return False
-        if params is None or _input_stamp(params) != stamp:
-            return False
-    return bool(inputs)
-
-
-def table_frame(res: dict[str, Any]) -> pd.DataFrame:
-    """The result's table with one random row per k, for printing and the app (changes on half B)."""
-    rows = list(res["table"]) + [
-        {"method": "random (mean)", "k": int(kk), "d_val_loss": r["d_val_loss"],
-         "d_val_acc": r["d_val_acc"], "vs_random_loss": 0.0, "vs_random_acc": 0.0}
-        for kk, r in (res.get("random_by_k") or {str(res["k"]): res["random"]}).items()
-    ]  # fmt: skip
-    cols = ["method", "k", "d_val_loss", "d_val_acc", "vs_random_loss", "vs_random_acc", "hurts",
-            "disagree", "precision", "seconds", "query"]  # fmt: skip
-    df = pd.DataFrame(rows)
-    return df[[c for c in cols if c in df]]

@@ -24,6 +24,8 @@ def run_recommend(a: argparse.Namespace) -> int:
         objective=a.objective,
         control_draws=a.control_draws,
         label_only=a.label_only,
+        mode=a.mode,
+        seeds=a.seeds,
         progress=None if a.json else ProgressBar("recommend"),
     )
     if a.json:
@@ -68,5 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="only methods that do not read the validation labels (when they may be wrong too)",
     )
+    p.add_argument(
+        "--mode", default="all", choices=["all", "fresh"],
+        help="all: counterfactual retrains (same start and batches, deterministic); fresh: "
+        "--seeds fresh retrains per removal (twice the cost per seed, closer to the proof)",
+    )  # fmt: skip
+    p.add_argument("--seeds", type=int, default=2, help="fresh retrains per removal (mode fresh)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=run_recommend)

@@ -164,6 +164,7 @@ def run_noise_bench(a: argparse.Namespace) -> int:
         seeds=a.seeds,
         budget=a.budget,
         overwrite=a.overwrite,
+        recommend={"mode": a.recommend_mode, "objective": a.recommend_objective},
         progress=ProgressBar("noise-bench retrains"),
     )
     for m, why in res["skipped"].items():
@@ -281,6 +282,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--run-dir", default=None, help="where the noisy run is trained (reused if identical)"
     )
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--recommend-mode", default="all", choices=["all", "fresh"],
+        help="how the recommended row measures the candidates on validation (retracer recommend)",
+    )  # fmt: skip
+    p.add_argument("--recommend-objective", default="acc", choices=["acc", "loss"])
     p.set_defaults(func=run_noise_bench)
 
     p = sub.add_parser("trust", help="compare a method's scores with true leave-one-out retrains")

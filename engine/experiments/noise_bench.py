@@ -100,11 +100,13 @@ def noise_bench(
     seeds: int = DEFAULT_SEEDS,
     budget: str = "steps",
     overwrite: bool = False,
+    recommend: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark on a (re)used run at `run_dir`; returns the result (saved with table and figure).
 
     seeds: fresh retrains per row; budget: "steps" (the run's SGD step count) or "epochs".
+    recommend: options of the recommended row's engine.recommend.recommend (mode, objective).
     """
     if data.noise <= 0:
         raise ConfigError("--noise must be > 0 for a noise benchmark (e.g. 0.2)")
@@ -154,7 +156,7 @@ def noise_bench(
             "query": "val",
             "seconds": sum(info[c]["seconds"] for c in COMBINED),
         }
-    rec = _recommended(loaded, rankings, n_noise)
+    rec = _recommended(loaded, rankings, n_noise, **(recommend or {}))
     if rec is not None:
         label = "recommended"
         rankings[label] = rankings[rec["method"]] if rec["method"] else np.zeros(len(flipped))
@@ -222,6 +224,7 @@ def noise_bench(
         "fresh_seeds": fresh,
         "budget": budget,
         "skipped": skipped,
+        "recommend": {"options": dict(recommend or {}), "method": rec["method"] if rec else None},
         "rows": rows,
         "train_seconds": train_s,
     }
@@ -238,7 +241,7 @@ def noise_bench(
 
 
 def _recommended(
-    loaded: LoadedRun, rankings: dict[str, np.ndarray], n_noise: int
+    loaded: LoadedRun, rankings: dict[str, np.ndarray], n_noise: int, **options: Any
 ) -> dict[str, Any] | None:
     """engine.recommend over the benchmark's ranked validation-query methods at k = n_noise (None
     when fewer than two of them ran, or n_noise is 0)."""
@@ -247,7 +250,7 @@ def _recommended(
     names = [m for m in rankings if "(" not in m and m != "random"]
     if len(names) < 2 or n_noise < 1:
         return None
-    return recommend(loaded.run.path, methods=names, k=n_noise, save=False)
+    return recommend(loaded.run.path, methods=names, k=n_noise, save=False, **options)
 
 
 def _paired_vs_none(rows: list[dict[str, Any]]) -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engine.cli import main
-from engine.config import TrainConfig
+from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.influence.api import compute_influence
 from engine.influence.queries import val_halves
@@ -215,3 +215,30 @@ def test_cli_json(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "comma-separated integers" in capsys.readouterr().err
     assert main([*args[:-1], "6,12", "--json", "--control-draws", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["ks"] == [6, 12]
+
+
+def test_fresh_mode_measures_with_fresh_seeds_paired_with_the_unchanged_data(run: Path) -> None:
+    from engine.models import per_sample_loss
+    from engine.retrain import resolve_changes, train_fresh
+    from engine.train import load_run, split_logits
+
+    res = recommend(run, methods=["loss"], k=10, control_draws=1, mode="fresh", seeds=1,
+                    save=False)  # fmt: skip
+    loaded = load_run(run)
+    assert res["mode"] == "fresh" and res["fresh_seeds"] == [loaded.cfg.seed + 1001]
+    val = loaded.bundle.val
+
+    def loss(theta: dict) -> float:  # type: ignore[type-arg]
+        with torch.no_grad():
+            return float(
+                per_sample_loss(split_logits(loaded.problem, theta, val), val.labels).mean()
+            )
+
+    s = compute_influence(run, "loss", skip_existing=True).score.to_numpy()
+    top = np.argsort(s, kind="stable")[:10]
+    ch = resolve_changes(loaded, [loaded.bundle.train.ids[i] for i in top])
+    seed = loaded.cfg.seed + 1001
+    want = loss(train_fresh(loaded, seed=seed, changes=ch)) - loss(train_fresh(loaded, seed=seed))
+    assert res["table"][0]["d_val_loss"] == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ConfigError, match="mode must be all or fresh"):
+        recommend(run, methods=["loss"], k=10, mode="exact")
