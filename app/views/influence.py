@@ -11,7 +11,7 @@ from app import state
 from app.components.analysis import agreement_section
 from app.components.common import SIGN_LINE, require_run
 from app.components.progress import active_jobs
-from app.components.recommendation import latest, render_table, trust_note
+from app.components.recommendation import hurting, latest, render_table, trust_note
 from engine import jobs
 from engine.influence.registry import get_method, method_names
 
@@ -55,6 +55,8 @@ def results_section(run: Path) -> None:
         return
     st.markdown(SIGN_LINE)
     trust_note(run, methods)
+    rec = latest(run)
+    bad = hurting(rec)
     rows = []
     for m in methods:
         s = state.scores(run, m)
@@ -67,6 +69,11 @@ def results_section(run: Path) -> None:
                 "harmful (score < 0)": int((s < 0).sum()),
                 "most harmful": float(s.min()),
                 "most helpful": float(s.max()),
+                "measured removal": "★ recommended"
+                if rec and m == rec.get("method")
+                else "⚠ hurt"
+                if m in bad
+                else "",
             }
         )
     st.dataframe(rows, hide_index=True, width="stretch")

@@ -63,6 +63,10 @@ def test_influence_page_shows_the_measured_table(run_dir: Path) -> None:
     assert any(rec["why"] in m.value for m in at.markdown)
     frames = [d.value for d in at.dataframe if "Δ val loss" in d.value.columns]
     assert len(frames) == 1 and len(frames[0]) == len(rec["table"]) + 1
+    (scores,) = [d.value for d in at.dataframe if "measured removal" in d.value.columns]
+    marks = dict(zip(scores["method"], scores["measured removal"], strict=True))
+    assert marks[rec["method"]] == "★ recommended"
+    assert all(marks[r["method"]] == "⚠ hurt" for r in rec["table"] if r["hurts"])
 
 
 def test_retrain_page_predicts_then_shows_prediction_against_measurement(run_dir: Path) -> None:
