@@ -65,7 +65,6 @@ OBJECTIVES = ("acc", "loss")
 CANDIDATES = ("margin", "loss", "confident-learning", "combined", "hydra", "sgd-influence")
 EXACT_MAX_TRAIN = 20_000  # the exact pass is a default candidate up to this many training samples
 Progress = Callable[[int, int, float | None], None]
-RENORMALISE = True
 MEASURE_MODES = ("all", "fresh")
 
 
@@ -113,13 +112,15 @@ def _half_metrics(loaded: LoadedRun, theta: Params, half: torch.Tensor) -> dict[
     }
 
 
-def _scores(run_dir: Path, method: str, query: str) -> tuple[np.ndarray, dict[str, Any]]:
+def _scores(
+    run_dir: str | Path, method: str, query: str, *, progress: Progress | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Stored scores (N,) of method for query (whatever options made them: what the pages show),
     computed and stored if missing or made for another state of the run; with their params."""
     try:
         frame = load_scores(run_dir, method, query)
     except RunError:
-        frame = compute_influence(run_dir, method, query=query, overwrite=True)
+        frame = compute_influence(run_dir, method, query=query, overwrite=True, progress=progress)
     params = existing_params(scores_dir(run_dir, method, Query.parse(query))) or {}
     return frame.iloc[:, 1].to_numpy(np.float64), params
 
@@ -217,7 +218,7 @@ def recommend(
             return [train_fresh(loaded, seed=s, changes=ch, on_step=tick) for s in fresh_seeds]
         if ch is None:
             return [loaded.final_theta]
-        return [counterfactual(loaded, ch, mode="all", renormalise=RENORMALISE, on_step=tick)]
+        return [counterfactual(loaded, ch, mode="all", renormalise=True, on_step=tick)]
 
     def judged(thetas: list[Params], idx: torch.Tensor) -> dict[str, float]:
         got = [_half_metrics(loaded, t, idx) for t in thetas]
@@ -317,12 +318,8 @@ def score_and_recommend(
 ) -> dict[str, Any]:
     """The demo chain's last step: the validation scores of every default candidate (kept where
     already stored), then the recommendation. Returns recommend's result (saved)."""
-    loaded = load_run(run_dir)
-    for m in default_candidates(loaded):
-        try:
-            load_scores(run_dir, m, "val")
-        except RunError:
-            compute_influence(run_dir, m, query="val", overwrite=True, progress=progress)
+    for m in default_candidates(load_run(run_dir)):
+        _scores(run_dir, m, "val", progress=progress)
     return recommend(run_dir, k=k, progress=progress)
 
 

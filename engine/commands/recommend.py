@@ -36,7 +36,8 @@ def run_recommend(a: argparse.Namespace) -> int:
         t[c] = t[c].map(lambda v: f"{v:+.4f}")
     for c in ("d_val_acc", "vs_random_acc"):
         t[c] = t[c].map(lambda v: f"{v * 100:+.1f}")
-    print(f"top k = {', '.join(map(str, res['ks']))} of each method removed (all mode), judged on "
+    how = "fresh seeds" if res["mode"] == "fresh" else "same start and batches"
+    print(f"top k = {', '.join(map(str, res['ks']))} of each method removed ({how}), judged on "
           f"{res['judged_on']['n']} validation images (each by a removal whose scores never saw it); accuracy in points")  # fmt: skip
     print(t.to_string(index=False, na_rep=""))
     print(res["why"])

@@ -88,21 +88,19 @@ def test_recommendation_table_and_choice(run: Path) -> None:
         rand = res["random_by_k"][str(r["k"])]
         assert r["vs_random_loss"] == pytest.approx(r["d_val_loss"] - rand["d_val_loss"])
         assert 0 <= r["precision"] <= 1
-    if res["method"] is not None:
-        best = rows[res["method"]]
-        assert not best["hurts"] and best["d_val_acc"] >= 0
-        k = res["k"]
-        assert len(res["drop"]) == k and len(set(res["drop"])) == k
-        assert (
-            res["method"] in res["why"] and "validation images its scores never saw" in res["why"]
-        )
-        # the best measured (method, k) of the table
-        assert (best["d_val_acc"], -best["d_val_loss"]) == max(
-            (r["d_val_acc"], -r["d_val_loss"]) for r in res["table"] if not r["hurts"]
-        )
-        # the drop list is the top k of the method's scores on the whole validation split
-        s = compute_influence(run, res["method"], skip_existing=True)
-        assert res["drop"] == s.sort_values("score", kind="stable").sample_id.tolist()[:k]
+    assert res["method"] is not None  # 15% pair noise: removing the label-error ranking helps
+    best = rows[res["method"]]
+    assert not best["hurts"] and best["d_val_acc"] >= 0
+    k = res["k"]
+    assert len(res["drop"]) == k and len(set(res["drop"])) == k
+    assert res["method"] in res["why"] and "validation images its scores never saw" in res["why"]
+    # the best measured (method, k) of the table
+    assert (best["d_val_acc"], -best["d_val_loss"]) == max(
+        (r["d_val_acc"], -r["d_val_loss"]) for r in res["table"] if not r["hurts"]
+    )
+    # the drop list is the top k of the method's scores on the whole validation split
+    s = compute_influence(run, res["method"], skip_existing=True)
+    assert res["drop"] == s.sort_values("score", kind="stable").sample_id.tolist()[:k]
     assert latest_recommendation(run)["id"] == res["id"]
 
 
@@ -208,7 +206,7 @@ def test_cli_json(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert [r["method"] for r in out["table"]] != [] and len(out["drop"]) in (0, 12)
     assert main([*args, "--control-draws", "1"]) == 0
     text = capsys.readouterr().out
-    assert "random (mean)" in text and "never saw" in text
+    assert "random (mean)" in text and "never saw" in text and "same start and batches" in text
     assert main(["recommend", "--run-dir", str(run), "--k", "0"]) == 2
     assert "k must be between 1" in capsys.readouterr().err
     assert main(["recommend", "--run-dir", str(run), "--k", "5,x"]) == 2
