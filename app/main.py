@@ -1,6 +1,6 @@
 """Retracer's Streamlit app: `streamlit run app/main.py --server.fileWatcherType none`.
 
-st.navigation with one st.Page per page file; a page whose file does not exist (yet) is skipped.
+st.navigation with one st.Page per file in app/views (PAGES; a missing file is an error).
 The sidebar shows the current run (saved in the workspace, so a refresh keeps it) and a picker.
 """
 
@@ -33,13 +33,10 @@ PAGES = [
 def _pages() -> list[st.Page]:
     # Not "pages/": Streamlit would treat that folder as a legacy multipage app on a fresh server.
     folder = Path(__file__).resolve().parent / "views"
-    out = []
-    for i, (name, title, icon) in enumerate(PAGES):
-        if (folder / name).is_file():
-            out.append(
-                st.Page(folder / name, title=title, icon=icon, default=i == 0, url_path=name[:-3])
-            )
-    return out
+    return [
+        st.Page(folder / name, title=title, icon=icon, default=i == 0, url_path=name[:-3])
+        for i, (name, title, icon) in enumerate(PAGES)
+    ]
 
 
 def _pick_run() -> None:

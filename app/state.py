@@ -112,15 +112,16 @@ def _scores(path: str, method: str, version: float) -> pd.Series:
 
 def scores(run_dir: str | Path, method: str) -> pd.Series:
     """Validation-query scores of `method`, indexed by sample_id (negative = harmful; cached)."""
-    f = Path(run_dir) / "influence" / method / "val" / "scores.csv"
-    return _scores(str(run_dir), method, _mtime(f))
+    from engine.influence.scorestore import ScoreStore
+
+    return _scores(str(run_dir), method, ScoreStore(run_dir).version(method))
 
 
 def score_info(run_dir: str | Path, method: str) -> dict[str, object]:
     """What is stored beside the method's validation scores: seconds, created, n (or {})."""
-    from engine.influence.api import list_scores
+    from engine.influence.scorestore import ScoreStore
 
-    for p in list_scores(run_dir):
+    for p in ScoreStore(run_dir).stored():
         if p.get("method") == method and p.get("query") == "val":
             return dict(p)
     return {}

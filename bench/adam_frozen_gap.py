@@ -24,10 +24,11 @@ import torch
 
 from engine.experiments.fidelity import data_spec, kendall, protocol
 from engine.experiments.loo import loo_changes
+from engine.influence.methods import run_method
 from engine.influence.queries import Query, query_losses
-from engine.influence.registry import run_method
+from engine.loading import LoadedRun, load_run
 from engine.sgd import batch_loss
-from engine.train import LoadedRun, load_run, train
+from engine.train import train
 
 
 def full_derivative_scores(loaded: LoadedRun) -> np.ndarray:

@@ -107,7 +107,7 @@ def influencers_check(n_train: int, dataset: str, folder: Path) -> dict[str, Any
     t0 = time.perf_counter()
     api.build_projected_store(run_dir, "hydra", dim=2048)
     build = time.perf_counter() - t0
-    ids = api._load(run_dir).bundle.test.ids
+    ids = api.open_run(run_dir).bundle.test.ids
     times = []
     for tid in ids[:6]:
         t0 = time.perf_counter()
@@ -164,9 +164,10 @@ def main() -> None:
     from engine.config import TrainConfig
     from engine.data import DataSpec
     from engine.influence.adjoint import parallel_pass
+    from engine.influence.methods import run_method
     from engine.influence.queries import Query, flat_query_gradients
-    from engine.influence.registry import run_method
-    from engine.train import load_run, train
+    from engine.loading import load_run
+    from engine.train import train
 
     spec = DataSpec(dataset=a.dataset, n_train=a.n_train, n_val=a.n_val, n_test=1000, seed=0)
     cfg = TrainConfig(

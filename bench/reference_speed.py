@@ -78,10 +78,10 @@ def main() -> None:
 
     from engine.config import TrainConfig
     from engine.data import DataSpec
+    from engine.influence.methods import run_method
     from engine.influence.queries import Query
-    from engine.influence.registry import run_method
+    from engine.loading import load_run
     from engine.sgd import clone_params, sgd_step
-    from engine.train import load_run
 
     cfg = TrainConfig(
         model=a.model, epochs=a.epochs, batch_size=32, lr=0.05, momentum=0.0,

@@ -33,7 +33,7 @@ def main() -> None:
     from engine.data import DataSpec
     from engine.influence.projection import make_projector
     from engine.influence.selfinfluence import window_grads
-    from engine.train import load_run
+    from engine.loading import load_run
 
     cfg = TrainConfig(
         model="lenet5", epochs=1, batch_size=32, lr=0.05, dtype="float32", device="cpu"

@@ -7,23 +7,24 @@ Each module in engine/commands/ has ``register(subparsers)``, which adds its sub
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
+from engine.commands import (
+    analysis,
+    backdoor,
+    experiments,
+    influence,
+    recommend,
+    retraining,
+    training,
+)
 from engine.errors import is_user_error, storage_error_message
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-COMMAND_MODULES = (
-    "training",
-    "influence",
-    "retraining",
-    "recommend",
-    "experiments",
-    "backdoor",
-    "analysis",
-)
+COMMAND_MODULES = (training, influence, retraining, recommend, experiments, backdoor, analysis)
+"""Each adds its subcommands in this order (``retracer --help`` lists them so)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,13 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find the training images that hurt your classifier, and prove it by retraining.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"engine.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"engine.commands.{name}":
-                continue
-            raise
+    for mod in COMMAND_MODULES:
         mod.register(sub)
     return parser
 

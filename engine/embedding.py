@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from torch.func import functional_call
 
 from engine.config import ConfigError
 from engine.models import penultimate
+from engine.progress import Progress
 from engine.runs import RunDir, atomic_save_tensors, atomic_write_text, load_tensors
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
 ]
 
 EMBEDDING_METHODS = ("umap", "pca")
-Progress = Callable[[int, int, float | None], None]
 _FOLDER = "embedding"
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +64,7 @@ def penultimate_features(
     Features are the output of the model without its last linear layer (for logreg: the raw
     pixels), evaluated with the run's final theta through functional_call. Cached in the run.
     """
-    from engine.train import load_run
+    from engine.loading import load_run
 
     loaded = load_run(Path(run_dir))
     ids = list(loaded.bundle.train.ids)

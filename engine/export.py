@@ -44,9 +44,9 @@ EXPORT_COLUMNS = [
 
 def score_methods(run_dir: str | Path) -> list[str]:
     """Methods with stored validation-query scores in the run, sorted by name."""
-    from engine.influence.api import list_scores
+    from engine.influence.scorestore import ScoreStore
 
-    return sorted({str(p["method"]) for p in list_scores(run_dir) if p.get("query") == "val"})
+    return ScoreStore(run_dir).methods("val")
 
 
 def method_scores(run_dir: str | Path, method: str) -> pd.Series:
@@ -54,12 +54,9 @@ def method_scores(run_dir: str | Path, method: str) -> pd.Series:
 
     Negative = harmful. Raises RunError when absent or computed for another run.
     """
-    from engine.influence.api import load_scores
+    from engine.influence.scorestore import ScoreStore
 
-    df = load_scores(run_dir, method, "val")
-    return pd.Series(
-        df["score"].to_numpy(dtype=np.float64), index=df["sample_id"].astype(str), name=method
-    )
+    return ScoreStore(run_dir).series(method, "val")
 
 
 def run_predictions(run_dir: str | Path) -> pd.DataFrame:
@@ -68,8 +65,9 @@ def run_predictions(run_dir: str | Path) -> pd.DataFrame:
     Columns: sample_id, split, predicted (class index), confidence (probability of the predicted
     class), prob_given (probability of the given label).
     """
+    from engine.loading import load_run
     from engine.models import probabilities
-    from engine.train import load_run, split_logits
+    from engine.problem import split_logits
 
     lr = load_run(run_dir, trusted=False)  # every image, against the labels as given
     theta = lr.final_theta

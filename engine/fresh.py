@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from engine.config import ConfigError, learning_rate
+from engine.loading import LoadedRun
+from engine.problem import aug_seed_for, build_problem, epoch_batches
 from engine.sgd import Problem, sgd_step
-from engine.train import LoadedRun, aug_seed_for, build_problem, epoch_batches
 from engine.trajectory import Params
 
 if TYPE_CHECKING:
-    from engine.retrain import Changes
+    from engine.changes import Changes
 
 __all__ = ["BUDGETS", "fresh_steps", "train_fresh"]
 

@@ -8,8 +8,6 @@ and starts the job's ``then`` jobs when it succeeds.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import inspect
 import os
 import signal
 import sys
@@ -19,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.jobs import JobCancelled, _read, _update, start_job
+from engine.jobfile import JOB_KINDS, JobCancelled, read_job, update_job
+from engine.jobs import start_job
 
 
 class _Reporter:
@@ -40,15 +39,7 @@ class _Reporter:
         if value is not None:
             with contextlib.suppress(TypeError, ValueError):
                 msg += f", loss {float(value):.4f}"
-        _update(self.path, done=int(done), total=int(total), message=msg)
-
-
-def _call(fn: Callable[..., Any], *args: Any, progress: _Reporter, **kwargs: Any) -> Any:
-    try:
-        accepts = "progress" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        accepts = False
-    return fn(*args, progress=progress, **kwargs) if accepts else fn(*args, **kwargs)
+        update_job(self.path, done=int(done), total=int(total), message=msg)
 
 
 def _jsonable(x: Any) -> Any:
@@ -69,59 +60,116 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-def _resolve(dotted: str) -> Callable[..., Any]:
-    mod, sep, name = dotted.partition(":")
-    if not sep:
-        mod, _, name = dotted.rpartition(".")
-    obj: Any = importlib.import_module(mod)
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    return obj  # type: ignore[no-any-return]
+def _train(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
+    from engine.config import TrainConfig
+    from engine.data import DataSpec
+    from engine.train import train
+
+    rep.stage = "training step"
+    res = train(
+        run_dir, DataSpec.from_dict(params.get("data", {})), TrainConfig.from_dict(params.get("train", {})),
+        overwrite=bool(params.get("overwrite", False)), progress=rep,
+    )  # fmt: skip
+    return {"final": res.final, "seconds": res.seconds}
+
+
+def _resume(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
+    from engine.train import resume
+
+    rep.stage = "training step"
+    res = resume(run_dir, progress=rep, **params)
+    return {"final": res.final, "seconds": res.seconds}
+
+
+def _influence(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
+    from engine.influence.api import compute_influence
+
+    rep.stage = str(params["method"])
+    opts = dict(params.get("options", {}))
+    return compute_influence(
+        run_dir, params["method"], query=params.get("query", "val"), progress=rep,
+        overwrite=bool(params.get("overwrite", True)),
+        skip_existing=bool(params.get("skip_existing", False)), **opts,
+    ).shape  # fmt: skip
+
+
+def _retrain(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
+    from engine.retrain import retrain
+    from engine.selections import load_selections
+
+    sel = load_selections(run_dir)
+    if params.get("drop") is None:
+        params["drop"] = sorted(sel.drop)
+    if params.get("relabel") is None:
+        params["relabel"] = dict(sel.relabel)
+    rep.stage = "retraining"
+    return retrain(run_dir, progress=rep, **params)
+
+
+def _embedding(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
+    from engine.embedding import compute_embedding
+
+    rep.stage = "embedding"
+    return compute_embedding(run_dir, progress=rep, **params)
+
+
+def _recommend(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
+    from engine.recommend import recommend
+
+    rep.stage = "recommend"
+    return recommend(run_dir, progress=rep, **params)
+
+
+def _score_and_recommend(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
+    from engine.recommend import score_and_recommend
+
+    rep.stage = "score and recommend"
+    return score_and_recommend(run_dir, progress=rep, **params)
+
+
+def _projected_store(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
+    from engine.influence.api import build_projected_store
+
+    rep.stage = "projected store"
+    return build_projected_store(run_dir, progress=rep, **params)
+
+
+def _clusters(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
+    from engine.analysis.clustering import cluster_label_errors
+
+    rep.stage = "clusters"
+    return cluster_label_errors(run_dir, progress=rep, **params)
+
+
+def _agreement(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
+    from engine.analysis.agreement import agreement
+
+    rep.stage = "agreement"
+    return agreement(run_dir, progress=rep, **params)
+
+
+KindFn = Callable[..., Any]
+KINDS: dict[str, KindFn] = {
+    "train": _train,
+    "resume": _resume,
+    "influence": _influence,
+    "retrain": _retrain,
+    "embedding": _embedding,
+    "recommend": _recommend,
+    "score-and-recommend": _score_and_recommend,
+    "projected-store": _projected_store,
+    "clusters": _clusters,
+    "agreement": _agreement,
+}
+"""The work of each job kind (engine.jobfile.JOB_KINDS): fn(run_dir, reporter, **params)."""
+assert tuple(KINDS) == JOB_KINDS, "engine.jobfile.JOB_KINDS and KINDS must list the same kinds"
 
 
 def _run_kind(kind: str, run_dir: Path, params: dict[str, Any], rep: _Reporter) -> Any:
-    if kind == "train":
-        from engine.config import TrainConfig
-        from engine.data import DataSpec
-        from engine.train import train
-
-        rep.stage = "training step"
-        res = train(
-            run_dir, DataSpec.from_dict(params.get("data", {})), TrainConfig.from_dict(params.get("train", {})),
-            overwrite=bool(params.get("overwrite", False)), progress=rep,
-        )  # fmt: skip
-        return {"final": res.final, "seconds": res.seconds}
-    if kind == "influence":
-        from engine.influence.api import compute_influence
-
-        rep.stage = str(params["method"])
-        opts = dict(params.get("options", {}))
-        return _call(
-            compute_influence, run_dir, params["method"], query=params.get("query", "val"),
-            progress=rep, overwrite=bool(params.get("overwrite", True)),
-            skip_existing=bool(params.get("skip_existing", False)), **opts,
-        ).shape  # fmt: skip
-    if kind == "retrain":
-        from engine.retrain import retrain
-        from engine.selections import load_selections
-
-        kw = dict(params)
-        sel = load_selections(run_dir)
-        if kw.get("drop") is None:
-            kw["drop"] = sorted(sel.drop)
-        if kw.get("relabel") is None:
-            kw["relabel"] = dict(sel.relabel)
-        rep.stage = "retraining"
-        return _call(retrain, run_dir, progress=rep, **kw)
-    if kind == "embedding":
-        from engine.embedding import compute_embedding
-
-        rep.stage = "embedding"
-        return _call(compute_embedding, run_dir, progress=rep, **params)
-    fn = _resolve(str(params["function"]))
-    args = ([run_dir] if params.get("pass_run_dir", True) else []) + list(params.get("args", []))
-    rep.stage = str(params["function"]).rpartition(".")[2].rpartition(":")[2]
-    return _call(fn, *args, progress=rep, **params.get("kwargs", {}))
+    kw = {k: v for k, v in params.items() if k != "then"}
+    if kind != "influence":
+        kw.pop("skip_existing", None)
+    return KINDS[kind](run_dir, rep, **kw)
 
 
 def run_inline(kind: str, run_dir: str | os.PathLike[str], params: dict[str, Any]) -> Any:
@@ -137,20 +185,20 @@ def run_job_file(path: str | os.PathLike[str]) -> int:
     """Execute the job described by `path` in this process (the child's entry point)."""
     path = Path(path)
     signal.signal(signal.SIGTERM, _raise_cancelled)
-    job = _read(path) or {}
-    _update(path, state="running", pid=os.getpid(), started=time.time(), message="starting")
+    job = read_job(path) or {}
+    update_job(path, state="running", pid=os.getpid(), started=time.time(), message="starting")
     rep = _Reporter(path)
     try:
         result = _run_kind(job["kind"], Path(job["run_dir"]), dict(job.get("params") or {}), rep)
     except JobCancelled:
-        _update(path, state="cancelled", message="cancelled", finished=time.time())
+        update_job(path, state="cancelled", message="cancelled", finished=time.time())
         return 1
     except BaseException as e:  # noqa: BLE001 - every failure is recorded for the page
         from engine.errors import is_user_error, storage_error_message
 
         user = is_user_error(e)
         msg = str(e) if user and str(e) else storage_error_message(e) or f"{type(e).__name__}: {e}"
-        _update(
+        update_job(
             path, state="failed", message=msg, error=msg, user_error=user,
             traceback=None if user else traceback.format_exc(), finished=time.time(),
         )  # fmt: skip
@@ -159,8 +207,8 @@ def run_job_file(path: str | os.PathLike[str]) -> int:
         start_job(n["kind"], run_dir=job["run_dir"], params=n.get("params", {}))
         for n in (job.get("params") or {}).get("then", [])
     ]
-    total = max(int((_read(path) or {}).get("total") or 0), 1)
-    _update(
+    total = max(int((read_job(path) or {}).get("total") or 0), 1)
+    update_job(
         path, state="done", message="done", finished=time.time(), result=_jsonable(result),
         next_jobs=next_ids, done=total, total=total,
     )  # fmt: skip

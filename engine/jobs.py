@@ -5,24 +5,10 @@
 Streamlit rerun, a closed browser tab or a restarted server does not kill it. The child writes
 its state atomically to the job file; pages poll it with ``job_status``.
 
-Where job files live: ``<run_dir>/jobs/<job_id>.json`` (its log beside it as ``<job_id>.log``).
-A ``train`` job creates its run directory, which must not exist (or be empty) beforehand, so
-its job file lives in ``<workspace>/.jobs/<job_id>.json`` with workspace = ``run_dir``'s parent;
-``job_status`` / ``list_jobs`` look in both places.
-
-Job file: {id, kind, run_dir, params, state: queued | running | done | failed | cancelled |
-interrupted, done, total, message, error, pid, created, started, finished, result, next_jobs}.
-A job whose process is gone while its state says queued / running is reported ``interrupted``.
-
-Kinds (params):
-- ``train``: {"data": DataSpec dict, "train": TrainConfig dict, "overwrite": bool,
-  "then": [{"kind", "params"}...]}  -> engine.train.train; ``then`` jobs start when it succeeds.
-- ``influence``: {"method", "query": "val", "options": {}, "overwrite": true}
-  -> engine.influence.api.compute_influence (result: the score frame's shape)
-- ``retrain``: kwargs of engine.retrain.retrain (drop / relabel default to the run's selections)
-- ``embedding``: kwargs of engine.embedding.compute_embedding
-- ``call``: {"function": "pkg.module:name", "args": [], "kwargs": {}, "pass_run_dir": true}
-Every callee gets ``progress=`` if its signature accepts it.
+The job file's record: engine.jobfile.JobRecord; its kinds and their params: engine.jobfile.JOB_KINDS
+(every kind's work is in engine.job_worker.KINDS). A job whose process is gone while its state
+says queued / running is reported ``interrupted``. Every callee gets ``progress=`` if its
+signature accepts it.
 """
 
 from __future__ import annotations
@@ -38,7 +24,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.runs import RunDir, process_alive, read_json
+from engine.jobfile import (
+    ACTIVE_STATES,
+    JOB_KINDS,
+    JobCancelled,
+    JobRecord,
+    find_job,
+    job_dir,
+    job_files,
+    read_job,
+    update_job,
+)
+from engine.runs import process_alive
 
 __all__ = [
     "ACTIVE_STATES",
@@ -49,57 +46,12 @@ __all__ = [
     "job_status",
     "list_jobs",
     "restart_job",
-    "run_inline",
     "start_job",
     "wait_job",
 ]
 
-JOB_KINDS = ("train", "influence", "retrain", "embedding", "call")
-ACTIVE_STATES = ("queued", "running")
-FINAL_STATES = ("done", "failed", "cancelled", "interrupted")
 _QUEUED_GRACE_S = 60.0  # a queued job whose process never started is interrupted after this
 _children: list[subprocess.Popen[bytes]] = []  # kept so finished children get reaped
-
-
-class JobCancelled(BaseException):
-    """Raised inside the job process when it receives SIGTERM (cancel_job)."""
-
-
-# -- locations ------------------------------------------------------------------------------
-def _job_dir(run_dir: Path, kind: str) -> Path:
-    return run_dir.parent / ".jobs" if kind == "train" else run_dir / "jobs"
-
-
-def _job_files(run_dir: Path) -> list[Path]:
-    files = sorted((run_dir / "jobs").glob("*.json")) if (run_dir / "jobs").is_dir() else []
-    ws_jobs = run_dir.parent / ".jobs"
-    if ws_jobs.is_dir():
-        for f in sorted(ws_jobs.glob("*.json")):
-            j = _read(f)
-            if j and Path(j.get("run_dir", "")).resolve() == run_dir.resolve():
-                files.append(f)
-    return files
-
-
-def _find(run_dir: Path, job_id: str) -> Path:
-    for d in (run_dir / "jobs", run_dir.parent / ".jobs"):
-        if (d / f"{job_id}.json").is_file():
-            return d / f"{job_id}.json"
-    raise FileNotFoundError(f"no job {job_id!r} for run {run_dir}")
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        return dict(read_json(path))
-    except (OSError, ValueError):
-        return None
-
-
-def _update(path: Path, **fields: Any) -> dict[str, Any]:
-    def upd(cur: dict[str, Any]) -> dict[str, Any]:
-        return {**cur, **fields}
-
-    return dict(RunDir(path.parent).update_json(path.name, upd, default={}))
 
 
 # -- the parent side ------------------------------------------------------------------------
@@ -113,10 +65,10 @@ def start_job(kind: str, *, run_dir: str | os.PathLike[str], params: dict[str, A
     _reap()
     run = Path(run_dir).resolve()
     job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{secrets.token_hex(3)}"
-    path = _job_dir(run, kind) / f"{job_id}.json"
+    path = job_dir(run, kind) / f"{job_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    _update(
+    update_job(
         path, id=job_id, kind=kind, run_dir=str(run), params=params, state="queued", done=0, total=0,
         message="queued", error=None, pid=None, created=now, started=None, finished=None, result=None,
     )  # fmt: skip
@@ -133,9 +85,9 @@ def start_job(kind: str, *, run_dir: str | os.PathLike[str], params: dict[str, A
     finally:
         log.close()
     _children.append(proc)
-    j = _read(path) or {}
+    j = read_job(path) or {}
     if j.get("pid") is None:
-        _update(path, pid=proc.pid)
+        update_job(path, pid=proc.pid)
     return job_id
 
 
@@ -155,7 +107,7 @@ def _alive(pid: int | None) -> bool:
         return True  # no /proc (macOS): trust kill(0)
 
 
-def _derive(job: dict[str, Any]) -> dict[str, Any]:
+def _derive(job: JobRecord) -> JobRecord:
     """The job with a dead process's queued / running state reported as 'interrupted'."""
     _reap()
     state = job.get("state")
@@ -170,20 +122,20 @@ def _derive(job: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
-def job_status(run_dir: str | os.PathLike[str], job_id: str) -> dict[str, Any]:
+def job_status(run_dir: str | os.PathLike[str], job_id: str) -> JobRecord:
     """The job's current record (see the module docstring); raises FileNotFoundError if unknown."""
-    path = _find(Path(run_dir).resolve(), job_id)
-    j = _read(path)
+    path = find_job(Path(run_dir).resolve(), job_id)
+    j = read_job(path)
     if j is None:  # written atomically, so only a vanished file gets here
         raise FileNotFoundError(f"job file {path} is unreadable")
     return _derive(j)
 
 
-def list_jobs(run_dir: str | os.PathLike[str], *, kind: str | None = None) -> list[dict[str, Any]]:
+def list_jobs(run_dir: str | os.PathLike[str], *, kind: str | None = None) -> list[JobRecord]:
     """Every job of the run, oldest first (optionally only one kind)."""
     out = []
-    for f in _job_files(Path(run_dir).resolve()):
-        j = _read(f)
+    for f in job_files(Path(run_dir).resolve()):
+        j = read_job(f)
         if j and (kind is None or j.get("kind") == kind):
             out.append(_derive(j))
     return sorted(out, key=lambda j: float(j.get("created") or 0))
@@ -191,16 +143,16 @@ def list_jobs(run_dir: str | os.PathLike[str], *, kind: str | None = None) -> li
 
 def active_job(
     run_dir: str | os.PathLike[str], *, kind: str | None = None
-) -> dict[str, Any] | None:
+) -> JobRecord | None:
     """The newest queued or running job of the run, or None."""
     act = [j for j in list_jobs(run_dir, kind=kind) if j.get("state") in ACTIVE_STATES]
     return act[-1] if act else None
 
 
-def cancel_job(run_dir: str | os.PathLike[str], job_id: str) -> dict[str, Any]:
+def cancel_job(run_dir: str | os.PathLike[str], job_id: str) -> JobRecord:
     """SIGTERM the job's process group; the job records 'cancelled'. Returns the record."""
-    path = _find(Path(run_dir).resolve(), job_id)
-    j = _derive(_read(path) or {})
+    path = find_job(Path(run_dir).resolve(), job_id)
+    j = _derive(read_job(path) or {})
     if j.get("state") not in ACTIVE_STATES:
         return j
     pid = j.get("pid")
@@ -211,9 +163,9 @@ def cancel_job(run_dir: str | os.PathLike[str], job_id: str) -> dict[str, Any]:
         while time.time() < deadline and _alive(pid):
             time.sleep(0.05)
             _reap()
-    j = _read(path) or {}
+    j = read_job(path) or {}
     if j.get("state") in ACTIVE_STATES:
-        j = _update(path, state="cancelled", message="cancelled", finished=time.time())
+        j = update_job(path, state="cancelled", message="cancelled", finished=time.time())
     return j
 
 
@@ -247,19 +199,19 @@ def restart_job(run_dir: str | os.PathLike[str], job_id: str) -> str:
     kind, params = str(j["kind"]), dict(j.get("params") or {})
     run = Path(j.get("run_dir") or run_dir)
     if kind == "train" and (run / "trajectory" / "meta.json").is_file():
-        call = {"function": "engine.train:resume", "then": params.get("then", [])}
-        new_id = start_job("call", run_dir=run, params=_resumable("call", call))
+        then = {"then": params.get("then", [])}
+        new_id = start_job("resume", run_dir=run, params=_resumable("resume", then))
     elif kind == "train":
         new_id = start_job("train", run_dir=run, params={**params, "overwrite": True})
     else:
         new_id = start_job(kind, run_dir=run, params=_resumable(kind, params))
-    _update(_find(Path(run_dir), job_id), restarted_as=new_id)
+    update_job(find_job(Path(run_dir), job_id), restarted_as=new_id)
     return new_id
 
 
 def wait_job(
     run_dir: str | os.PathLike[str], job_id: str, *, timeout: float = 120.0
-) -> dict[str, Any]:
+) -> JobRecord:
     """Block until the job is no longer queued / running (for tests and scripts)."""
     deadline = time.time() + timeout
     while True:
@@ -269,10 +221,3 @@ def wait_job(
         if time.time() > deadline:
             raise TimeoutError(f"job {job_id} still {j['state']} after {timeout}s")
         time.sleep(0.1)
-
-
-def run_inline(kind: str, run_dir: str | os.PathLike[str], params: dict[str, Any]) -> Any:
-    """Do a job's work in this process, without a job file (tests, scripts)."""
-    from engine.job_worker import run_inline as inline
-
-    return inline(kind, run_dir, params)

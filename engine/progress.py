@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+
+Progress = Callable[[int, int, float | None], None]
+"""progress(done, total, value): `done` of `total` units finished; value (a loss) or None."""
 
 
 class ProgressBar:

@@ -35,17 +35,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.changes import Changes, resolve_changes
 from engine.config import ConfigError
 from engine.experiments.report import new_experiment_dir, save_result
-from engine.influence.api import compute_influence, load_scores
-from engine.influence.queries import Query, val_halves
-from engine.influence.registry import get_method
-from engine.influence.store import existing_params, scores_dir
+from engine.influence.methods import get_method
+from engine.influence.queries import val_halves
+from engine.influence.scorestore import ScoreStore
+from engine.loading import LoadedRun, load_run
 from engine.models import per_sample_loss, predict
+from engine.problem import split_logits
+from engine.progress import Progress
 from engine.recommendations import input_stamp, latest_recommendation, table_frame, why_sentence
-from engine.retrain import Changes, counterfactual, resolve_changes, train_fresh
-from engine.runs import RunError
-from engine.train import LoadedRun, load_run, split_logits
+from engine.retrain import counterfactual, train_fresh
 from engine.trajectory import Params
 from engine.trusted import trusted_counts
 
@@ -64,7 +65,6 @@ OBJECTIVES = ("acc", "loss")
 # label-only methods first: they stay valid when the validation labels are not trusted
 CANDIDATES = ("margin", "loss", "confident-learning", "combined", "hydra", "sgd-influence")
 EXACT_MAX_TRAIN = 20_000  # the exact pass is a default candidate up to this many training samples
-Progress = Callable[[int, int, float | None], None]
 MEASURE_MODES = ("all", "fresh")
 
 
@@ -117,12 +117,9 @@ def _scores(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Stored scores (N,) of method for query (whatever options made them: what the pages show),
     computed and stored if missing or made for another state of the run; with their params."""
-    try:
-        frame = load_scores(run_dir, method, query)
-    except RunError:
-        frame = compute_influence(run_dir, method, query=query, overwrite=True, progress=progress)
-    params = existing_params(scores_dir(run_dir, method, Query.parse(query))) or {}
-    return frame.iloc[:, 1].to_numpy(np.float64), params
+    store = ScoreStore(run_dir)
+    frame = store.get_or_compute(method, query, progress=progress)
+    return frame.iloc[:, 1].to_numpy(np.float64), dict(store.params(method, query) or {})
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -269,7 +266,7 @@ def recommend(
             if flipped is not None:
                 row["precision"] = float(flipped[_top(full_by_method[m], kk)].mean())
             rows.append(row)
-    best = _choose(rows, random_by_k, objective)
+    best = choose(rows, random_by_k, objective)
     drop: list[str] = []
     full: dict[str, Any] = {}
     k_out = ks[len(ks) // 2]
@@ -341,7 +338,7 @@ def _random_removals(
     return out
 
 
-def _choose(
+def choose(
     rows: list[dict[str, Any]], random_by_k: dict[int, dict[str, Any]], objective: str
 ) -> dict[str, Any] | None:
     """The best row by `objective` that helps, beats random removal of its k and does not hurt."""

@@ -14,8 +14,7 @@ import pandas as pd
 
 from engine.config import ConfigError
 from engine.experiments.report import list_experiments
-from engine.influence.queries import Query
-from engine.influence.store import existing_params, scores_dir
+from engine.influence.scorestore import ScoreStore
 
 __all__ = ["input_stamp", "latest_recommendation", "table_frame", "why_sentence"]
 
@@ -65,10 +64,10 @@ def _inputs_unchanged(run_dir: Path, inputs: dict[str, Any]) -> bool:
     for key, stamp in inputs.items():
         method, _, query = key.rpartition("/")
         try:
-            params = existing_params(scores_dir(run_dir, method, Query.parse(query)))
+            params = ScoreStore(run_dir).params(method, query)
         except ConfigError:
             return False
-        if params is None or input_stamp(params) != stamp:
+        if params is None or input_stamp(dict(params)) != stamp:
             return False
     return bool(inputs)
 

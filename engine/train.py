@@ -1,107 +1,30 @@
-"""SGD training with trajectory logging, and loading a finished run back for replay."""
+"""SGD training with trajectory logging (train) and resuming a killed run (resume)."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from engine.config import ConfigError, TrainConfig, learning_rate
-from engine.data import DataBundle, DataSpec, Split, prepare_data
-from engine.models import Standardize, build_model, per_sample_loss, predict
+from engine.data import DataBundle, DataSpec, prepare_data
+from engine.models import predict
+from engine.problem import (
+    aug_seed_for,
+    build_problem,
+    epoch_batches,
+    evaluate,
+    split_logits,
+    steps_per_epoch,
+)
+from engine.progress import Progress
 from engine.runs import ENGINE_VERSION, RunDir, load_tensors
 from engine.sgd import Problem, TrainingDiverged, sgd_step
 from engine.trajectory import Params, StepLog, Trajectory, TrajectoryWriter
-
-Progress = Callable[[int, int, float], None]
-DTYPE = {"float32": torch.float32, "float64": torch.float64}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def build_problem(bundle: DataBundle, cfg: TrainConfig) -> tuple[Problem, Params]:
-    """The training problem and the initial weights theta_0 (seeded by cfg.seed)."""
-    dtype, device = DTYPE[cfg.dtype], resolve_device(cfg.device)
-    n_out = 1 if cfg.binary else bundle.n_classes
-    torch.manual_seed(cfg.seed)
-    scaler = Standardize.fit(bundle.train.x(torch.float64)) if cfg.standardize else None
-    model = build_model(
-        cfg.model,
-        input_shape=bundle.input_shape,
-        n_outputs=n_out,
-        widths=cfg.widths,
-        standardize=scaler,
-    )
-    model = model.to(device=device, dtype=dtype)
-    problem = Problem(
-        model=model,
-        x=bundle.train.x(dtype).to(device),
-        y=bundle.train.labels.to(device),
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        augment_shift=cfg.augment_shift,
-        augment_flip=cfg.augment_flip,
-        optimizer=cfg.optimizer,
-        beta1=cfg.beta1,
-        beta2=cfg.beta2,
-        eps=cfg.eps,
-    )
-    theta0 = {k: p.detach().clone() for k, p in model.named_parameters()}
-    return problem, theta0
-
-
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    return math.ceil(n_train / batch_size)
-
-
-def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[torch.Tensor]:
-    """The seeded shuffle of epoch `epoch`, cut into batches (the last one may be smaller)."""
-    perm = torch.as_tensor(np.random.default_rng([seed, epoch]).permutation(n), dtype=torch.int64)
-    return list(torch.split(perm, batch_size))
-
-
-def aug_seed_for(cfg: TrainConfig, step: int) -> int:
-    return (
-        (cfg.seed * 10_000_019 + step) % (2**62) if (cfg.augment_shift or cfg.augment_flip) else 0
-    )
-
-
-@torch.no_grad()
-def evaluate(
-    problem: Problem, theta: Params, split: Split, *, batch_size: int = 2048
-) -> dict[str, float]:
-    """Mean loss and accuracy of `theta` on `split` (no augmentation)."""
-    logits = split_logits(problem, theta, split, batch_size=batch_size)
-    y = split.labels.to(logits.device)
-    return {
-        "loss": float(per_sample_loss(logits, y).mean()),
-        "acc": float((predict(logits) == y).double().mean()),
-    }
-
-
-@torch.no_grad()
-def split_logits(
-    problem: Problem, theta: Params, split: Split, *, batch_size: int = 2048
-) -> torch.Tensor:
-    """Logits (N, K) of `theta` on every image of `split`."""
-    from torch.func import functional_call
-
-    dtype, device = problem.x.dtype, problem.x.device
-    out = []
-    for i in range(0, len(split), batch_size):
-        xb = split.images[i : i + batch_size].to(device=device, dtype=dtype) / 255.0
-        out.append(functional_call(problem.model, theta, (xb,)))
-    return torch.cat(out) if out else torch.zeros(0, 1, dtype=dtype)
 
 
 @dataclass
@@ -276,50 +199,3 @@ def resume(run_dir: str | Path, *, progress: Progress | None = None) -> TrainRes
         except BaseException as e:
             run.set_status("failed", f"{type(e).__name__}: {e}")
             raise
-
-
-@dataclass
-class LoadedRun:
-    """A finished run, ready for replay: its directory, data, config, problem and trajectory."""
-
-    run: RunDir
-    bundle: DataBundle
-    cfg: TrainConfig
-    data: DataSpec
-    problem: Problem
-    traj: Trajectory
-
-    @property
-    def final_theta(self) -> Params:
-        return self.traj.load_checkpoint(self.traj.n_steps, device=self.problem.x.device)[0]
-
-    def initial_theta(self) -> Params:
-        return self.traj.load_checkpoint(0, device=self.problem.x.device)[0]
-
-
-def load_run(
-    run_dir: str | Path, *, require_complete: bool = True, trusted: bool = True
-) -> LoadedRun:
-    """Open a run directory for replay, retraining and influence estimation.
-
-    trusted: use the labels a person checked (engine.trusted.apply_trusted: the validation split
-    becomes the checked images; checked test labels replace the given ones). False: as labelled.
-    """
-    from engine.trusted import apply_trusted, load_trusted
-
-    run = RunDir.open(run_dir)
-    conf = run.config
-    cfg = TrainConfig.from_dict(conf["train"])
-    data = DataSpec.from_dict(conf["data"])
-    bundle = DataBundle.load(run.path)
-    if trusted:
-        bundle = apply_trusted(bundle, load_trusted(run.path))
-    problem, _ = build_problem(bundle, cfg)
-    traj = Trajectory(run.file("trajectory"))
-    if require_complete and not traj.complete:
-        state = run.status.get("state")
-        raise ConfigError(
-            f"run {run.path} has an incomplete trajectory ({traj.logged_steps}/{traj.n_steps} steps, "
-            f"status {state}); finish or re-train it first"
-        )
-    return LoadedRun(run, bundle, cfg, data, problem, traj)

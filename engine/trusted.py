@@ -7,7 +7,7 @@ influence and "proven" by an equally wrong test split. A person reviews a sample
 {"labels": {sample id: class index}, "updated": unix time}, read-modify-write under the run's JSON
 lock like selections.json.
 
-How a run uses them (``apply_trusted``, called by engine.train.load_run, so every query, estimator,
+How a run uses them (``apply_trusted``, called by engine.loading.load_run, so every query, estimator,
 recommendation and retrain sees the same thing):
 
 - validation: once any validation label is trusted, the validation split *is* the trusted images,
@@ -16,7 +16,7 @@ recommendation and retrain sees the same thing):
 - test: checked labels replace the given ones where they exist; the rest of the test split stays,
   so the proof keeps its size.
 
-The run's fingerprint includes a hash of the file (engine.influence.store.run_fingerprint), so
+The run's fingerprint includes a hash of the file (engine.fingerprint.run_fingerprint), so
 scores and recommendations made before a change are recomputed, not reused.
 """
 
@@ -43,7 +43,6 @@ __all__ = [
     "apply_trusted",
     "forget_trusted",
     "load_trusted",
-    "review_queue",
     "set_trusted",
     "trusted_counts",
     "trusted_hash",
@@ -51,7 +50,6 @@ __all__ = [
 
 TRUSTED_FILE = "trusted.json"
 SPLITS = ("val", "test")
-RANDOM_EVERY = 4  # every 4th place of the review queue is a random image (an unbiased sample)
 
 
 def load_trusted(run_dir: str | os.PathLike[str]) -> dict[str, int]:
@@ -148,46 +146,3 @@ def apply_trusted(bundle: DataBundle, labels: dict[str, int]) -> DataBundle:
             y[i] = lab
         test = replace(test, labels=y)
     return replace(bundle, val=val, test=test)
-
-
-def review_queue(
-    run_dir: str | os.PathLike[str], split: str = "val", *, seed: int = 0
-) -> list[str]:
-    """The split's not-yet-checked ids in a fixed, informative order: the images whose given label the
-    final model finds least likely first (where labelling errors concentrate), with every
-    RANDOM_EVERY-th place a random one, so the checked set also estimates the error rate of the
-    rest. Ranked with the given labels, whatever was checked already."""
-    from engine.models import per_sample_loss
-    from engine.train import load_run, split_logits
-
-    if split not in SPLITS:
-        raise ConfigError(f"split must be val or test, got {split!r}")
-    loaded = load_run(os.fspath(run_dir), trusted=False)
-    sp = loaded.bundle.split(split)
-    done = load_trusted(loaded.run.path)
-    with torch.no_grad():
-        logits = split_logits(loaded.problem, loaded.final_theta, sp)
-        loss = per_sample_loss(logits, sp.labels.to(logits.device)).cpu().numpy()
-    todo = list(range(len(sp.ids)))  # order them all, so the order stays put as labels are checked
-    by_loss = sorted(todo, key=lambda i: (-loss[i], sp.ids[i]))
-    rng = np.random.default_rng([seed, 2_718])
-    shuffled = [todo[i] for i in rng.permutation(len(todo))]
-    out: list[int] = []
-    seen: set[int] = set()
-    at = {"loss": 0, "random": 0}
-    lists = {"loss": by_loss, "random": shuffled}
-
-    def take(which: str) -> bool:
-        lst = lists[which]
-        while at[which] < len(lst) and lst[at[which]] in seen:
-            at[which] += 1
-        if at[which] == len(lst):
-            return False
-        seen.add(lst[at[which]])
-        out.append(lst[at[which]])
-        return True
-
-    while len(out) < len(todo):
-        first = "random" if (len(out) + 1) % RANDOM_EVERY == 0 else "loss"
-        take(first) or take("loss" if first == "random" else "random")
-    return [sp.ids[i] for i in out if sp.ids[i] not in done]

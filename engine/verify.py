@@ -21,7 +21,7 @@ def verify_replay(run_dir: str | Path) -> dict[str, Any]:
     final weights.
     Returns steps, checkpoints, max_abs_diff (over all compared tensors), exact, seconds.
     """
-    from engine.train import load_run
+    from engine.loading import load_run
 
     t0 = time.perf_counter()
     lr = load_run(run_dir)

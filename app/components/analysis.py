@@ -17,8 +17,6 @@ from engine import jobs
 from engine.experiments.report import list_experiments
 from engine.selections import load_selections, set_drop
 
-CLUSTER_FN = "engine.analysis.clustering:cluster_label_errors"
-AGREEMENT_FN = "engine.analysis.agreement:agreement"
 CLUSTER_METHODS = ("hydra", "tracin")
 FAST_METHODS = ("hydra", "sgd-influence-last", "tracin")
 
@@ -31,8 +29,8 @@ def latest(run: str | Path, kind: str, **match: Any) -> dict[str, Any] | None:
     return None
 
 
-def _start(run: Path, fn: str, kwargs: dict[str, Any]) -> None:
-    jobs.start_job("call", run_dir=run, params={"function": fn, "kwargs": kwargs})
+def _start(run: Path, kind: str, params: dict[str, Any]) -> None:
+    jobs.start_job(kind, run_dir=run, params=params)
 
 
 def _fmt(x: Any) -> str:
@@ -69,7 +67,7 @@ def cluster_section(run: Path) -> None:
     method = c1.selectbox("Estimator", CLUSTER_METHODS, key="harmful-cluster-method")
     m = int(c2.number_input("Validation images", 10, 5000, 1000, step=100, key="harmful-cluster-m"))
     if c3.button("Find clusters", key="harmful-cluster-run", disabled=busy):
-        _start(run, CLUSTER_FN, {"method": method, "m": m})
+        _start(run, "clusters", {"method": method, "m": m})
         st.rerun()
     res = latest(run, "cluster", method=method)
     if res is None:
@@ -109,7 +107,7 @@ def agreement_section(run: Path) -> None:
     fast = c1.selectbox("Fast method", FAST_METHODS, key="influence-agree-fast")
     n = int(c2.number_input("Images followed", 0, 200, 20, key="influence-agree-n"))
     if c3.button("Compare", key="influence-agree-run", disabled=busy):
-        _start(run, AGREEMENT_FN, {"fast": fast, "exact": "sgd-influence", "n_samples": n})
+        _start(run, "agreement", {"fast": fast, "exact": "sgd-influence", "n_samples": n})
         st.rerun()
     res = latest(run, "agreement", fast=fast, exact="sgd-influence")
     if res is None:

@@ -20,24 +20,16 @@ from app.components.gallery import render_gallery
 from app.components.heatmap import cell_from_event, heatmap_figure, top_cells
 from app.components.progress import active_jobs
 from engine import jobs
+from engine.influence.methods import query_methods
+from engine.influence.scorestore import ScoreStore
 
 K = "heatmap"
 DEFAULT_METHOD = "hydra"
 
 
 def _folder_version(run: Path, method: str) -> float:
-    """Newest modification time under <run>/influence/<method>/ (0 when absent): the cache key."""
-    folder = run / "influence" / method
-    if not folder.is_dir():
-        return 0.0
-    return max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()), default=0.0)
-
-
-def query_methods() -> list[str]:
-    """Estimators whose scores depend on the query (the class query needs one of these)."""
-    from engine.influence.registry import get_method, method_names
-
-    return [m for m in method_names() if get_method(m).uses_query]
+    """The cache key of the method's stored scores (0 when absent)."""
+    return ScoreStore(run).version(method)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -79,9 +71,6 @@ def load_matrix(run: Path, method: str, normalise: bool) -> tuple[np.ndarray, li
         if class_scores(run, method) is None:
             return None
         return _matrix(str(run), method, normalise, _folder_version(run, method))
-    except ImportError as e:  # the influence API is not installed in this checkout
-        st.info(f"The inter-class matrix needs engine.influence.api, which is unavailable ({e}).")
-        st.stop()
     except Exception as e:
         if show_user_error(e):
             st.stop()
@@ -145,11 +134,7 @@ def main() -> None:
     run = require_run()
     if run is None:
         return
-    try:
-        methods = query_methods()
-    except ImportError as e:  # the estimators are not installed in this checkout
-        st.info(f"Influence estimators are unavailable ({e}).")
-        return
+    methods = query_methods()
     default = methods.index(DEFAULT_METHOD) if DEFAULT_METHOD in methods else 0
     c1, c2 = st.columns([2, 1])
     method = c1.selectbox("Method", methods, index=default, key=f"{K}-method")

@@ -13,7 +13,7 @@ from app.components.common import SIGN_LINE, require_run
 from app.components.progress import active_jobs
 from app.components.recommendation import hurting, latest, render_table, trust_note
 from engine import jobs
-from engine.influence.registry import get_method, method_names
+from engine.influence.methods import get_method, method_names
 
 
 def _chain(run: Path, methods: list[str]) -> None:
@@ -123,8 +123,7 @@ def recommend_section(run: Path) -> None:
             st.error(f"k must be a number or comma-separated numbers, got {text!r}")
             return
         kwargs = {"k": k, "objective": objective, "label_only": label_only}
-        jobs.start_job("call", run_dir=run, params={
-            "function": "engine.recommend:recommend", "kwargs": kwargs})  # fmt: skip
+        jobs.start_job("recommend", run_dir=run, params=kwargs)
         st.rerun()
     rec = latest(run)
     if rec is None:

@@ -10,7 +10,8 @@ import streamlit as st
 
 from app import state
 from app.components.common import class_name, require_run
-from engine.trusted import forget_trusted, review_queue, set_trusted, trusted_counts
+from engine.review import review_queue
+from engine.trusted import forget_trusted, set_trusted, trusted_counts
 
 K = "review"
 SPLITS = {"val": "Validation", "test": "Test"}

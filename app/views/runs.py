@@ -15,6 +15,7 @@ from app import state
 from app.components.common import show_user_error
 from app.components.progress import active_jobs
 from engine import jobs
+from engine.influence.scorestore import ScoreStore
 from engine.workspace import new_run_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +24,7 @@ SAMPLE = ROOT / "sample_data" / "digits"
 SAMPLE_DATASET = f"csv:{SAMPLE / 'splits.csv'}"
 # After training: every candidate method that is cheap at the run's size, then the measured
 # recommendation of which one's suggestions help (engine.recommend.score_and_recommend).
-THEN = [{"kind": "call", "params": {"function": "engine.recommend:score_and_recommend"}}]
+THEN = [{"kind": "score-and-recommend", "params": {}}]
 
 SOURCES = {
     "Bundled sample (digits with mislabeled images)": "sample",
@@ -149,17 +150,15 @@ def progress_section(run: Path | None) -> None:
     if run is None:
         return
     act = active_jobs(run)
-    if act and (run / "metrics.json").is_file():
+    if act and ScoreStore(run).metrics():
         curves(run)
 
 
 def curves(run: Path) -> None:
-    f = run / "metrics.json"
-    if not f.is_file():
+    rows = ScoreStore(run).metrics()
+    if not rows:
         return
-    m = pd.read_json(f)
-    if m.empty:
-        return
+    m = pd.DataFrame(rows)
     c1, c2 = st.columns(2)
     for col, what, title in ((c1, "loss", "Loss"), (c2, "acc", "Accuracy")):
         fig = go.Figure()
@@ -358,7 +357,7 @@ def runs_section(run: Path | None) -> None:
     view = df[["name", "dataset", "model", "state", "val_acc", "test_acc"]].copy()
     view["created"] = pd.to_datetime(df["created"], unit="s").dt.strftime("%Y-%m-%d %H:%M")
     st.dataframe(view, hide_index=True, width="stretch")
-    if run is not None and (run / "metrics.json").is_file() and not active_jobs_exist(run):
+    if run is not None and ScoreStore(run).metrics() and not active_jobs_exist(run):
         st.subheader(f"Training curves of `{run.name}`")
         curves(run)
         skipped_section(run)

@@ -15,6 +15,8 @@ from app.components.common import require_run, show_user_error
 from app.components.gallery import render_gallery
 from app.components.progress import active_jobs
 from engine import jobs
+from engine.influence.methods import fast_methods, query_methods
+from engine.influence.scorestore import ScoreStore
 
 K = "test"
 DEFAULT_METHOD = "hydra"
@@ -22,30 +24,7 @@ GRID = 16
 
 
 def _influence_version(run: Path) -> float:
-    folder = run / "influence"
-    if not folder.is_dir():
-        return 0.0
-    return max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()), default=0.0)
-
-
-def query_methods() -> list[str]:
-    from engine.influence.registry import get_method, method_names
-
-    return [m for m in method_names() if get_method(m).uses_query]
-
-
-def fast_methods(methods: list[str]) -> set[str]:
-    """Methods that can serve any test image at once from a projected store (Hessian-free ones)."""
-    from engine.influence.featurestore import hessian_free_settings
-
-    out = set()
-    for m in methods:
-        try:
-            hessian_free_settings(m)
-        except Exception:  # ConfigError: needs exact curvature
-            continue
-        out.add(m)
-    return out
+    return ScoreStore(run).version()
 
 
 def store_ready(run: Path, method: str) -> bool:
@@ -206,7 +185,7 @@ def influencers_figure(df: pd.DataFrame) -> go.Figure:
 
 def _influencers(run: Path, sid: str, method: str, k: int, exact: bool) -> pd.DataFrame | None:
     """The influencers, or None after offering the job that makes them possible."""
-    running = active_jobs(run, kinds=("influence", "call"))
+    running = active_jobs(run, kinds=("influence", "projected-store"))
     if exact:
         got = _exact(str(run), sid, method, k, _influence_version(run))
         if got is None and not running:
@@ -226,14 +205,7 @@ def _influencers(run: Path, sid: str, method: str, k: int, exact: bool) -> pd.Da
                 "set (one pass over the trajectory, built once per run)."
             )
             if st.button(f"Build the {method} index", type="primary", key=f"{K}-store-start"):
-                jobs.start_job(
-                    "call",
-                    run_dir=run,
-                    params={
-                        "function": "engine.influence.api:build_projected_store",
-                        "kwargs": {"method": method},
-                    },
-                )
+                jobs.start_job("projected-store", run_dir=run, params={"method": method})
                 st.rerun()
         return None
     return _projected(str(run), sid, method, k, _influence_version(run))

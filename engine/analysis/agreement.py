@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from engine.config import ConfigError
-from engine.influence.registry import get_method
+from engine.influence.methods import get_method
 
 if TYPE_CHECKING:
-    from engine.influence.registry import Progress
-    from engine.train import LoadedRun
+    from engine.loading import LoadedRun
+    from engine.progress import Progress
     from engine.trajectory import Params
 
 __all__ = [
@@ -78,7 +78,7 @@ def score_agreement(fast: np.ndarray, exact: np.ndarray) -> dict[str, float]:
 
 def _settings(method: str, loaded: LoadedRun) -> tuple[str, int]:
     """(curvature, first step with a nonzero sensitivity) of an adjoint method."""
-    from engine.influence.adjoint import window_start
+    from engine.influence.walk import window_start
 
     spec = get_method(method)
     curvature = spec.defaults.get("curvature")
@@ -123,8 +123,8 @@ def sensitivities(
     "norm": {method: (S, K) ||J_t(k)||}, "diff": {method: (S, K) ||J_t(k) - J_t^{methods[0]}(k)||},
     "final": {method: (P, K) J_T}}. The first method is the reference for "diff".
     """
-    from engine.influence.adjoint import hvp_and_dots
     from engine.influence.pergrad import flatten_batched
+    from engine.influence.walk import hvp_and_dots
     from engine.sgd import sgd_step
 
     problem, traj = loaded.problem, loaded.traj
@@ -194,13 +194,9 @@ def sensitivities(
 
 
 def _scores(run_dir: str | Path, method: str, query: str) -> np.ndarray:
-    from engine.influence.api import compute_influence, load_scores
-    from engine.runs import RunError
+    from engine.influence.scorestore import ScoreStore
 
-    try:
-        df = load_scores(run_dir, method, query)
-    except RunError:
-        df = compute_influence(run_dir, method, query=query, overwrite=True)
+    df = ScoreStore(run_dir).get_or_compute(method, query)
     col = "score" if "score" in df.columns else [c for c in df.columns if c != "sample_id"][0]
     return df[col].to_numpy(np.float64)
 
@@ -228,12 +224,12 @@ def agreement(
     "final_relative_error", "seconds"}; saved as ``<run>/experiments/agreement-*/result.json``
     (with its figure) when save=True.
     """
-    from engine.influence.api import _load
+    from engine.loading import open_run
 
     t0 = time.perf_counter()
     if n_samples < 0:
         raise ConfigError(f"--samples must be >= 0, got {n_samples}")
-    loaded = _load(run_dir)
+    loaded = open_run(run_dir)
     res: dict[str, Any] = {
         "kind": "agreement",
         "run_dir": str(loaded.run.path),

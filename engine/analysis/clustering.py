@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from engine.config import ConfigError
-from engine.influence.registry import Progress, get_method
+from engine.influence.methods import get_method
+from engine.progress import Progress
 
 if TYPE_CHECKING:
-    from engine.train import LoadedRun
+    from engine.loading import LoadedRun
 
 __all__ = [
     "cluster_label_errors",
@@ -120,9 +121,9 @@ def validation_contributions(
                 loaded, u, curvature=str(curvature), last_epochs=last, progress=progress
             )
         return out.cpu().numpy().astype(np.float64), val_ids
-    from engine.influence.api import _store
+    from engine.influence.api import projected_store
 
-    st = _store(loaded.run.path, method, dim, 0)
+    st = projected_store(loaded.run.path, method, dim=dim)
     blocks = [st.scores(u[:, i : i + 256]) for i in range(0, u.shape[1], 256)]
     return np.concatenate(blocks, axis=1), val_ids
 
@@ -183,10 +184,10 @@ def cluster_label_errors(
     in JSON) when the run has no known errors. save=True writes it as an experiment
     (``<run>/experiments/cluster-*/result.json``).
     """
-    from engine.influence.api import _load
+    from engine.loading import open_run
 
     t0 = time.perf_counter()
-    loaded = _load(run_dir)
+    loaded = open_run(run_dir)
     contrib, val_ids = validation_contributions(
         loaded, method=method, m=m, seed=seed, exact=exact, dim=dim, progress=progress
     )

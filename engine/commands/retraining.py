@@ -68,8 +68,8 @@ def _group_line(name: str, g: dict[str, Any] | None) -> str:
 
 
 def run_retrain(a: argparse.Namespace) -> int:
+    from engine.loading import load_run
     from engine.retrain import retrain
-    from engine.train import load_run
 
     loaded = load_run(a.run_dir)
     drop = read_id_file(a.drop) if a.drop else []

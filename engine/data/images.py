@@ -126,7 +126,7 @@ def _parallel_map(fn: Callable[[_T], _R], items: Sequence[_T], *, threads: bool)
         return list(pool.map(fn, items, chunksize=16))
 
 
-def _worth_threads(paths: Sequence[Path]) -> bool:
+def worth_threads(paths: Sequence[Path]) -> bool:
     """Threads pay off when decoding dominates (large files: Pillow's codecs release the GIL);
     for small images Python overhead dominates and a plain loop is faster."""
     if len(paths) < 64 or (os.cpu_count() or 1) < 2:
@@ -179,7 +179,7 @@ def load_images(
 
     size = image_size
     todo = range(n)
-    threads = _worth_threads(paths)
+    threads = worth_threads(paths)
     if size is None:
         sizes: Counter[tuple[int, int]] = Counter()
         used = start = 0

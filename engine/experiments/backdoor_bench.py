@@ -28,23 +28,24 @@ import numpy as np
 import pandas as pd
 import torch
 
+from engine.changes import Changes
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.experiments.cleanse import method_scores
-from engine.experiments.noise_bench import _ensure_run, detection_metrics
+from engine.experiments.noise_bench import detection_metrics, ensure_run
 from engine.experiments.report import new_experiment_dir, save_result, write_figure, write_table
 from engine.fresh import train_fresh
-from engine.retrain import Changes, evaluate_theta
+from engine.loading import LoadedRun
+from engine.progress import Progress
+from engine.retrain import evaluate_theta
 from engine.stats import summarize
-from engine.train import LoadedRun
 
-Progress = Callable[[int, int, float | None], None]
 QUERY_FREE = ("itlm", "loss", "confident-learning")
 
 
 def default_methods() -> list[str]:
     """ITLM, every influence method (the ones that take a query), loss, confident learning, random."""
-    from engine.influence.registry import get_method, method_names
+    from engine.influence.methods import get_method, method_names
 
     names = method_names()
     influence = [m for m in names if get_method(m).uses_query]
@@ -62,7 +63,7 @@ def _suspicion(loaded: LoadedRun, name: str, seed: int) -> tuple[np.ndarray, str
     n = len(loaded.bundle.train)
     if name == "random":
         return np.random.default_rng([seed, 271828]).random(n), "-"
-    from engine.influence.registry import get_method
+    from engine.influence.methods import get_method
 
     if name == "attack-votes":  # its own query: the successful attacks (engine.influence.votes)
         return -method_scores(loaded, name), "attacks sent to b"
@@ -93,7 +94,7 @@ def backdoor_bench(
         raise ConfigError("--seeds must be at least 1")
     say = log or (lambda _m: None)
     t0 = time.perf_counter()
-    loaded, reused = _ensure_run(Path(run_dir), data, cfg, overwrite=overwrite)
+    loaded, reused = ensure_run(Path(run_dir), data, cfg, overwrite=overwrite)
     train_s = time.perf_counter() - t0
     b = loaded.bundle
     poisoned_ids = set(b.poisoned_ids())
@@ -297,8 +298,9 @@ def attack_predictions(run_dir: str | Path) -> pd.DataFrame:
     Columns: sample_id ("<test id>+wm"), label (true class), predicted, confidence (probability
     of the predicted class), prob_given (probability of the true class); empty without test-2.
     """
+    from engine.loading import load_run
     from engine.models import probabilities
-    from engine.train import load_run, split_logits
+    from engine.problem import split_logits
 
     lr = load_run(run_dir)
     sp = lr.bundle.attack

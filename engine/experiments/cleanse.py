@@ -20,7 +20,7 @@ against with Welch's t-test at each m.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,13 +29,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from engine.changes import Changes
 from engine.config import ConfigError
 from engine.experiments.report import new_experiment_dir, save_result, write_figure, write_table
-from engine.retrain import BUDGETS, Changes, counterfactual, evaluate_theta, train_fresh
+from engine.loading import LoadedRun, load_run
+from engine.progress import Progress
+from engine.retrain import BUDGETS, counterfactual, evaluate_theta, train_fresh
 from engine.stats import compare, fmt_p, holm, summarize
-from engine.train import LoadedRun, load_run, train
+from engine.train import train
 
-Progress = Callable[[int, int, float | None], None]
 DEFAULT_METHODS = (
     "sgd-influence",
     "sgd-influence-last",
@@ -52,19 +54,14 @@ def method_scores(
 ) -> np.ndarray:
     """Scores (N_train,) of `method` for `query`, in training-split order; negative = harmful.
 
-    Uses engine.influence.api.compute_influence, which stores the scores in the run; when the
-    run already holds scores made with other options, computes them through the registry without
-    replacing those. Raises ConfigError for an unknown method or an unsupported query.
+    The method's default options: stored scores made with them are reused, else computed and
+    stored; when the run holds scores made with other options, these are computed and not
+    stored (engine.influence.scorestore.ScoreStore.get_or_compute). Raises ConfigError for an
+    unknown method or an unsupported query.
     """
-    from engine.influence.api import compute_influence
-    from engine.influence.queries import Query
-    from engine.influence.registry import run_method
-    from engine.runs import RunError
+    from engine.influence.scorestore import ScoreStore
 
-    try:
-        df = compute_influence(loaded.run.path, method, query=query, progress=progress)
-    except RunError:  # scores stored with other options
-        return run_method(method, loaded, Query.parse(query), progress=progress)[:, 0]
+    df = ScoreStore(loaded.run.path).get_or_compute(method, query, options={}, progress=progress)
     col = "score" if "score" in df.columns else [c for c in df.columns if c != "sample_id"][0]
     s = df.set_index("sample_id")[col].reindex(loaded.bundle.train.ids)
     if s.isna().any():
@@ -205,7 +202,7 @@ def cleanse(
                             s, name, i, m, _retrain_errors(base, r[:m], mode, fresh_seeds, budget)
                         )
     table = pd.DataFrame(rows)
-    summary = _summarize(table, before_rows, pair_key="draw" if mode == "fresh" else "seed")
+    summary = summarize_removals(table, before_rows, pair_key="draw" if mode == "fresh" else "seed")
     res: dict[str, Any] = {
         "kind": "cleanse",
         "run_dir": str(loaded.run.path),
@@ -225,7 +222,7 @@ def cleanse(
         "before": summarize([r["test_error"] for r in before_rows]),
         "summary": summary.to_dict(orient="records"),
         "rows": rows,
-        "conclusion": _conclusion(summary),
+        "conclusion": conclusion(summary),
     }
     write_table(folder, "retrains", table)
     write_table(folder, "summary", summary)
@@ -255,7 +252,7 @@ def _paired(g: pd.DataFrame, rand: pd.DataFrame, key: str) -> dict[str, Any]:
     return {"diff": c["diff"], "p": c["p"] if c["test"] == "paired" else None}
 
 
-def _summarize(
+def summarize_removals(
     table: pd.DataFrame, before_rows: list[dict[str, Any]], *, pair_key: str = "seed"
 ) -> pd.DataFrame:
     out = []
@@ -287,7 +284,7 @@ def _summarize(
     return pd.DataFrame(out)
 
 
-def _conclusion(summary: pd.DataFrame) -> str:
+def conclusion(summary: pd.DataFrame) -> str:
     """One sentence per method: where removing its top-m lowered test error significantly more than random.
 
     Uses the paired test (same base run / fresh seed on both sides) where it has a p-value, else

@@ -27,8 +27,8 @@ from scipy.stats import kendalltau
 from engine.config import OPTIMIZERS, ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.experiments.loo import loo_changes
+from engine.influence.methods import get_method, method_names, run_method
 from engine.influence.queries import Query
-from engine.influence.registry import get_method, method_names, run_method
 
 MODELS = ("logreg", "dnn")
 N_TRAIN, N_VAL, N_TEST = 200, 160, 1
@@ -207,7 +207,8 @@ def fidelity_seed(
     standardize: bool = True,
 ) -> tuple[SeedResult, np.ndarray, dict[str, np.ndarray]]:
     """Train one run, compute true LOO and every method's scores; (result, truth (N,), scores)."""
-    from engine.train import load_run, train
+    from engine.loading import load_run
+    from engine.train import train
 
     cfg = protocol(model, seed, optimizer=optimizer, standardize=standardize)
     train(run_dir, data_spec(seed), cfg, overwrite=True)

@@ -23,13 +23,13 @@ import torch
 from torch.func import functional_call, vmap
 
 from engine.influence.queries import Query, query_losses
-from engine.influence.registry import Progress
 from engine.models import per_sample_loss
+from engine.progress import Progress
 from engine.sgd import apply_update
 from engine.trajectory import Params
 
 if TYPE_CHECKING:
-    from engine.train import LoadedRun
+    from engine.loading import LoadedRun
 
 
 def _stacked_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

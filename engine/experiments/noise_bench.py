@@ -28,7 +28,7 @@ the others; when no method's removal helps, nothing is removed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +38,18 @@ import torch
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from engine.changes import Changes
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.experiments.cleanse import method_scores
 from engine.experiments.report import new_experiment_dir, save_result, write_figure, write_table
-from engine.retrain import BUDGETS, Changes, evaluate_theta, train_fresh
+from engine.loading import LoadedRun, load_run
+from engine.progress import Progress
+from engine.retrain import BUDGETS, evaluate_theta, train_fresh
 from engine.runs import RunDir
 from engine.stats import summarize
-from engine.train import LoadedRun, load_run, train
+from engine.train import train
 
-Progress = Callable[[int, int, float | None], None]
 SELF_METHODS = ("hydra", "tracin")
 COMBINED = ("loss", "sgd-influence")
 DEFAULT_SEEDS = 5
@@ -67,7 +69,7 @@ def detection_metrics(suspicion: np.ndarray, flipped: np.ndarray) -> dict[str, f
     }
 
 
-def _ensure_run(
+def ensure_run(
     run_dir: Path, data: DataSpec, cfg: TrainConfig, *, overwrite: bool
 ) -> tuple[LoadedRun, bool]:
     """Reuse run_dir if it was trained with exactly this data and config; else train it."""
@@ -115,9 +117,9 @@ def noise_bench(
     if budget not in BUDGETS:
         raise ConfigError(f"--budget must be steps or epochs, got {budget!r}")
     t0 = time.perf_counter()
-    loaded, reused = _ensure_run(Path(run_dir), data, cfg, overwrite=overwrite)
+    loaded, reused = ensure_run(Path(run_dir), data, cfg, overwrite=overwrite)
     train_s = time.perf_counter() - t0
-    from engine.influence.registry import get_method, method_names
+    from engine.influence.methods import get_method, method_names
 
     names = list(methods) if methods else [m for m in method_names() if m != "random"] + ["random"]
     flipped = (

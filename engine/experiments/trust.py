@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,13 @@ import pandas as pd
 import torch
 from scipy import stats as sps
 
+from engine.changes import Changes
 from engine.config import ConfigError
 from engine.experiments.cleanse import harmful_first, method_scores
 from engine.experiments.report import new_experiment_dir, save_result, write_figure, write_table
-from engine.retrain import Changes, counterfactual, evaluate_theta
-from engine.train import LoadedRun, load_run
-
-Progress = Callable[[int, int, float | None], None]
+from engine.loading import LoadedRun, load_run
+from engine.progress import Progress
+from engine.retrain import counterfactual, evaluate_theta
 
 
 def pick_samples(scores: np.ndarray, k: int, *, seed: int = 0) -> list[tuple[int, str]]:

@@ -45,16 +45,16 @@ from typing import TYPE_CHECKING
 import torch
 
 from engine.config import ConfigError
-from engine.influence.adjoint import (
+from engine.influence.pergrad import batch_dots, grads_and_dots, resolve_dots, unflatten
+from engine.influence.walk import (
     CURVATURES,
     StepHook,
-    _segments_from,
-    _states_backward,
     hvp_and_dots,
+    segments_from,
+    states_backward,
     window_start,
 )
-from engine.influence.pergrad import batch_dots, grads_and_dots, resolve_dots, unflatten
-from engine.influence.registry import Progress
+from engine.progress import Progress
 from engine.sgd import SQ, STEP, Problem, adam_preconditioner, apply_update, sgd_step
 from engine.trajectory import Params, Trajectory
 
@@ -88,7 +88,7 @@ def _step_hook(problem: Problem, traj: Trajectory, *, full: bool) -> StepHook:
 
 
 if TYPE_CHECKING:
-    from engine.train import LoadedRun
+    from engine.loading import LoadedRun
 
 
 def adam_pass(
@@ -140,8 +140,8 @@ def adam_pass(
         a = unflatten(theta_ref, u[:, q0 : q0 + chunk].to(dtype))
         b = {k: torch.zeros_like(t) for k, t in a.items()}
         e_s = {k: torch.zeros_like(t) for k, t in a.items()} if full else {}
-        for s, e in reversed(_segments_from(traj, start)):
-            walk = _states_backward(problem, traj, s, e, start, max_states=max_states, step_fn=hook)
+        for s, e in reversed(segments_from(traj, start)):
+            walk = states_backward(problem, traj, s, e, start, max_states=max_states, step_fn=hook)
             for t, theta_t, st in walk:
                 idx = traj.batch(t)
                 xb, yb = problem.batch_inputs(idx, traj.aug_seed(t))

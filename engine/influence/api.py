@@ -6,15 +6,15 @@ NEGATIVE = HARMFUL, positive = helpful.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from engine.config import ConfigError
+from engine.fingerprint import run_fingerprint
 from engine.influence import classmatrix
 from engine.influence.featurestore import (
     FeatureStore,
@@ -22,24 +22,12 @@ from engine.influence.featurestore import (
     hessian_free_settings,
     open_store,
 )
+from engine.influence.methods import run_method
 from engine.influence.queries import Query, flat_query_gradients
-from engine.influence.registry import Progress, check_method_options, get_method, run_method
-from engine.influence.store import (
-    as_query,
-    check_json_options,
-    existing_params,
-    list_params,
-    query_text,
-    read_scores,
-    run_fingerprint,
-    same_request,
-    scores_dir,
-    write_scores,
-)
-from engine.runs import ENGINE_VERSION, RunError
-
-if TYPE_CHECKING:
-    from engine.train import LoadedRun
+from engine.influence.scorestore import ScoreStore
+from engine.loading import LoadedRun, open_run
+from engine.progress import Progress
+from engine.runs import RunError
 
 __all__ = [
     "build_projected_store",
@@ -47,26 +35,10 @@ __all__ = [
     "compute_influence",
     "list_scores",
     "load_scores",
+    "projected_store",
     "projection_agreement",
     "test_influencers",
 ]
-
-_LOADED: dict[str, tuple[dict[str, Any], LoadedRun]] = {}
-
-
-def _load(run_dir: str | Path) -> LoadedRun:
-    """load_run, cached per run directory while its final checkpoint is unchanged."""
-    from engine.train import load_run
-
-    key = str(Path(run_dir).resolve())
-    fp = run_fingerprint(run_dir)
-    hit = _LOADED.get(key)
-    if hit is not None and hit[0] == fp:
-        return hit[1]
-    loaded = load_run(run_dir)
-    _LOADED.clear()
-    _LOADED[key] = (fp, loaded)
-    return loaded
 
 
 def compute_influence(
@@ -90,73 +62,21 @@ def compute_influence(
     the same method, query and options (a restarted chain of methods does not redo finished ones).
     The run's "run" lock is held shared while computing, so the run cannot be re-trained under it.
     """
-    q = as_query(query)
-    spec = get_method(method)
-    check_method_options(spec, options)
-    opts = check_json_options({**spec.defaults, **options})
-    loaded = _load(run_dir)
-    folder = scores_dir(run_dir, method, q)
-    fp = run_fingerprint(run_dir)
-    params: dict[str, Any] = {
-        "method": method,
-        "query": query_text(q),
-        "options": opts,
-        "fingerprint": fp,
-        "engine_version": ENGINE_VERSION,
-    }
-    old = existing_params(folder)
-    if old is not None and not overwrite and not same_request(old, params):
-        raise RunError(
-            f"{folder} holds {method} scores made with other parameters "
-            f"(options {old.get('options')}, query {old.get('query')!r}); "
-            "pass --overwrite (overwrite=True) to replace them"
-        )
-    if skip_existing and old is not None and same_request(old, params):
-        try:
-            return read_scores(run_dir, method, q)[0]
-        except (RunError, ValueError, OSError):
-            pass  # unreadable or incomplete: compute them again
-    with loaded.run.lock(shared=True, blocking=False):
-        t0 = time.perf_counter()
-        scores = run_method(method, loaded, q, progress=progress, **options)
-        seconds = time.perf_counter() - t0
-        cols = q.column_names(loaded) if spec.uses_query else ["score"]
-        if scores.shape[1] != len(cols):
-            if scores.shape[1] != 1:
-                raise RuntimeError(
-                    f"{method} returned {scores.shape[1]} columns for {len(cols)} query columns"
-                )
-            cols = ["score"]
-        frame = pd.DataFrame(scores, columns=cols)
-        frame.insert(0, "sample_id", list(loaded.bundle.train.ids))
-        params.update(
-            seconds=seconds,
-            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            n=len(frame),
-            columns=cols,
-            query_tag=q.tag,
-        )
-        with loaded.run.lock(f"influence-{method}-{q.tag}"):
-            write_scores(folder, frame, params)
-    return frame
+    return ScoreStore(run_dir).compute(
+        method, query=query, progress=progress, overwrite=overwrite,
+        skip_existing=skip_existing, **options,
+    )  # fmt: skip
 
 
 def load_scores(run_dir: str | Path, method: str, query: str | Query = "val") -> pd.DataFrame:
     """The stored scores of `method` for `query`; RunError if absent or made from another run."""
-    return read_scores(run_dir, method, as_query(query))[0]
+    return ScoreStore(run_dir).scores(method, query)
 
 
 def list_scores(run_dir: str | Path) -> list[dict[str, Any]]:
     """Every stored score set: [{"method", "query", "seconds", "created", "n"}, ...]."""
     keys = ("method", "query", "seconds", "created", "n")
-    return [{k: p.get(k) for k in keys} for p in list_params(run_dir)]
-
-
-def _scores_or_compute(run_dir: str | Path, method: str, query: Query) -> pd.DataFrame:
-    try:
-        return load_scores(run_dir, method, query)
-    except RunError:
-        return compute_influence(run_dir, method, query=query, overwrite=True)
+    return [{k: p.get(k) for k in keys} for p in ScoreStore(run_dir).stored()]
 
 
 def class_matrix(
@@ -169,8 +89,8 @@ def class_matrix(
     class b. normalise=True applies HYDRA's normalisation: every entry divided by
     sqrt(|row sum x column sum|) (see engine.influence.classmatrix). Returns (M, class names).
     """
-    frame = _scores_or_compute(run_dir, method, Query("class"))
-    loaded = _load(run_dir)
+    frame = ScoreStore(run_dir).get_or_compute(method, Query("class"))
+    loaded = open_run(run_dir)
     names = list(loaded.bundle.class_names)
     scores = frame[[f"class:{c}" for c in names]].to_numpy()
     m = classmatrix.class_contribution(
@@ -196,12 +116,16 @@ def build_projected_store(
     materialised; dim >= P stores phi exactly.
     """
     hessian_free_settings(method)
-    path = build_store(_load(run_dir), method, dim=dim, seed=seed, progress=progress)
+    path = build_store(open_run(run_dir), method, dim=dim, seed=seed, progress=progress)
     _STORES.pop((str(Path(run_dir).resolve()), method, dim, seed), None)
     return path
 
 
-def _store(run_dir: str | Path, method: str, dim: int, seed: int) -> FeatureStore:
+def projected_store(
+    run_dir: str | Path, method: str = "hydra", *, dim: int = 2048, seed: int = 0
+) -> FeatureStore:
+    """The projected store of `method` (built if missing or made for another state of the run),
+    cached per run, method, dim and seed."""
     key = (str(Path(run_dir).resolve()), method, dim, seed)
     hit = _STORES.get(key)
     if hit is not None and hit.meta.get("fingerprint") == run_fingerprint(run_dir):
@@ -215,7 +139,7 @@ def _store(run_dir: str | Path, method: str, dim: int, seed: int) -> FeatureStor
     return st
 
 
-def _test_gradients(loaded: LoadedRun, test_ids: list[str]) -> torch.Tensor:
+def gradients_of_test_samples(loaded: LoadedRun, test_ids: list[str]) -> torch.Tensor:
     return flat_query_gradients(loaded, Query("test", tuple(test_ids)), loaded.final_theta).detach()
 
 
@@ -237,7 +161,7 @@ def test_influencers(
     """
     if k <= 0:
         raise ConfigError(f"--k must be positive, got {k}")
-    loaded = _load(run_dir)
+    loaded = open_run(run_dir)
     attack = loaded.bundle.attack  # a backdoored run's watermarked test-2 images count too
     if test_id not in set(loaded.bundle.test.ids) | set(attack.ids if attack else ()):
         raise ConfigError(f"unknown test sample id {test_id!r}")
@@ -248,8 +172,8 @@ def test_influencers(
         ].to_numpy()
     else:
         hessian_free_settings(method)
-        st = _store(run_dir, method, dim, 0)
-        scores = st.scores(_test_gradients(loaded, [test_id]))[:, 0]
+        st = projected_store(run_dir, method, dim=dim)
+        scores = st.scores(gradients_of_test_samples(loaded, [test_id]))[:, 0]
     order = np.argsort(scores, kind="stable")
     n = len(order)
     harm = order[: min(k, n)]
@@ -279,12 +203,12 @@ def projection_agreement(
     """
     from scipy.stats import spearmanr
 
-    loaded = _load(run_dir)
+    loaded = open_run(run_dir)
     ids = list(loaded.bundle.test.ids)
     pick = [ids[i] for i in np.linspace(0, len(ids) - 1, min(n_test, len(ids))).round().astype(int)]
     hessian_free_settings(method)
-    st = _store(run_dir, method, dim, 0)
-    u = _test_gradients(loaded, pick)
+    st = projected_store(run_dir, method, dim=dim)
+    u = gradients_of_test_samples(loaded, pick)
     approx = st.scores(u)
     exact = run_method(method, loaded, Query("test", tuple(pick)), u=u)
     rho = [float(spearmanr(approx[:, j], exact[:, j]).statistic) for j in range(len(pick))]

@@ -28,12 +28,13 @@ from torch.func import functional_call
 from engine.config import ConfigError
 from engine.influence.itlm import fit_subset, training_losses
 from engine.influence.queries import Query
-from engine.influence.registry import Progress, register_method
+from engine.influence.registry import register_method
 from engine.models import penultimate, probabilities
+from engine.progress import Progress
 from engine.trajectory import Params
 
 if TYPE_CHECKING:
-    from engine.train import LoadedRun
+    from engine.loading import LoadedRun
 
 
 @torch.no_grad()
@@ -186,7 +187,7 @@ def out_of_fold_probabilities(
     """Out-of-fold predicted probabilities (N_train, C): each fold predicted by a model of the
     run's config trained (run's SGD hyperparameters, fresh weights seeded by seed + fold) on the
     other folds."""
-    from engine.train import build_problem
+    from engine.problem import build_problem
 
     n = loaded.problem.x.shape[0]
     if not (2 <= folds <= n):

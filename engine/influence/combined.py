@@ -39,8 +39,8 @@ sgd-influence with the cosine default), so both are merged.
 Output: (N_train, 1) scores = -(merged suspicion), rescaled to [-1, 0]: NEGATIVE = SUSPICIOUS
 (harmful), like every other method, so sorting ascending lists the likeliest label errors first.
 The method ignores the query (uses_query=False): its components always use the validation query.
-Components already stored in the run with their default options are reused, else computed (and
-stored) through engine.influence.api.compute_influence.
+The components come from ``components`` (engine.influence.scorestore.ScoreStore.components): stored
+in the run with their default options, else computed (and stored).
 """
 
 from __future__ import annotations
@@ -51,11 +51,12 @@ import numpy as np
 from scipy.stats import rankdata
 
 from engine.config import ConfigError
-from engine.influence.registry import Progress, get_method, register_method, run_method
+from engine.influence.registry import Components, register_method
+from engine.progress import Progress
 
 if TYPE_CHECKING:
     from engine.influence.queries import Query
-    from engine.train import LoadedRun
+    from engine.loading import LoadedRun
 
 __all__ = ["RULES", "combined_scores", "merge_suspicions", "percentiles", "structure_weight"]
 
@@ -138,34 +139,12 @@ def structure_weight(loaded: LoadedRun, *, batch_size: int = 4096) -> float:
     return float(c.max(axis=1).sum() / c.sum())
 
 
-def _component(loaded: LoadedRun, method: str, query: str, progress: Progress | None) -> np.ndarray:
-    """Scores (N,) of a component: stored (default options, this run) or computed and stored."""
-    from engine.influence.queries import Query
-    from engine.influence.store import read_scores
-    from engine.runs import RunError
-
-    spec = get_method(method)
-    q = Query.parse(query)
-    try:
-        frame, params = read_scores(loaded.run.path, method, q)
-        if params.get("options") == {**spec.defaults}:
-            return frame["score"].to_numpy(np.float64)
-    except (RunError, KeyError):
-        pass
-    try:
-        from engine.influence.api import compute_influence
-
-        frame = compute_influence(loaded.run.path, method, query=q, progress=progress)
-        return frame["score"].to_numpy(np.float64)
-    except RunError:  # stored with other options: compute without replacing them
-        return run_method(method, loaded, q, progress=progress)[:, 0]
-
-
 @register_method(
     "combined",
     description="Label-error ranking: weighted Fisher merge of the margin and validation-loss "
     "influence ranks (hydra + sgd-influence; negative = suspicious)",
     uses_query=False,
+    composite=True,
     influence="hydra,sgd-influence",
     rule="fisher",
     use_self=False,
@@ -177,6 +156,7 @@ def combined_scores(
     query: Query,
     *,
     progress: Progress | None = None,
+    components: Components,
     influence: str = "hydra,sgd-influence",
     rule: str = "fisher",
     use_self: bool = False,
@@ -185,6 +165,9 @@ def combined_scores(
     base: str = "margin",
 ) -> np.ndarray:
     """(N_train, 1) merged label-error scores in [-1, 0]; -1 = the most suspicious sample.
+
+    components(method, query kind, progress) -> (N_train,): another method's scores (given by the
+    score store).
 
     influence: the method(s) for validation-loss influence, comma-separated ("" or "none" leaves
     it out); use_self adds the self-influence of each (Hessian-free methods only); use_loss the
@@ -203,12 +186,12 @@ def combined_scores(
     # the validation half a recommendation scores on (engine.recommend), else the whole split
     val = query.kind if query.kind in ("val-a", "val-b") else "val"
     for m in names:
-        infl.append(-_component(loaded, m, val, progress))
+        infl.append(-components(m, val, progress))
         if use_self:
-            infl.append(_component(loaded, m, "self", progress))
+            infl.append(components(m, "self", progress))
     if base not in ("loss", "margin"):
         raise ConfigError(f"base must be loss or margin, got {base!r}")
-    base_s = [-_component(loaded, base, "val", progress)] if use_loss else []
+    base_s = [-components(base, "val", progress)] if use_loss else []
     if not base_s and not infl:
         raise ConfigError("combined needs at least one component (loss, influence)")
     weights: list[float] | None = None

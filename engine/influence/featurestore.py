@@ -1,7 +1,7 @@
 """The projected feature store for interactive per-test-sample influencers (TRAK-style).
 
 For the H := 0 methods (hydra, tracin) score_k(u) = <u, phi_k> with
-phi_k = sum_{t: k in S_t} coef_t g_k(theta_t) (engine.influence.adjoint.step_coefficients). The
+phi_k = sum_{t: k in S_t} coef_t g_k(theta_t) (engine.influence.walk.step_coefficients). The
 store keeps F[k] = R phi_k (N, d) for a random projection R (engine.influence.projection), so a
 test sample's scores are F (R u): one (N x d)(d) product. Sign convention as everywhere: score =
 change of the test sample's loss if k is removed; NEGATIVE = HARMFUL.
@@ -25,15 +25,16 @@ import numpy as np
 import torch
 
 from engine.config import ConfigError
-from engine.influence.adjoint import _coef_for, window_start
+from engine.fingerprint import run_fingerprint
 from engine.influence.projection import Projector, make_projector
-from engine.influence.registry import Progress, get_method
+from engine.influence.registry import METHODS
 from engine.influence.selfinfluence import window_grads
-from engine.influence.store import run_fingerprint
+from engine.influence.walk import scalar_coefficients, window_start
+from engine.progress import Progress
 from engine.runs import ENGINE_VERSION, RunError, atomic_write_json, read_json
 
 if TYPE_CHECKING:
-    from engine.train import LoadedRun
+    from engine.loading import LoadedRun
 
 
 @dataclass
@@ -57,7 +58,9 @@ def hessian_free_settings(
     method: str, options: dict[str, Any] | None = None
 ) -> tuple[str, int | None]:
     """(curvature, last_epochs) of an H := 0 adjoint method; ConfigError for any other method."""
-    spec = get_method(method)
+    spec = METHODS.get(method)  # the registry, not the catalog: estimators (votes) call this
+    if spec is None:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     opts = {**spec.defaults, **(options or {})}
     curvature = opts.get("curvature")
     if curvature not in ("decay", "none"):
@@ -96,7 +99,7 @@ def project_phi(
 ) -> np.ndarray:
     """F (N, d) = R phi_k for every training sample, by one forward replay."""
     start = window_start(loaded.traj, last_epochs)
-    coef = _coef_for(loaded, curvature, start)
+    coef = scalar_coefficients(loaded, curvature, start)
     feats = torch.zeros(loaded.problem.x.shape[0], projector.dim, dtype=torch.float64)
     for t, idx, g in window_grads(loaded, start=start, progress=progress):
         feats.index_add_(0, idx, (projector.project(g).to(torch.float64) * coef[t]).cpu())

@@ -30,12 +30,13 @@ from torch.func import functional_call, grad, jvp, vmap
 
 from engine.config import ConfigError
 from engine.influence.queries import Query, flat, flat_query_gradients
-from engine.influence.registry import Progress, register_method
+from engine.influence.registry import register_method
 from engine.models import per_sample_loss
+from engine.progress import Progress
 from engine.trajectory import Params
 
 if TYPE_CHECKING:
-    from engine.train import LoadedRun
+    from engine.loading import LoadedRun
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 

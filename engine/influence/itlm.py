@@ -22,13 +22,14 @@ import torch
 
 from engine.config import ConfigError, learning_rate
 from engine.influence.queries import Query
-from engine.influence.registry import Progress, register_method
+from engine.influence.registry import register_method
 from engine.models import per_sample_loss
+from engine.progress import Progress
 from engine.sgd import sgd_step
 from engine.trajectory import Params
 
 if TYPE_CHECKING:
-    from engine.train import LoadedRun
+    from engine.loading import LoadedRun
 
 
 def fit_subset(
@@ -45,7 +46,7 @@ def fit_subset(
     with `seed` (default: the run's seed), uses the run's learning-rate schedule over the
     subset's own steps. Returns the final weights (a new dict).
     """
-    from engine.train import aug_seed_for, epoch_batches, steps_per_epoch
+    from engine.problem import aug_seed_for, epoch_batches, steps_per_epoch
 
     cfg = loaded.cfg
     idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)

@@ -30,7 +30,7 @@ from engine.models import per_sample_loss
 from engine.trajectory import Params
 
 if TYPE_CHECKING:
-    from engine.train import LoadedRun
+    from engine.loading import LoadedRun
 
 QUERY_KINDS = ("val", "val-a", "val-b", "class", "test", "self", "attack")
 MEAN_KINDS = ("val", "val-a", "val-b", "attack")  # query losses that are means, not sums

@@ -1,7 +1,7 @@
 """Hessian-free passes that need materialised per-sample gradients: self-influence and the
 replay iterator the projected feature store shares (engine.influence.featurestore).
 
-Same coefficients as the H := 0 adjoint pass (engine.influence.adjoint.step_coefficients):
+Same coefficients as the H := 0 adjoint pass (engine.influence.walk.step_coefficients):
 score_k = sum_t coef_t <u, g_k(theta_t)>; NEGATIVE = HARMFUL.
 """
 
@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from engine.influence.adjoint import _coef_for, _segments_from, window_start
 from engine.influence.pergrad import (
     fold_per_sample_grads,
     per_sample_grads,
     step_with_grads,
     supports_fold,
 )
-from engine.influence.registry import Progress
+from engine.influence.walk import scalar_coefficients, segments_from, window_start
+from engine.progress import Progress
 from engine.sgd import sgd_step
 
 if TYPE_CHECKING:
-    from engine.train import LoadedRun
+    from engine.loading import LoadedRun
 
 
 def window_grads(
@@ -36,7 +36,7 @@ def window_grads(
     total, done = traj.n_steps - start, 0
     # Linear / Conv2d models: the per-sample gradients come out of the replay step's own backward
     fused = supports_fold(problem.model)
-    for s, e in _segments_from(traj, start):
+    for s, e in segments_from(traj, start):
         theta, v = traj.load_checkpoint(s, device=problem.x.device)
         for t in range(s, e):
             idx = traj.batch(t)
@@ -72,7 +72,7 @@ def self_parallel_pass(
     """
     problem = loaded.problem
     start = window_start(loaded.traj, last_epochs)
-    coef = _coef_for(loaded, curvature, start)
+    coef = scalar_coefficients(loaded, curvature, start)
     theta_T = loaded.final_theta
     scores = torch.zeros(problem.x.shape[0], 1, dtype=torch.float64, device=problem.x.device)
     for t, idx, g_t in window_grads(loaded, start=start, progress=progress):

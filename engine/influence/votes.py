@@ -35,10 +35,11 @@ from engine.config import ConfigError
 from engine.influence.featurestore import hessian_free_settings, project_phi
 from engine.influence.projection import make_projector
 from engine.influence.queries import Query, flat_query_gradients
-from engine.influence.registry import Progress, register_method
+from engine.influence.registry import register_method
+from engine.progress import Progress
 
 if TYPE_CHECKING:
-    from engine.train import LoadedRun
+    from engine.loading import LoadedRun
 
 RANKS = ("similarity", "votes", "sum")
 EXACT_LIMIT = 50_000_000  # N * P float64 entries kept exactly (400 MB); above: projected to dim
@@ -47,7 +48,7 @@ EXACT_LIMIT = 50_000_000  # N * P float64 entries kept exactly (400 MB); above: 
 def successful_attacks(loaded: LoadedRun) -> list[str]:
     """The test-2 ids ("<test id>+wm") the run's final weights predict as the backdoor target."""
     from engine.models import predict
-    from engine.train import split_logits
+    from engine.problem import split_logits
 
     b = loaded.bundle
     if b.attack is None or b.attack_target is None:

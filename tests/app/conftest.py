@@ -22,7 +22,7 @@ TINY_METHOD = "tracin"
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished tiny run with `TINY_METHOD` scores (built once per test session)."""
-    from engine.jobs import run_inline
+    from engine.job_worker import run_inline
     from engine.train import train
 
     run = tmp_path_factory.mktemp("tiny") / "tiny-run"

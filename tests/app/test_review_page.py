@@ -6,8 +6,9 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from engine.train import load_run
-from engine.trusted import load_trusted, review_queue
+from engine.loading import load_run
+from engine.review import review_queue
+from engine.trusted import load_trusted
 from tests.app.conftest import page
 
 

@@ -62,7 +62,7 @@ def test_demo_button_trains_in_a_background_job(workspace: Path) -> None:
     (chain,) = done["next_jobs"]
     c = wait_job(run, chain, timeout=300)
     assert c["state"] == "done", c
-    assert c["params"]["function"] == "engine.recommend:score_and_recommend"
+    assert c["kind"] == "score-and-recommend"
     from engine.export import score_methods
     from engine.recommend import CANDIDATES, latest_recommendation
 
@@ -107,7 +107,7 @@ def test_standardise_checkbox_reaches_the_training_job(workspace: Path) -> None:
     at.checkbox(key="runs-then").uncheck().run()
     at.button(key="runs-train").click().run()
     assert not at.exception
-    from engine.train import load_run
+    from engine.loading import load_run
     from engine.workspace import current_run
 
     run = current_run(workspace)

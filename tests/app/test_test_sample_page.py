@@ -27,8 +27,8 @@ def test_index_job_then_influencers_of_a_picked_image(run_dir: Path) -> None:
     assert [m.label for m in at.metric] == ["True label", "Predicted", "Confidence"]
     at.button(key="test-store-start").click().run()
     assert not at.exception
-    (job,) = list_jobs(run_dir, kind="call")
-    assert job["params"]["function"] == "engine.influence.api:build_projected_store"
+    (job,) = list_jobs(run_dir, kind="projected-store")
+    assert job["params"] == {"method": "hydra"}
     assert wait_job(run_dir, job["id"], timeout=180)["state"] == "done"
 
     at = AppTest.from_file(page("test_sample.py"), default_timeout=60).run()

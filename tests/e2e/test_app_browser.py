@@ -102,7 +102,7 @@ def test_demo_story_in_a_real_browser(page: Any, app_server: AppServer) -> None:
         page.get_by_role("button", name="Train the demo model and find harmful images").click()
         run = _run_dir(server)
         _wait_jobs(run, "train")
-        _wait_jobs(run, "call")
+        _wait_jobs(run, "score-and-recommend")
         _wait_idle(run)  # the whole chain: a job finishing mid-test reruns the page
         passed.append("train")
         passed.append("score and recommend")
@@ -178,7 +178,7 @@ def test_demo_story_in_a_real_browser(page: Any, app_server: AppServer) -> None:
         # 5. test sample: build the per-image index, see the influencers of a test image
         _open(page, server, "test_sample", "Test sample")
         page.get_by_role("button", name="Build the hydra index").click()
-        _wait_jobs(run, "call", n=2)
+        _wait_jobs(run, "projected-store")
         _open(page, server, "test_sample", "Test sample")
         _plotly_charts(page)
         page.get_by_text("Raise its loss").first.wait_for()

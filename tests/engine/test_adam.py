@@ -10,9 +10,10 @@ import torch
 from engine.cli import main
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
+from engine.loading import load_run
 from engine.runs import load_tensors
 from engine.sgd import SQ, STEP, Problem, apply_update, batch_loss, sgd_step
-from engine.train import load_run, resume, train
+from engine.train import resume, train
 from engine.verify import verify_replay
 
 SPEC = DataSpec(dataset="digits", classes=[1, 7], n_train=40, n_val=20, n_test=10)

@@ -18,7 +18,9 @@ from engine.embedding import (
     load_embedding,
     penultimate_features,
 )
-from engine.train import load_run, split_logits, train
+from engine.loading import load_run
+from engine.problem import split_logits
+from engine.train import train
 
 
 @pytest.fixture(scope="module")

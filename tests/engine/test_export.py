@@ -11,7 +11,7 @@ import pytest
 
 from engine.config import TrainConfig
 from engine.export import cleaned_labels, export_selection, run_predictions
-from engine.jobs import run_inline
+from engine.job_worker import run_inline
 from engine.selections import set_drop, set_relabel
 from engine.train import train
 

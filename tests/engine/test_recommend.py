@@ -16,15 +16,16 @@ from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.influence.api import compute_influence
 from engine.influence.queries import val_halves
+from engine.loading import LoadedRun
 from engine.recommend import (
-    _choose,
+    choose,
     default_k,
     default_ks,
     latest_recommendation,
     reads_validation,
     recommend,
 )
-from engine.train import LoadedRun, train
+from engine.train import train
 
 METHODS = ("loss", "margin", "hydra", "sgd-influence")
 
@@ -107,9 +108,11 @@ def test_recommendation_table_and_choice(run: Path) -> None:
 def test_validation_reading_methods_are_cross_fitted_over_the_halves(run: Path) -> None:
     """hydra's top k by half A's scores is judged on half B and by B's on A, pooled by size;
     a label-only method and the random draws on the whole validation split; batches renormalised."""
+    from engine.changes import resolve_changes
+    from engine.loading import load_run
     from engine.models import per_sample_loss
-    from engine.retrain import counterfactual, resolve_changes
-    from engine.train import load_run, split_logits
+    from engine.problem import split_logits
+    from engine.retrain import counterfactual
 
     res = recommend(run, methods=["hydra", "loss"], k=20, control_draws=1, save=False)
     loaded = load_run(run)
@@ -145,11 +148,11 @@ def test_validation_reading_methods_are_cross_fitted_over_the_halves(run: Path) 
 
 
 def test_the_recommendation_reads_no_test_data(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.loading as lo
     import engine.recommend as rec
-    import engine.train as tr
 
     before = recommend(run, methods=METHODS, control_draws=2, save=False)
-    real = tr.load_run
+    real = lo.load_run
 
     def scrambled(*a: object, **kw: object) -> LoadedRun:
         loaded = real(*a, **kw)  # type: ignore[arg-type]
@@ -160,16 +163,14 @@ def test_the_recommendation_reads_no_test_data(run: Path, monkeypatch: pytest.Mo
         return replace(loaded, bundle=replace(loaded.bundle, test=new))
 
     assert not torch.equal(scrambled(run).bundle.test.labels, real(run).bundle.test.labels)
-    monkeypatch.setattr(tr, "load_run", scrambled)
+    monkeypatch.setattr(lo, "load_run", scrambled)
     monkeypatch.setattr(rec, "load_run", scrambled)
-    import engine.influence.api as api
-
-    api._LOADED.clear()
+    lo.clear_open_runs()
     for m in METHODS:  # recompute every score set with the scrambled test split
         for q in ("val", "val-a", "val-b"):
             compute_influence(run, m, query=q, overwrite=True)
     after = recommend(run, methods=METHODS, control_draws=2, save=False)
-    api._LOADED.clear()
+    lo.clear_open_runs()
     strip = lambda res: [{k: v for k, v in r.items() if k != "seconds"} for r in res["table"]]  # noqa: E731
     assert strip(after) == strip(before)
     assert after["drop"] == before["drop"] and after["method"] == before["method"]
@@ -189,13 +190,13 @@ def test_nothing_is_recommended_when_no_method_beats_random() -> None:
         {"method": "b", "k": 5, "d_val_acc": -0.02, "d_val_loss": -0.05, "hurts": True},
         {"method": "d", "k": 9, "d_val_acc": 0.03, "d_val_loss": -0.1, "hurts": False},
     ]
-    assert _choose(rows, rand, "acc") is None  # d helps, but random removal of 9 helps more
-    assert _choose(rows, rand, "loss")["method"] == "d"
+    assert choose(rows, rand, "acc") is None  # d helps, but random removal of 9 helps more
+    assert choose(rows, rand, "loss")["method"] == "d"
     rows[1]["hurts"] = False
     rows[2]["d_val_loss"] = 0.1
-    assert _choose(rows, rand, "loss")["method"] == "b"  # beats random of its own k on loss
+    assert choose(rows, rand, "loss")["method"] == "b"  # beats random of its own k on loss
     rows.append({"method": "c", "k": 5, "d_val_acc": 0.02, "d_val_loss": 0.01, "hurts": False})
-    assert _choose(rows, rand, "acc")["method"] == "c"
+    assert choose(rows, rand, "acc")["method"] == "c"
 
 
 def test_cli_json(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -216,9 +217,11 @@ def test_cli_json(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_fresh_mode_measures_with_fresh_seeds_paired_with_the_unchanged_data(run: Path) -> None:
+    from engine.changes import resolve_changes
+    from engine.loading import load_run
     from engine.models import per_sample_loss
-    from engine.retrain import resolve_changes, train_fresh
-    from engine.train import load_run, split_logits
+    from engine.problem import split_logits
+    from engine.retrain import train_fresh
 
     res = recommend(run, methods=["loss"], k=10, control_draws=1, mode="fresh", seeds=1,
                     save=False)  # fmt: skip

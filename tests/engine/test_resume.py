@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.loading import load_run
 from engine.runs import RunDir, read_json
-from engine.train import load_run, resume
+from engine.train import resume
 
 ARGS = [
     "--dataset",

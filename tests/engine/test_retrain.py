@@ -8,11 +8,13 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from engine.changes import resolve_changes
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
+from engine.loading import load_run
 from engine.models import per_sample_loss
-from engine.retrain import counterfactual, list_experiments, resolve_changes, retrain, train_fresh
-from engine.train import load_run, train
+from engine.retrain import counterfactual, list_experiments, retrain, train_fresh
+from engine.train import train
 
 
 @pytest.fixture(scope="module")
@@ -219,8 +221,8 @@ def test_fresh_budget_steps_uses_the_runs_learning_rates(run64: Path) -> None:
     from dataclasses import replace as dc_replace
 
     from engine.config import learning_rate
+    from engine.problem import aug_seed_for, build_problem, epoch_batches
     from engine.sgd import sgd_step
-    from engine.train import aug_seed_for, build_problem, epoch_batches
 
     loaded = load_run(run64)
     ch = resolve_changes(loaded, loaded.bundle.train.ids[:40])

@@ -8,9 +8,10 @@ import torch
 
 from engine.config import ConfigError, TrainConfig, learning_rate
 from engine.data import DataSpec
+from engine.loading import load_run
 from engine.runs import RunDir, RunError
 from engine.sgd import TrainingDiverged, augment
-from engine.train import load_run, train
+from engine.train import train
 from engine.trajectory import Trajectory
 from engine.verify import verify_replay
 

@@ -14,15 +14,15 @@ from sklearn.metrics import roc_auc_score
 
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
+from engine.fingerprint import run_fingerprint
 from engine.influence.api import compute_influence
-from engine.influence.store import run_fingerprint
+from engine.loading import load_run
 from engine.recommend import recommend
-from engine.train import load_run, train
+from engine.review import review_queue
+from engine.train import train
 from engine.trusted import (
-    RANDOM_EVERY,
     forget_trusted,
     load_trusted,
-    review_queue,
     set_trusted,
     trusted_counts,
 )
@@ -62,26 +62,6 @@ def test_the_run_uses_them_validation_becomes_the_checked_images(run: Path) -> N
     assert len(b.test) == len(given.test) and int(b.test.labels[2]) == new_t
     assert load_run(run, trusted=False).bundle.val.ids == given.val.ids
     assert run_fingerprint(run) != fp  # stored scores become stale
-
-
-def test_review_queue_puts_the_least_likely_labels_first_with_random_ones_between(
-    run: Path,
-) -> None:
-    from engine.models import per_sample_loss
-    from engine.train import split_logits
-
-    q = review_queue(run, "val")
-    loaded = load_run(run, trusted=False)
-    sp = loaded.bundle.val
-    assert sorted(q) == sorted(sp.ids)
-    with torch.no_grad():
-        loss = per_sample_loss(split_logits(loaded.problem, loaded.final_theta, sp), sp.labels)
-    by_loss = [sp.ids[i] for i in np.argsort(-loss.numpy(), kind="stable")]
-    not_random = [sid for j, sid in enumerate(q) if (j + 1) % RANDOM_EVERY]
-    assert not_random[:10] == [s for s in by_loss if s in set(not_random[:10])][:10]
-    assert q[0] == by_loss[0]
-    set_trusted(run, {q[0]: 0, q[5]: 1})
-    assert review_queue(run, "val") == q[1:5] + q[6:]  # the order stays put as labels are checked
 
 
 def _shared_error_folder(root: Path, *, rate: float = 0.45) -> Path:

@@ -47,7 +47,7 @@ def test_bad_hyperparameter_leaves_the_run_alone(
 
 
 def test_bad_hyperparameters_in_a_background_job_fail_with_the_message(tmp_path: Path) -> None:
-    from engine.jobs import run_inline
+    from engine.job_worker import run_inline
 
     with pytest.raises(ConfigError, match=r"--momentum must be in \[0, 1\), got 1.5"):
         run_inline(
@@ -91,7 +91,8 @@ def test_bad_method_option_leaves_the_scores_alone(
 
 def test_unknown_option_through_the_api_and_a_job(victim: Path) -> None:
     from engine.influence.api import compute_influence
-    from engine.jobs import run_inline, start_job
+    from engine.job_worker import run_inline
+    from engine.jobs import start_job
 
     before = snapshot(victim)
     with pytest.raises(ConfigError, match="method 'margin' has no option 'dampng'"):

@@ -50,7 +50,7 @@ def test_a_running_training_cannot_be_overwritten_or_resumed_by_another_job(
     assert RunDir(run).status["state"] == "running"
 
     assert p.wait(timeout=300) == 0
-    from engine.train import load_run
+    from engine.loading import load_run
 
     assert load_run(run).traj.complete and RunDir(run).status["state"] == "done"
     assert read_json(run / "config.json")["train"]["model"] == "mlp" and leftovers(run) == []

@@ -24,7 +24,7 @@ TRAIN = ["--dataset", "digits", "--classes", "1,7", "--n-train", "80", "--model"
 def test_fault_while_training_then_resume_gives_the_same_weights(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int
 ) -> None:
-    from engine.train import load_run
+    from engine.loading import load_run
 
     run, clean = tmp_path / "run", tmp_path / "clean"
     # The 4th checkpoint fails, and the disk stays full: every write after it fails too.

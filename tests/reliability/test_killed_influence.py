@@ -82,8 +82,8 @@ def test_sigkill_during_influence_keeps_the_run_and_recomputes(cli: Cli, run: Pa
     assert not (run / "influence" / SLOW_METHOD / "val" / "scores.csv").exists()
     assert _scores_of(run) == ["loss"]
     from engine.influence.api import compute_influence, load_scores
+    from engine.loading import load_run
     from engine.runs import RunDir
-    from engine.train import load_run
 
     assert RunDir(run).status["state"] == "done" and load_run(run).traj.complete
     with pytest.raises(Exception, match="no sgd-influence scores"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from engine.data.manifest import ImageSet
-from engine.data.sources import SourceOptions, register
+from engine.data.sources.base import SourceOptions, register
 
 
 @register("digits")

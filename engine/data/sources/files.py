@@ -23,7 +23,7 @@ import torch
 
 from engine.data.images import load_images
 from engine.data.manifest import DataError, ImageSet
-from engine.data.sources import SourceOptions, register
+from engine.data.sources.base import SourceOptions, register
 
 SPLIT_ALIASES = {
     "train": "train",

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from engine.data.manifest import DataError, ImageSet
-from engine.data.sources import SourceOptions, register
+from engine.data.sources.base import SourceOptions, register
 
 FASHION_CLASSES = [
     "T-shirt/top",

@@ -44,10 +44,11 @@ def test_a_method_agrees_perfectly_with_itself(noisy_run: Path) -> None:
 def test_forward_sensitivities_give_each_methods_adjoint_scores(noisy_run: Path) -> None:
     """-<u, d theta_T / d w_k> from the unrolled forward recursion equals the adjoint pass's score_k
     for exact curvature, the last-epoch window, hydra and tracin (float64)."""
-    from engine.influence.api import _load, compute_influence
+    from engine.influence.api import compute_influence
     from engine.influence.queries import Query, flat_query_gradients
+    from engine.loading import open_run
 
-    loaded = _load(noisy_run)
+    loaded = open_run(noisy_run)
     u = flat_query_gradients(loaded, Query("val"), loaded.final_theta).detach()[:, 0]
     pick = np.array([0, 17, 101, 199])
     methods = ("sgd-influence", "sgd-influence-last", "hydra", "tracin")

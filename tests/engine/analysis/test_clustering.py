@@ -84,6 +84,6 @@ def test_clustering_refuses_a_method_without_a_trajectory(tiny_run: Path) -> Non
 
 
 def _loaded(run_dir: Path):  # type: ignore[no-untyped-def]
-    from engine.influence.api import _load
+    from engine.loading import open_run
 
-    return _load(run_dir)
+    return open_run(run_dir)

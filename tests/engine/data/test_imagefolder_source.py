@@ -220,7 +220,7 @@ def test_thread_pool_gives_the_same_result_as_a_plain_loop(
     (root / "b" / "bad.png").write_bytes(b"")
     serial = load(root)
     monkeypatch.setattr(images, "_THREADS_ABOVE_BYTES", 0)  # every folder counts as large files
-    assert images._worth_threads([Path(p) for p in serial.paths]) == ((os.cpu_count() or 1) >= 2)
+    assert images.worth_threads([Path(p) for p in serial.paths]) == ((os.cpu_count() or 1) >= 2)
     threaded = load(root)
     assert threaded.ids == serial.ids and threaded.skipped == serial.skipped
     assert torch.equal(threaded.images, serial.images)

@@ -12,8 +12,9 @@ from engine.cli import main
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.influence.queries import Query, query_inputs, query_losses
+from engine.loading import load_run
 from engine.retrain import evaluate_theta, retrain
-from engine.train import load_run, train
+from engine.train import train
 
 SPEC = DataSpec(
     dataset="digits", classes=[1, 7, 3], n_train=240, n_val=60, n_test=75, backdoor="1:7"

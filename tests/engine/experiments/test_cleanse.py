@@ -13,8 +13,9 @@ from engine.cli import main
 from engine.config import TrainConfig
 from engine.data import DataSpec
 from engine.experiments.cleanse import cleanse, harmful_first
+from engine.loading import load_run
 from engine.retrain import list_experiments
-from engine.train import load_run, train
+from engine.train import train
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ def test_summary_pairs_each_method_with_random_on_the_same_base_run() -> None:
     """The paired difference removes the base runs' own spread; Welch's does not."""
     from scipy.stats import ttest_1samp
 
-    from engine.experiments.cleanse import _summarize
+    from engine.experiments.cleanse import summarize_removals
 
     base = np.array([0.30, 0.40, 0.50, 0.35])  # very different base runs
     gain = np.array([0.020, 0.025, 0.030, 0.022])  # the method always beats random a little
@@ -146,7 +147,7 @@ def test_summary_pairs_each_method_with_random_on_the_same_base_run() -> None:
             for i, e in enumerate((-0.002, 0.002))
         ]
         rows.append({"seed": s, "method": "hydra", "draw": 0, "m": 5, "test_error": b - gain[s]})
-    summ = _summarize(
+    summ = summarize_removals(
         pd.DataFrame(rows), [{"seed": s, "test_error": b} for s, b in enumerate(base)]
     )
     h = summ[summ["method"] == "hydra"].iloc[0]
@@ -157,7 +158,7 @@ def test_summary_pairs_each_method_with_random_on_the_same_base_run() -> None:
 
 def test_a_win_at_one_of_several_m_is_holm_corrected() -> None:
     """Five m values with p just under 0.05 at one of them: no win once the family is adjusted."""
-    from engine.experiments.cleanse import _conclusion
+    from engine.experiments.cleanse import conclusion
 
     rows = [
         {"method": "hydra", "m": m, "diff_vs_random": -0.01, "p_vs_random": p,
@@ -165,6 +166,6 @@ def test_a_win_at_one_of_several_m_is_holm_corrected() -> None:
         for m, p in zip((5, 10, 20, 40, 80), (0.04, 0.3, 0.5, 0.6, 0.7), strict=True)
     ]  # fmt: skip
     rows.append({**rows[0], "method": "random", "p_vs_random": np.nan})
-    assert "hydra: never significantly better" in _conclusion(pd.DataFrame(rows))
+    assert "hydra: never significantly better" in conclusion(pd.DataFrame(rows))
     rows[0]["p_vs_random"] = 0.001  # 5 * 0.001 < 0.05 survives
-    assert "hydra: lower test error than random removal at m = 5" in _conclusion(pd.DataFrame(rows))
+    assert "hydra: lower test error than random removal at m = 5" in conclusion(pd.DataFrame(rows))

@@ -24,7 +24,7 @@ from engine.experiments.fidelity import (
     protocol,
     run_fidelity,
 )
-from engine.influence.registry import get_method
+from engine.influence.methods import get_method
 
 
 def test_extremes_and_jaccard() -> None:

@@ -12,8 +12,9 @@ from engine.config import TrainConfig
 from engine.data import DataSpec
 from engine.experiments.loo import counterfactual_finals, loo_changes
 from engine.influence.queries import Query, query_losses
+from engine.loading import LoadedRun, load_run
 from engine.sgd import run_steps
-from engine.train import LoadedRun, load_run, train
+from engine.train import train
 
 
 def _run(root: Path, name: str, **cfg: object) -> LoadedRun:

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from engine.changes import Changes
 from engine.cli import main
 from engine.config import TrainConfig
 from engine.data import DataSpec
 from engine.experiments.trust import pick_samples, trust
-from engine.retrain import Changes, counterfactual, evaluate_theta
-from engine.train import load_run, train
+from engine.loading import load_run
+from engine.retrain import counterfactual, evaluate_theta
+from engine.train import train
 
 
 def test_pick_samples_thirds() -> None:

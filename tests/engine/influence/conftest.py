@@ -9,7 +9,8 @@ import pytest
 
 from engine.config import TrainConfig
 from engine.data import DataSpec
-from engine.train import LoadedRun, load_run, train
+from engine.loading import LoadedRun, load_run
+from engine.train import train
 
 
 def make_run(root: Path, name: str, *, data: dict[str, Any] | None = None, **cfg: Any) -> LoadedRun:

@@ -7,18 +7,13 @@ import pytest
 import torch
 
 from engine.config import ConfigError
-from engine.influence.adjoint import (
-    adjoint_scores,
-    exact_pass,
-    parallel_pass,
-    step_coefficients,
-    window_start,
-)
+from engine.influence.adjoint import adjoint_scores, exact_pass, parallel_pass
+from engine.influence.methods import run_method
 from engine.influence.queries import Query, flat_query_gradients, query_losses
-from engine.influence.registry import run_method
+from engine.influence.walk import step_coefficients, window_start
+from engine.loading import LoadedRun
 from engine.models import per_sample_loss
 from engine.sgd import batch_loss, clone_params, replay_to, sgd_step
-from engine.train import LoadedRun
 from engine.trajectory import Params
 
 

@@ -15,13 +15,14 @@ from torch.func import functional_call
 from engine.config import ConfigError
 from engine.experiments.loo import loo_changes
 from engine.influence.adam import adam_pass
-from engine.influence.adjoint import exact_pass, parallel_pass, window_start
+from engine.influence.adjoint import exact_pass, parallel_pass
 from engine.influence.featurestore import build_store
+from engine.influence.methods import run_method
 from engine.influence.queries import Query, flat_query_gradients, query_losses
-from engine.influence.registry import run_method
+from engine.influence.walk import window_start
+from engine.loading import LoadedRun
 from engine.models import per_sample_loss
 from engine.sgd import SQ, STEP, adam_preconditioner, batch_loss, clone_params, replay_to, sgd_step
-from engine.train import LoadedRun
 from engine.trajectory import Params
 from tests.engine.influence.conftest import make_run
 

@@ -14,10 +14,10 @@ from engine.cli import main
 from engine.influence import api
 from engine.influence.classmatrix import hydra_normalise
 from engine.influence.featurestore import open_store
+from engine.influence.methods import run_method
 from engine.influence.queries import Query
-from engine.influence.registry import run_method
+from engine.loading import LoadedRun
 from engine.runs import RunError
-from engine.train import LoadedRun
 from tests.engine.influence.conftest import make_run
 
 
@@ -109,10 +109,10 @@ def test_identity_store_when_dim_exceeds_parameters(tiny_run: LoadedRun) -> None
     assert st.projector.kind == "identity"
     tid = tiny_run.bundle.test.ids[0]
     exact = run_method("hydra", tiny_run, Query("test", (tid,)))[:, 0]
-    from engine.influence.api import _test_gradients
+    from engine.influence.api import gradients_of_test_samples
 
     np.testing.assert_allclose(
-        st.scores(_test_gradients(tiny_run, [tid]))[:, 0], exact, rtol=1e-5, atol=1e-9
+        st.scores(gradients_of_test_samples(tiny_run, [tid]))[:, 0], exact, rtol=1e-5, atol=1e-9
     )
 
 

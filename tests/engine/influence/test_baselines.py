@@ -17,10 +17,12 @@ from engine.influence.baselines import (
     out_of_fold_probabilities,
     penultimate_features,
 )
+from engine.influence.methods import get_method, run_method
 from engine.influence.queries import Query
-from engine.influence.registry import get_method, run_method
+from engine.loading import LoadedRun, load_run
 from engine.models import per_sample_loss
-from engine.train import LoadedRun, load_run, split_logits, train
+from engine.problem import split_logits
+from engine.train import train
 
 BASELINES = ("loss", "margin", "random", "isolation-forest", "autoencoder", "confident-learning")
 

@@ -12,8 +12,8 @@ from scipy.stats import rankdata
 from engine.config import ConfigError
 from engine.influence.api import compute_influence, load_scores
 from engine.influence.combined import RULES, merge_suspicions, percentiles
-from engine.influence.registry import get_method, method_names
-from engine.train import LoadedRun, load_run
+from engine.influence.methods import get_method, method_names
+from engine.loading import LoadedRun, load_run
 
 
 @pytest.fixture

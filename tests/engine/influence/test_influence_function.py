@@ -20,10 +20,11 @@ from engine.influence.influence_function import (
     train_hvp,
     unflatten,
 )
+from engine.influence.methods import get_method, run_method
 from engine.influence.queries import Query, flat, flat_query_gradients
-from engine.influence.registry import get_method, run_method
+from engine.loading import LoadedRun, load_run
 from engine.models import per_sample_loss
-from engine.train import LoadedRun, load_run, train
+from engine.train import train
 
 
 def _logreg(root: Path, name: str, **cfg: object) -> LoadedRun:

@@ -9,9 +9,10 @@ import torch
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.influence.itlm import fit_subset, itlm_flagged, itlm_run, training_losses
+from engine.influence.methods import get_method, run_method
 from engine.influence.queries import Query
-from engine.influence.registry import get_method, run_method
-from engine.train import LoadedRun, load_run, train
+from engine.loading import LoadedRun, load_run
+from engine.train import train
 
 
 @pytest.fixture(scope="module")

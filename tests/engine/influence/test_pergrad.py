@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from engine.influence.pergrad import fold_per_sample_grads, per_sample_grads, step_with_grads
+from engine.loading import LoadedRun
 from engine.sgd import clone_params, sgd_step
-from engine.train import LoadedRun
 
 
 @pytest.mark.parametrize("fixture", ["tiny_run", "conv_run", "std_run", "aug_run"])

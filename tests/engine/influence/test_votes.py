@@ -10,10 +10,11 @@ import pytest
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.influence.api import compute_influence
+from engine.influence.methods import get_method, run_method
 from engine.influence.queries import Query
-from engine.influence.registry import get_method, run_method
 from engine.influence.votes import attack_features, successful_attacks, vote_scores
-from engine.train import load_run, train
+from engine.loading import load_run
+from engine.train import train
 
 SPEC = DataSpec(
     dataset="digits", classes=[1, 7], n_train=200, n_val=40, n_test=50, backdoor="1:7",

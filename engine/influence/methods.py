@@ -1,0 +1,105 @@
+"""Every built-in influence estimator, by name: look one up, list them, run one.
+
+Importing this module imports each estimator module, which registers its methods in
+engine.influence.registry. Callers outside the estimator package use this module; the
+estimators themselves only import the registry.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine.config import ConfigError
+from engine.influence import adjoint, baselines, combined, influence_function, itlm, votes
+from engine.influence.registry import METHODS, Components, MethodSpec
+from engine.progress import Progress
+
+if TYPE_CHECKING:
+    from engine.influence.queries import Query
+    from engine.loading import LoadedRun
+
+__all__ = [
+    "BUILTIN",
+    "check_method_options",
+    "fast_methods",
+    "get_method",
+    "method_names",
+    "query_methods",
+    "run_method",
+]
+
+BUILTIN = (adjoint, influence_function, itlm, baselines, combined, votes)
+"""The estimator modules (imported for their registrations)."""
+
+
+def get_method(name: str) -> MethodSpec:
+    """The spec of method `name`; ConfigError naming the known ones otherwise."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(method_names())}")
+    return METHODS[name]
+
+
+def method_names() -> list[str]:
+    """Every method, in registration order."""
+    return list(METHODS)
+
+
+def query_methods() -> list[str]:
+    """Methods whose scores depend on the query (the class and test queries need one of these)."""
+    return [m for m in METHODS if METHODS[m].uses_query]
+
+
+def fast_methods(methods: list[str] | None = None) -> list[str]:
+    """Of `methods` (default: all), the Hessian-free ones: they serve any test image at once from
+    a projected store and have a self query."""
+    return [
+        m for m in (method_names() if methods is None else methods) if get_method(m).hessian_free
+    ]
+
+
+def check_method_options(spec: MethodSpec, options: dict[str, Any]) -> None:
+    """ConfigError naming an option that `spec`'s estimator does not take (before any work)."""
+    import inspect
+
+    params = inspect.signature(spec.fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # the estimator checks its own options
+    known = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    known = [n for n in known if n not in ("progress", "components")]
+    bad = sorted(set(options) - set(known))
+    if bad:
+        raise ConfigError(
+            f"method {spec.name!r} has no option {', '.join(map(repr, bad))}; "
+            f"its options: {', '.join(known) or 'none'}"
+        )
+
+
+def run_method(
+    name: str,
+    loaded: LoadedRun,
+    query: Query,
+    *,
+    progress: Progress | None = None,
+    components: Components | None = None,
+    **options: Any,
+) -> np.ndarray:
+    """Scores (N_train, Q) of method `name` for `query` with its defaults updated by `options`.
+
+    components: the other methods' scores, for a composite method (engine.influence.scorestore
+    gives it; ConfigError without it).
+    """
+    spec = get_method(name)
+    check_method_options(spec, options)
+    opts = {**spec.defaults, **options}
+    if spec.composite:
+        if components is None:
+            raise ConfigError(
+                f"{name} merges other methods' scores; run it through the score store"
+            )
+        opts["components"] = components
+    out = np.asarray(spec.fn(loaded, query, progress=progress, **opts), dtype=np.float64)
+    if out.ndim == 1:
+        out = out[:, None]
+    return out
