@@ -19,6 +19,7 @@ from typing import Any
 
 from engine.jobfile import JOB_KINDS, JobCancelled, read_job, update_job
 from engine.jobs import start_job
+from engine.jsonvalues import jsonable
 
 
 class _Reporter:
@@ -40,24 +41,6 @@ class _Reporter:
             with contextlib.suppress(TypeError, ValueError):
                 msg += f", loss {float(value):.4f}"
         update_job(self.path, done=int(done), total=int(total), message=msg)
-
-
-def _jsonable(x: Any) -> Any:
-    if x is None or isinstance(x, str | int | float | bool):
-        return x
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple | set):
-        return [_jsonable(v) for v in x]
-    if hasattr(x, "to_dict") and callable(x.to_dict):
-        return _jsonable(x.to_dict())
-    import dataclasses
-
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return _jsonable(dataclasses.asdict(x))
-    if hasattr(x, "tolist"):
-        return _jsonable(x.tolist())
-    return str(x)
 
 
 def _train(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
@@ -209,7 +192,7 @@ def run_job_file(path: str | os.PathLike[str]) -> int:
     ]
     total = max(int((read_job(path) or {}).get("total") or 0), 1)
     update_job(
-        path, state="done", message="done", finished=time.time(), result=_jsonable(result),
+        path, state="done", message="done", finished=time.time(), result=jsonable(result),
         next_jobs=next_ids, done=total, total=total,
     )  # fmt: skip
     return 0

@@ -141,9 +141,7 @@ def list_jobs(run_dir: str | os.PathLike[str], *, kind: str | None = None) -> li
     return sorted(out, key=lambda j: float(j.get("created") or 0))
 
 
-def active_job(
-    run_dir: str | os.PathLike[str], *, kind: str | None = None
-) -> JobRecord | None:
+def active_job(run_dir: str | os.PathLike[str], *, kind: str | None = None) -> JobRecord | None:
     """The newest queued or running job of the run, or None."""
     act = [j for j in list_jobs(run_dir, kind=kind) if j.get("state") in ACTIVE_STATES]
     return act[-1] if act else None
@@ -209,9 +207,7 @@ def restart_job(run_dir: str | os.PathLike[str], job_id: str) -> str:
     return new_id
 
 
-def wait_job(
-    run_dir: str | os.PathLike[str], job_id: str, *, timeout: float = 120.0
-) -> JobRecord:
+def wait_job(run_dir: str | os.PathLike[str], job_id: str, *, timeout: float = 120.0) -> JobRecord:
     """Block until the job is no longer queued / running (for tests and scripts)."""
     deadline = time.time() + timeout
     while True:

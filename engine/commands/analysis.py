@@ -4,11 +4,10 @@ estimator against exact SGD-Influence, HYDRA Figs. 3-5)."""
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from typing import Any
 
-from engine.progress import ProgressBar
+from engine.commands.output import add_json_flag, print_json, progress_bar
 
 
 def _f(x: Any, fmt: str = ".3f") -> str:
@@ -25,10 +24,10 @@ def cmd_cluster(a: argparse.Namespace) -> int:
         seed=a.seed,
         exact=a.exact,
         dim=a.dim,
-        progress=None if a.json else ProgressBar(f"cluster ({a.method})"),
+        progress=progress_bar(a, f"cluster ({a.method})"),
     )
     if a.json:
-        print(json.dumps(res, indent=2, sort_keys=True, default=str))
+        print_json(res)
         return 0
     print(
         f"{a.method}: signs of contributions to {res['m']} validation samples, 2-means per given class; "
@@ -63,10 +62,10 @@ def cmd_agreement(a: argparse.Namespace) -> int:
         query=a.query,
         n_samples=a.samples,
         seed=a.seed,
-        progress=None if a.json else ProgressBar("sensitivities"),
+        progress=progress_bar(a, "sensitivities"),
     )
     if a.json:
-        print(json.dumps(res, indent=2, sort_keys=True, default=str))
+        print_json(res)
         return 0
     print(
         f"{a.fast} vs {a.exact} (query {a.query}, {res['n']} training samples): sign errors "
@@ -105,7 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="adjoint pass with M queries instead of the projected store",
     )
     p.add_argument("--dim", type=int, default=2048, help="projection dimension of the store")
-    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    add_json_flag(p, "engine.analysis.clustering.cluster_label_errors's result")
     p.set_defaults(func=cmd_cluster)
 
     q = sub.add_parser(
@@ -123,5 +122,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="training points followed in parameter space (0: none)",
     )
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--json", action="store_true", help="print the full result as JSON")
+    add_json_flag(q, "engine.analysis.agreement.agreement's result")
     q.set_defaults(func=cmd_agreement)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.progress import ProgressBar
+from engine.commands.output import add_json_flag, print_json, progress_bar
 
 
 def run_backdoor_bench(a: argparse.Namespace) -> int:
@@ -31,9 +31,12 @@ def run_backdoor_bench(a: argparse.Namespace) -> int:
         methods=methods,
         seeds=a.seeds,
         overwrite=a.overwrite,
-        progress=None if a.quiet else ProgressBar("backdoor-bench retrains"),
+        progress=progress_bar(a, "backdoor-bench retrains"),
         log=log,
     )
+    if a.json:
+        print_json(res)
+        return 0
     for m, why in res["skipped"].items():
         print(f"skipped {m}: {why}")
     print(
@@ -73,4 +76,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--run-dir", default=None, help="default: runs/backdoor-bench/<dataset>-...")
     p.add_argument("--overwrite", action="store_true", help="retrain the run if it differs")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_json_flag(p, "engine.experiments.backdoor_bench.backdoor_bench's result (rows, best, path)")
     p.set_defaults(func=run_backdoor_bench)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
+
+from engine.commands.output import add_json_flag, print_json
 
 
 def run_fidelity_cmd(a: argparse.Namespace) -> int:
@@ -42,7 +43,7 @@ def run_fidelity_cmd(a: argparse.Namespace) -> int:
             )
             for m, row in summary.items()
         }
-        print(json.dumps(out, indent=2))
+        print_json(out)
         return 0
     print(
         f"fidelity on digits 1 vs 7 (200 train, 160 validation), model {a.model}, {a.seeds} seed(s)"
@@ -87,11 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=None,
         help="keep the run directories here (default: a temporary folder)",
     )
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help='print {method: {"kendall", "kendall_std", "jaccard", "jaccard_std"}}',
-    )
+    add_json_flag(p, '{method: {"kendall", "kendall_std", "jaccard", "jaccard_std"} or {"error"}}')
     p.add_argument("--quiet", action="store_true", help="no per-seed lines on stderr")
     p.add_argument(
         "--optimizer",

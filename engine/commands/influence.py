@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.progress import ProgressBar
+from engine.commands.output import add_json_flag, print_json, progress_bar
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="keep scores already stored with the same parameters (after a killed job: compute only what is missing)",
     )
     p.add_argument("--top", type=int, default=10, help="how many of the most harmful ids to print")
+    add_json_flag(
+        p,
+        '{"run_dir", "method", "query", "n", "columns", "column", "most_harmful": [{"sample_id", "score"}]}',
+    )
     p.set_defaults(func=cmd_influence)
 
     q = sub.add_parser(
@@ -47,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--exact", action="store_true", help="run the adjoint pass instead of the projected store"
     )
     q.add_argument("--dim", type=int, default=2048, help="projection dimension of the store")
+    add_json_flag(
+        q, '{"test_id", "method", "exact", "rows": [{"sample_id", "score", "rank", "kind"}]}'
+    )
     q.set_defaults(func=cmd_influencers)
 
 
@@ -54,7 +61,7 @@ def cmd_influence(a: argparse.Namespace) -> int:
     from engine.influence.api import compute_influence
 
     options = {} if a.last_epochs is None else {"last_epochs": a.last_epochs}
-    bar = ProgressBar(f"{a.method} ({a.query})")
+    bar = progress_bar(a, f"{a.method} ({a.query})")
     frame = compute_influence(
         a.run_dir,
         a.method,
@@ -66,6 +73,13 @@ def cmd_influence(a: argparse.Namespace) -> int:
     )
     col = "score" if "score" in frame.columns else frame.columns[1]
     worst = frame.nsmallest(a.top, col)
+    if a.json:
+        print_json({
+            "run_dir": a.run_dir, "method": a.method, "query": a.query, "n": len(frame),
+            "columns": list(frame.columns[1:]), "column": col,
+            "most_harmful": [{"sample_id": i, "score": s} for i, s in zip(worst["sample_id"], worst[col], strict=True)],
+        })  # fmt: skip
+        return 0
     print(f"wrote {a.run_dir}/influence/{a.method}/ ({len(frame)} samples; negative = harmful)")
     print(f"{a.top} most harmful by {col!r}:")
     for sid, s in zip(worst["sample_id"], worst[col], strict=True):
@@ -79,6 +93,16 @@ def cmd_influencers(a: argparse.Namespace) -> int:
     frame = api.test_influencers(
         a.run_dir, a.test_id, method=a.method, k=a.k, exact=a.exact, dim=a.dim
     )
+    if a.json:
+        print_json(
+            {
+                "test_id": a.test_id,
+                "method": a.method,
+                "exact": a.exact,
+                "rows": frame.to_dict("records"),
+            }
+        )
+        return 0
     for kind in ("harmful", "helpful"):
         part = frame[frame["kind"] == kind]
         print(f"most {kind} for {a.test_id} ({a.method}{', exact' if a.exact else ', projected'}):")

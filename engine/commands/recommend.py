@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from engine.progress import ProgressBar
+from engine.commands.output import add_json_flag, print_json, progress_bar
 
 
 def run_recommend(a: argparse.Namespace) -> int:
@@ -26,10 +25,10 @@ def run_recommend(a: argparse.Namespace) -> int:
         label_only=a.label_only,
         mode=a.mode,
         seeds=a.seeds,
-        progress=None if a.json else ProgressBar("recommend"),
+        progress=progress_bar(a, "recommend"),
     )
     if a.json:
-        print(json.dumps(res, indent=2, sort_keys=True, default=str))
+        print_json(res)
         return 0
     t = table_frame(res)
     for c in ("d_val_loss", "vs_random_loss"):
@@ -77,5 +76,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--seeds fresh retrains per removal (twice the cost per seed, closer to the proof)",
     )  # fmt: skip
     p.add_argument("--seeds", type=int, default=2, help="fresh retrains per removal (mode fresh)")
-    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    add_json_flag(p, "engine.recommend.recommend's result (method, k, drop, table, why)")
     p.set_defaults(func=run_recommend)

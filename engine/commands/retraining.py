@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from engine.progress import ProgressBar
+from engine.commands.output import add_json_flag, print_json, progress_bar
 
 
 def read_id_file(path: str) -> list[str]:
@@ -21,9 +20,14 @@ def read_id_file(path: str) -> list[str]:
     if lines and "sample_id" in [c.strip() for c in lines[0].split(",")]:
         import pandas as pd
 
-        return [str(s) for s in pd.read_csv(p, dtype={"sample_id": str})["sample_id"].dropna()]
+        ids = [str(s) for s in pd.read_csv(p, dtype={"sample_id": str})["sample_id"].dropna()]
+        if not ids:
+            raise ConfigError(f"--drop file {path} has a sample_id column but no ids")
+        return ids
     if any("," in ln for ln in lines):
         raise ConfigError(f"{path}: a CSV needs a sample_id column (or give one id per line)")
+    if not lines:
+        raise ConfigError(f"--drop file {path} is empty: list one sample id per line")
     return lines
 
 
@@ -83,10 +87,10 @@ def run_retrain(a: argparse.Namespace) -> int:
         control=None if a.control == "none" else a.control,
         control_draws=a.control_draws,
         budget=a.budget,
-        progress=None if a.json else ProgressBar("retrain"),
+        progress=progress_bar(a, "retrain"),
     )
     if a.json:
-        print(json.dumps(res, indent=2, sort_keys=True, default=str))
+        print_json(res)
         return 0
     print(
         f"retrained ({a.mode}) without {res['n_drop']} and relabelling {res['n_relabel']} samples in {res['seconds']:.1f}s"
@@ -119,8 +123,11 @@ def run_cleanse(a: argparse.Namespace) -> int:
         seeds=a.seeds,
         random_draws=a.random_draws,
         budget=a.budget,
-        progress=ProgressBar("cleanse"),
+        progress=progress_bar(a, "cleanse"),
     )
+    if a.json:
+        print_json(res)
+        return 0
     for m, why in res["skipped"].items():
         print(f"skipped {m}: {why}")
     b = res["before"]
@@ -165,8 +172,11 @@ def run_noise_bench(a: argparse.Namespace) -> int:
         budget=a.budget,
         overwrite=a.overwrite,
         recommend={"mode": a.recommend_mode, "objective": a.recommend_objective},
-        progress=ProgressBar("noise-bench retrains"),
+        progress=progress_bar(a, "noise-bench retrains"),
     )
+    if a.json:
+        print_json(res)
+        return 0
     for m, why in res["skipped"].items():
         print(f"skipped {m}: {why}")
     print(
@@ -184,8 +194,11 @@ def run_trust(a: argparse.Namespace) -> int:
     from engine.experiments.trust import trust
 
     res = trust(
-        a.run_dir, method=a.method, k=a.k, seed=a.seed, progress=ProgressBar("trust retrains")
+        a.run_dir, method=a.method, k=a.k, seed=a.seed, progress=progress_bar(a, "trust retrains")
     )
+    if a.json:
+        print_json(res)
+        return 0
     print(f"{'sample':<16}{'group':<9}{'score':>12}{'true change':>14}")
     for r in res["samples"]:
         print(f"{r['sample_id']:<16}{r['group']:<9}{r['predicted']:>12.3g}{r['actual']:>14.3g}")
@@ -196,6 +209,16 @@ def run_trust(a: argparse.Namespace) -> int:
     print(res["verdict"])
     _print_files(res)
     return 0
+
+
+def add_budget_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--budget",
+        default="steps",
+        choices=["steps", "epochs"],
+        help="fresh retrains: keep the run's number of SGD steps (default; more epochs on fewer "
+        "samples) or its number of epochs (fewer steps)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -217,14 +240,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--control-draws", type=int, default=3, help="random control retrains (modes all / last)"
     )
-    p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    p.add_argument(
-        "--budget",
-        default="steps",
-        choices=["steps", "epochs"],
-        help="fresh retrains: keep the run's number of SGD steps (default; more epochs on fewer "
-        "samples) or its number of epochs (fewer steps)",
-    )
+    add_json_flag(p, "engine.retrain.retrain's result (engine.retrain.RetrainResult)")
+    add_budget_flag(p)
     p.set_defaults(func=run_retrain)
 
     p = sub.add_parser(
@@ -248,12 +265,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=3,
         help="random removals per base run (modes all / last)",
     )
-    p.add_argument(
-        "--budget",
-        default="steps",
-        choices=["steps", "epochs"],
-        help="fresh retrains: keep the run's number of SGD steps (default; more epochs on fewer "
-        "samples) or its number of epochs (fewer steps)",
+    add_budget_flag(p)
+    add_json_flag(
+        p, "engine.experiments.cleanse.cleanse's result (summary, before, conclusion, path)"
     )
     p.set_defaults(func=run_cleanse)
 
@@ -271,13 +285,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--methods", default=None, help="comma-separated (default: every registered method)"
     )
     p.add_argument("--seeds", type=int, default=5, help="fresh retrains per row (mean ± std)")
-    p.add_argument(
-        "--budget",
-        default="steps",
-        choices=["steps", "epochs"],
-        help="fresh retrains: keep the run's number of SGD steps (default; more epochs on fewer "
-        "samples) or its number of epochs (fewer steps)",
-    )
+    add_budget_flag(p)
     p.add_argument(
         "--run-dir", default=None, help="where the noisy run is trained (reused if identical)"
     )
@@ -287,6 +295,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="how the recommended row measures the candidates on validation (retracer recommend)",
     )  # fmt: skip
     p.add_argument("--recommend-objective", default="acc", choices=["acc", "loss"])
+    add_json_flag(p, "engine.experiments.noise_bench.noise_bench's result (rows, n_flipped, path)")
     p.set_defaults(func=run_noise_bench)
 
     p = sub.add_parser("trust", help="compare a method's scores with true leave-one-out retrains")
@@ -298,5 +307,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--float64",
         action="store_true",
         help="retrain in float64 (no float32 rounding in the truth)",
+    )
+    add_json_flag(
+        p, "engine.experiments.trust.trust's result (samples, kendall_tau, verdict, path)"
     )
     p.set_defaults(func=run_trust)

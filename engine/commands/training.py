@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
+from engine.commands.output import add_json_flag, print_json, progress_bar
 from engine.config import TrainConfig
 from engine.data import DataSpec
-from engine.progress import ProgressBar
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -170,14 +169,28 @@ def run_train(a: argparse.Namespace) -> int:
     from engine.train import train
 
     data, cfg = data_spec_from_args(a), train_config_from_args(a)
-    res = train(a.run_dir, data, cfg, overwrite=a.overwrite, progress=ProgressBar("train"))
+    res = train(a.run_dir, data, cfg, overwrite=a.overwrite, progress=progress_bar(a, "train"))
     f = res.final
+    if a.json:
+        print_json(_train_result(res))
+        return 0
     print(
         f"trained {cfg.model} on {data.dataset} in {res.seconds:.1f}s: "
         f"validation accuracy {f['val_acc']:.4f}, test accuracy {f['test_acc']:.4f} -> {a.run_dir}"
     )
     _report_skipped(res.run_dir)
     return 0
+
+
+def _train_result(res: Any) -> dict[str, Any]:
+    """{"run_dir", "seconds", "final": the last epoch's metrics, "metrics": every epoch's,
+    "skipped": files left out of the data}."""
+    from engine.verify import skipped_files
+
+    return {
+        "run_dir": str(res.run_dir), "seconds": res.seconds, "final": res.final,
+        "metrics": res.metrics, "skipped": skipped_files(res.run_dir),
+    }  # fmt: skip
 
 
 def _report_skipped(run_dir: Any) -> None:
@@ -196,8 +209,11 @@ def _report_skipped(run_dir: Any) -> None:
 def run_resume(a: argparse.Namespace) -> int:
     from engine.train import resume
 
-    res = resume(a.run_dir, progress=ProgressBar("resume"))
+    res = resume(a.run_dir, progress=progress_bar(a, "resume"))
     f = res.final
+    if a.json:
+        print_json(_train_result(res))
+        return 0
     print(
         f"run complete: validation accuracy {f['val_acc']:.4f}, test accuracy {f['test_acc']:.4f} -> {a.run_dir}"
     )
@@ -208,6 +224,9 @@ def run_verify(a: argparse.Namespace) -> int:
     from engine.verify import verify_replay
 
     rep = verify_replay(a.run_dir)
+    if a.json:
+        print_json(rep)
+        return 0 if rep["exact"] else 1
     print(
         f"replayed {rep['steps']} steps from {rep['checkpoints']} checkpoints in {rep['seconds']:.1f}s: "
         f"largest difference {rep['max_abs_diff']:.3g} -> {'bit-exact' if rep['exact'] else 'NOT exact'}"
@@ -221,7 +240,7 @@ def run_info(a: argparse.Namespace) -> int:
     info = run_info(a.run_dir)
     _backdoor_info(info)
     if a.json:
-        print(json.dumps(info, indent=2, sort_keys=True, default=str))
+        print_json(info)
         return 0
     d, t = info["config"]["data"], info["config"]["train"]
     print(
@@ -275,19 +294,28 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_train_args(p)
     p.add_argument("--run-dir", required=True)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    add_json_flag(
+        p, '{"run_dir", "seconds", "final": last epoch metrics, "metrics": per epoch, "skipped"}'
+    )
     p.set_defaults(func=run_train)
 
     p = sub.add_parser(
         "resume", help="finish a killed or interrupted training run from its last checkpoint"
     )
     p.add_argument("--run-dir", required=True)
+    add_json_flag(
+        p, '{"run_dir", "seconds", "final": last epoch metrics, "metrics": per epoch, "skipped"}'
+    )
     p.set_defaults(func=run_resume)
 
     p = sub.add_parser("verify", help="replay the whole trajectory and check it is bit-exact")
     p.add_argument("--run-dir", required=True)
+    add_json_flag(
+        p, "engine.verify.verify_replay's report (steps, checkpoints, seconds, max_abs_diff, exact)"
+    )
     p.set_defaults(func=run_verify)
 
     p = sub.add_parser("info", help="show a run's config, sizes, accuracies and status")
     p.add_argument("--run-dir", required=True)
-    p.add_argument("--json", action="store_true")
+    add_json_flag(p, "engine.verify.run_info (config, sizes, status, metrics, ...)")
     p.set_defaults(func=run_info)

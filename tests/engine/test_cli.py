@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -54,3 +55,54 @@ def test_bad_input_is_one_line_without_traceback(tmp_path: Path) -> None:
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("retracer: error:"), p.stderr
         assert "Traceback" not in p.stderr
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    from engine.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+def test_every_subcommand_takes_json() -> None:
+    subs = _subcommands()
+    assert len(subs) >= 15
+    missing = [
+        n
+        for n, p in subs.items()
+        if "--json" not in {o for a in p._actions for o in a.option_strings}
+    ]
+    assert not missing, f"subcommands without --json: {missing}"
+
+
+def test_json_output_is_one_object_and_nothing_else(tiny_copy: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    run = str(tiny_copy)
+    for argv in (
+        ["verify", "--run-dir", run, "--json"],
+        ["influence", "--run-dir", run, "--method", "loss", "--top", "3", "--json"],
+        ["resume", "--run-dir", run, "--json"],
+    ):
+        assert main(argv) == 0, argv
+        cap = capsys.readouterr()
+        out = json.loads(cap.out)  # the whole of stdout parses: no text line, no bar
+        assert isinstance(out, dict) and out, argv
+    assert out["final"]["epoch"] == 2  # resume of a finished run reports its last epoch
+    assert main(["influence", "--run-dir", run, "--method", "loss", "--top", "3", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 200 and len(res["most_harmful"]) == 3
+    scores = [r["score"] for r in res["most_harmful"]]
+    assert scores == sorted(scores)  # most harmful (most negative) first
+
+
+def test_an_empty_drop_file_is_refused_before_any_retraining(tiny_copy: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    empty = tiny_copy / "empty.txt"
+    empty.write_text("\n\n")
+    assert main(["retrain", "--run-dir", str(tiny_copy), "--drop", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "is empty" in err and "Removing these 0" not in err
+    assert not (tiny_copy / "experiments").exists()  # nothing was retrained or saved
+    header_only = tiny_copy / "header.csv"
+    header_only.write_text("sample_id\n")
+    assert main(["retrain", "--run-dir", str(tiny_copy), "--drop", str(header_only)]) == 2
+    assert "no ids" in capsys.readouterr().err
