@@ -89,4 +89,5 @@ def test_disagreement_filter_keeps_only_mispredicted(run_dir: Path) -> None:
         for c in at.checkbox
         if c.key and c.key.startswith("harmful-top-drop-")
     ]
+    assert shown, "the tiny noisy run has mispredicted training images: the filter shows some"
     assert all(p.at[i, "predicted"] != man.at[i, "label"] for i in shown)

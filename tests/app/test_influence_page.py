@@ -25,7 +25,11 @@ def test_shows_scores_sign_and_histogram(run_dir: Path) -> None:
     )
     rows = at.dataframe[0].value
     assert list(rows["method"]) == [TINY_METHOD]
-    assert rows["harmful (score < 0)"].iloc[0] >= 0
+    from engine.export import method_scores
+
+    assert rows["harmful (score < 0)"].iloc[0] == int(
+        (method_scores(run_dir, TINY_METHOD) < 0).sum()
+    )
     assert len(at.get("plotly_chart")) == 1
 
 

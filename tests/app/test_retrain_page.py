@@ -45,11 +45,13 @@ def test_retrain_with_random_control_shows_the_comparison(run_dir: Path) -> None
         for kind in ("success", "warning", "info")
     }
     ((kind, (text,)),) = [(k, v) for k, v in boxes.items() if v]
-    # the box's colour follows the verdict: proven green, "no proof" amber, the rest neutral
-    expected = (
-        "success" if "not a matter of" in text else "warning" if "no proof" in text else "info"
+    # the box's colour follows the stored verdict kind: improved green, inconclusive / mixed
+    # amber, the rest (worse, unchanged) neutral
+    verdict_kind = done["result"]["verdict_kind"]
+    expected = {"improved": "success", "inconclusive": "warning", "mixed": "warning"}.get(
+        verdict_kind, "info"
     )
-    assert kind == expected, (kind, text)
+    assert kind == expected, (kind, verdict_kind, text)
     hist = at.dataframe[-1].value
     assert len(hist) == 1 and int(hist["dropped"].iloc[0]) == 3
 

@@ -73,9 +73,9 @@ def test_misclassified_grid_picks_the_image(run_dir: Path) -> None:
         for i, y, q in zip(b.test.ids, b.test.labels.tolist(), p["predicted"], strict=True)
         if y != q
     ]
+    assert wrong and why, "the tiny run mispredicts some test images: the grid must show them"
     assert [w.key.removeprefix("test-pick-") for w in why] == wrong[: len(why)]
-    if why:
-        target = why[-1].key.removeprefix("test-pick-")
-        why[-1].click().run()
-        assert not at.exception
-        assert at.selectbox(key="test-id").value == target
+    target = why[-1].key.removeprefix("test-pick-")
+    why[-1].click().run()
+    assert not at.exception
+    assert at.selectbox(key="test-id").value == target

@@ -179,6 +179,17 @@ def page(browser: Any, app_server: AppServer) -> Iterator[Any]:
         context.close()
 
 
+def settle(page: Any, timeout: float = 60.0) -> None:
+    """Wait until the app has finished its script run (no 'running' indicator); fail the test,
+    saying so, when it is still running after `timeout` seconds."""
+    deadline = time.time() + timeout
+    page.wait_for_timeout(400)
+    while page.locator('[data-testid="stStatusWidget"]').count() > 0:
+        if time.time() > deadline:
+            raise AssertionError(f"the app was still running its script after {timeout:.0f}s")
+        page.wait_for_timeout(300)
+
+
 def screenshot(page: Any, name: str, *, full_page: bool = True) -> Path:
     """Save a PNG of the page under tests/e2e/artifacts/<name>.png and return its path."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -188,7 +199,10 @@ def screenshot(page: Any, name: str, *, full_page: bool = True) -> Path:
 
 
 def publish(path: Path, name: str) -> None:
-    """Copy a screenshot to docs/screenshots/<name>.png (the README's pictures)."""
+    """Copy a screenshot to docs/screenshots/<name>.png (the README's pictures), only when asked
+    (RETRACER_PUBLISH_SCREENSHOTS=1): a test run never rewrites tracked files."""
+    if os.environ.get("RETRACER_PUBLISH_SCREENSHOTS") != "1":
+        return
     dest = ROOT / "docs" / "screenshots" / f"{name}.png"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, dest)

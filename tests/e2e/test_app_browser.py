@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import AppServer, publish, screenshot
+from tests.e2e.conftest import AppServer, publish, screenshot, settle
 
 STEP_TIMEOUT_S = 480
 
@@ -63,17 +63,7 @@ def _wait_idle(run: Path, timeout: float = STEP_TIMEOUT_S) -> None:
 def _open(page: Any, server: AppServer, path: str, text: str) -> None:
     page.goto(f"{server.url}/{path}")
     page.get_by_text(text, exact=False).first.wait_for(timeout=60_000)
-    _settle(page)
-
-
-def _settle(page: Any, timeout: float = 60.0) -> None:
-    """Wait until the app has finished its script run (no 'running' indicator, fragments aside)."""
-    deadline = time.time() + timeout
-    page.wait_for_timeout(400)
-    while time.time() < deadline:
-        if page.locator('[data-testid="stStatusWidget"]').count() == 0:
-            return
-        page.wait_for_timeout(300)
+    settle(page)
 
 
 def _plotly_charts(page: Any, *, at_least: int = 1, timeout_ms: int = 90_000) -> int:
@@ -127,13 +117,13 @@ def test_demo_story_in_a_real_browser(page: Any, app_server: AppServer) -> None:
         while load_selections(run).drop != set(rec["drop"]):
             assert time.time() < deadline, "the recommended ticks were not saved in the run"
             page.wait_for_timeout(200)
-        _settle(page)
+        settle(page)
         passed.append("tick the recommended")
         page.reload()
         page.get_by_text("Harmful images").first.wait_for()
         boxes = _drop_boxes(page)
         boxes.nth(2).wait_for(timeout=60_000)
-        _settle(page)
+        settle(page)
         states = [boxes.nth(i).locator("input").is_checked() for i in range(3)]
         assert states == [True, True, True], states
         passed.append("ticks survive reload")
@@ -145,7 +135,7 @@ def test_demo_story_in_a_real_browser(page: Any, app_server: AppServer) -> None:
         page.get_by_text("images ticked to drop").first.wait_for()
         page.get_by_text("Predicted:").first.wait_for(timeout=60_000)
         page.get_by_text("Fresh seeds: new initial weights").first.click()
-        _settle(page)
+        settle(page)
         page.get_by_role("button", name="Retrain and compare").click()
         _wait_jobs(run, "retrain")
         _open(page, server, "retrain", "Retrain & compare")
@@ -219,7 +209,7 @@ def _click_heatmap_cell(page: Any, passed: list[str]) -> None:
         page.mouse.move(x, y, steps=4)
         page.wait_for_timeout(300)
         page.mouse.click(x, y)
-        _settle(page)
+        settle(page)
         page.wait_for_timeout(1000)
         now = page.get_by_text("Training images labelled").first.inner_text()
         if now != before:

@@ -8,13 +8,12 @@ Run it with: .venv/bin/pytest -q -m e2e tests/e2e/test_backdoor_browser.py
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import AppServer, screenshot
+from tests.e2e.conftest import AppServer, screenshot, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -43,15 +42,6 @@ def backdoor_run(app_server: AppServer) -> Path:
     return run
 
 
-def _settle(page: Any, timeout: float = 60.0) -> None:
-    deadline = time.time() + timeout
-    page.wait_for_timeout(400)
-    while time.time() < deadline:
-        if page.locator('[data-testid="stStatusWidget"]').count() == 0:
-            return
-        page.wait_for_timeout(300)
-
-
 def test_watermarked_image_is_explained_by_poisoned_images(
     page: Any, app_server: AppServer, backdoor_run: Path
 ) -> None:
@@ -64,13 +54,13 @@ def test_watermarked_image_is_explained_by_poisoned_images(
     try:
         page.goto(f"{app_server.url}/test_sample")
         page.get_by_text("Test sample", exact=False).first.wait_for(timeout=60_000)
-        _settle(page)
+        settle(page)
         page.get_by_text("watermarked (test-2)").first.click()
-        _settle(page)
+        settle(page)
         # the default pick is the first watermarked image the model gets wrong (sent to 7)
         page.get_by_text("+wm", exact=False).first.wait_for(timeout=60_000)
         page.get_by_text("Raise its loss").first.wait_for(timeout=90_000)
-        _settle(page)
+        settle(page)
         captions = page.locator('[data-testid="stCaptionContainer"]').all_inner_texts()
         shown = [c.strip() for c in captions if c.strip() in train_ids]
         assert shown, f"no training image tiles on the page; captions: {captions[:10]}"

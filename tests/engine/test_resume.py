@@ -42,9 +42,10 @@ def test_sigkill_during_training_then_resume_gives_the_same_final_weights(tmp_pa
     )
     meta = killed / "trajectory" / "meta.json"
     deadline = time.time() + 120
-    while time.time() < deadline:
-        if meta.exists() and read_json(meta)["logged_steps"] >= 60:
-            break
+    while not (meta.exists() and read_json(meta)["logged_steps"] >= 60):
+        if time.time() > deadline:
+            p.kill()
+            pytest.fail("the training process logged fewer than 60 steps in 120 s")
         time.sleep(0.05)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()

@@ -9,65 +9,17 @@ import torch
 from torch.func import functional_call
 
 from engine.changes import resolve_changes
-from engine.config import ConfigError, TrainConfig
-from engine.data import DataSpec
 from engine.loading import load_run
 from engine.models import per_sample_loss
-from engine.retrain import counterfactual, list_experiments, retrain, train_fresh
-from engine.train import train
-
-
-@pytest.fixture(scope="module")
-def run64(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A float64 mlp with momentum, weight decay and a step schedule: 3 epochs on 150 digits."""
-    d = tmp_path_factory.mktemp("retrain") / "run64"
-    train(
-        d,
-        DataSpec(dataset="digits", n_train=150, n_val=50, n_test=50, seed=1),
-        TrainConfig(
-            model="mlp",
-            widths=[12],
-            epochs=3,
-            batch_size=16,
-            lr=0.05,
-            momentum=0.9,
-            weight_decay=1e-3,
-            schedule="step",
-            step_epochs=2,
-            dtype="float64",
-            seed=3,
-        ),
-    )
-    return d
-
-
-@pytest.fixture(scope="module")
-def run32(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("retrain") / "run32"
-    train(
-        d,
-        DataSpec(dataset="digits", n_train=120, n_val=40, n_test=40, seed=0),
-        TrainConfig(model="mlp", widths=[10], epochs=2, batch_size=16, lr=0.05, seed=0),
-    )
-    return d
-
-
-def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+from engine.retrain import counterfactual, list_experiments, retrain
+from tests.engine.conftest import same_weights
 
 
 @pytest.mark.parametrize("mode", ["all", "last"])
 def test_nothing_dropped_reproduces_final_weights(run32: Path, mode: str) -> None:
     loaded = load_run(run32)
     theta = counterfactual(loaded, resolve_changes(loaded), mode=mode)
-    assert _equal(theta, loaded.final_theta)
-
-
-def test_fresh_with_run_seed_reproduces_final_weights(run32: Path) -> None:
-    loaded = load_run(run32)
-    assert _equal(train_fresh(loaded, seed=loaded.cfg.seed), loaded.final_theta)
-    other = train_fresh(loaded, seed=loaded.cfg.seed + 1)
-    assert not _equal(other, loaded.final_theta)
+    assert same_weights(theta, loaded.final_theta)
 
 
 def _independent_leave_one_out(run_dir: Path, k: int) -> dict[str, torch.Tensor]:
@@ -98,7 +50,7 @@ def test_drop_one_equals_independent_leave_one_out(run64: Path) -> None:
     final = loaded.final_theta
     for n in want:
         assert torch.allclose(got[n], want[n], rtol=0, atol=1e-12), n
-    assert not _equal(got, final)  # leaving k out did change the weights
+    assert not same_weights(got, final)  # leaving k out did change the weights
 
 
 def test_relabel_changes_exactly_those_labels(run32: Path) -> None:
@@ -113,24 +65,7 @@ def test_relabel_changes_exactly_those_labels(run32: Path) -> None:
     assert int(y2[3]) == new[ids[3]] and int(y2[11]) == new[ids[11]]
     assert torch.equal(loaded.problem.y, y)  # the run's labels are untouched
     theta = counterfactual(loaded, ch, mode="last")
-    assert not _equal(theta, loaded.final_theta)
-
-
-def test_invalid_changes_are_config_errors(run32: Path) -> None:
-    loaded = load_run(run32)
-    ids = loaded.bundle.train.ids
-    with pytest.raises(ConfigError, match="nope-1"):
-        resolve_changes(loaded, ["nope-1"])
-    with pytest.raises(ConfigError, match=loaded.bundle.test.ids[0]):
-        resolve_changes(loaded, [loaded.bundle.test.ids[0]])
-    with pytest.raises(ConfigError, match="all 120"):
-        resolve_changes(loaded, ids)
-    with pytest.raises(ConfigError, match="both"):
-        resolve_changes(loaded, [ids[0]], {ids[0]: 1})
-    with pytest.raises(ConfigError, match="class index"):
-        resolve_changes(loaded, relabel={ids[0]: 10})
-    with pytest.raises(ConfigError, match="mode"):
-        retrain(run32, drop=[ids[0]], mode="sideways", save=False)
+    assert not same_weights(theta, loaded.final_theta)
 
 
 def test_retrain_all_with_control_saves_result(run32: Path) -> None:
@@ -190,49 +125,3 @@ def test_retrain_fresh_pairs_seeds(run32: Path) -> None:
         )
     assert res["relabel"] == {ids[5]: 0}
     assert res["verdict"].startswith("Removing 3 images and relabelling 1 image")
-
-
-def test_fresh_budget_steps_keeps_the_runs_step_count_and_schedule(run64: Path) -> None:
-    """budget "steps": T steps of the run at the run's lr per step; "epochs": epochs * ceil(n / B)."""
-    loaded = load_run(run64)
-    ids = loaded.bundle.train.ids
-    ch = resolve_changes(loaded, ids[:40])  # 110 of 150 left: 7 batches per epoch instead of 10
-    for budget in ("steps", "epochs"):  # with nothing changed both are the run itself
-        theta = train_fresh(loaded, seed=loaded.cfg.seed, budget=budget)
-        assert _equal(theta, loaded.final_theta)
-    steps: list[int] = []
-    train_fresh(loaded, seed=5, changes=ch, on_step=lambda t, _l: steps.append(t))
-    assert steps == list(range(loaded.traj.n_steps)) == list(range(3 * 10))
-    steps.clear()
-    train_fresh(loaded, seed=5, changes=ch, budget="epochs", on_step=lambda t, _l: steps.append(t))
-    assert len(steps) == 3 * 7
-    with pytest.raises(ConfigError, match="budget"):
-        train_fresh(loaded, seed=5, budget="minutes")
-    with pytest.raises(ConfigError, match="budget"):
-        retrain(loaded, drop=ids[:1], mode="fresh", budget="minutes", save=False)
-
-
-def test_fresh_budget_steps_uses_the_runs_learning_rates(run64: Path) -> None:
-    """The step schedule (x0.1 after 2 epochs of the run) follows the run's steps, not the new epochs.
-
-    One step at a time: a run whose lr were the new set's would differ from plain replay of
-    learning_rate(cfg, t, run's steps per epoch); checked against an independent loop.
-    """
-    from dataclasses import replace as dc_replace
-
-    from engine.config import learning_rate
-    from engine.problem import aug_seed_for, build_problem, epoch_batches
-    from engine.sgd import sgd_step
-
-    loaded = load_run(run64)
-    ch = resolve_changes(loaded, loaded.bundle.train.ids[:40])
-    got = train_fresh(loaded, seed=9, changes=ch)
-    cfg = dc_replace(loaded.cfg, seed=9)
-    prob, theta = build_problem(loaded.bundle, cfg)
-    keep = ch.keep(150)
-    prob = dc_replace(prob, x=prob.x[keep], y=prob.y[keep])
-    v = {k: torch.zeros_like(t) for k, t in theta.items()}
-    order = [b for e in range(5) for b in epoch_batches(110, 16, seed=9, epoch=e)][:30]
-    for t, idx in enumerate(order):
-        sgd_step(prob, theta, v, idx, lr=learning_rate(cfg, t, 10), aug_seed=aug_seed_for(cfg, t))
-    assert _equal(got, theta)

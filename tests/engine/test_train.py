@@ -38,24 +38,6 @@ def test_replay_is_bit_exact_with_momentum_decay_schedule_and_augmentation(tmp_p
     assert len({traj.aug_seed(t) for t in range(traj.n_steps)}) == traj.n_steps
 
 
-def test_replay_from_checkpoint_reaches_any_step(tiny_run: Path) -> None:
-    from engine.sgd import replay_to, run_steps
-
-    lr = load_run(tiny_run)
-    theta, v = lr.traj.load_checkpoint(0)
-    run_steps(lr.problem, lr.traj, theta, v, start=0, stop=17)
-    again, _ = replay_to(lr.problem, lr.traj, 17)
-    assert all(torch.equal(theta[k], again[k]) for k in theta)
-
-
-def test_logged_learning_rates_follow_the_schedule(tiny_run: Path) -> None:
-    lr = load_run(tiny_run)
-    spe = lr.traj.steps_per_epoch
-    assert lr.traj.lr(0) == pytest.approx(0.05)
-    assert lr.traj.lr(spe) == pytest.approx(0.005)  # step schedule, gamma 0.1 each epoch
-    assert sorted(torch.cat([lr.traj.batch(t) for t in range(spe)]).tolist()) == list(range(200))
-
-
 def test_schedules() -> None:
     cfg = TrainConfig(lr=1.0, epochs=4, schedule="invsqrt")
     assert learning_rate(cfg, 3, 10) == pytest.approx(0.5)

@@ -15,6 +15,7 @@ from engine.data import DataSpec
 from engine.experiments.cleanse import cleanse, harmful_first
 from engine.loading import load_run
 from engine.retrain import list_experiments
+from engine.stats import holm
 from engine.train import train
 
 
@@ -67,7 +68,15 @@ def test_cleanse_all_with_two_base_seeds(small_run: Path) -> None:
     for f in ("result.json", "summary.csv", "retrains.csv", "cleanse.html"):
         assert (folder / f).is_file(), f
     assert list_experiments(small_run, kind="cleanse")[0]["id"] == res["id"]
-    assert "hydra" in res["conclusion"]
+    # the hydra clause says what the summary's Holm-adjusted p-values say (not only its name)
+    hy = summ[summ["method"] == "hydra"]
+    paired = hy["paired_p_vs_random"].notna()
+    d = hy["paired_diff_vs_random"].where(paired, hy["diff_vs_random"])
+    p = hy["paired_p_vs_random"].where(paired, hy["p_vs_random"])
+    adj = holm([None if pd.isna(x) else float(x) for x in p])
+    won = any(di < 0 and pi is not None and pi < 0.05 for di, pi in zip(d, adj, strict=True))
+    (clause,) = [c for c in res["conclusion"].rstrip(".").split("; ") if c.startswith("hydra:")]
+    assert ("never significantly better" in clause) is (not won), clause
 
 
 def test_cleanse_fresh_one_seed(small_run: Path) -> None:

@@ -72,3 +72,11 @@ def conv_run(runs_root: Path) -> LoadedRun:
 def std_run(runs_root: Path) -> LoadedRun:
     """Binary sigmoid mlp on standardised inputs (the fidelity protocol's preprocessing)."""
     return make_run(runs_root, "std", binary=True, standardize=True, momentum=0.0)
+
+
+@pytest.fixture(scope="module")
+def wide_run(runs_root: Path) -> LoadedRun:
+    """mlp [16] (P = 1074 > the projection dims used), 60 samples, for the projected store."""
+    return make_run(
+        runs_root, "wide", widths=[16], epochs=4, batch_size=10, data={"n_train": 60, "n_test": 20}
+    )

@@ -11,7 +11,7 @@ from scipy.stats import rankdata
 
 from engine.config import ConfigError
 from engine.influence.api import compute_influence, load_scores
-from engine.influence.combined import RULES, merge_suspicions, percentiles
+from engine.influence.combined import RULES, merge_suspicions, percentiles, structure_weight
 from engine.influence.methods import get_method, method_names
 from engine.loading import LoadedRun, load_run
 
@@ -86,7 +86,14 @@ def test_combined_through_compute_influence_is_a_ranking_of_the_training_ids(
     assert np.array_equal(np.argsort(-expect, kind="stable"), np.argsort(s, kind="stable"))
     assert load_scores(run, "combined")["score"].tolist() == s.tolist()
     default = compute_influence(run, "combined", overwrite=True)["score"].to_numpy()
-    assert sorted(np.argsort(default)) == list(range(len(ids)))
+    assert default.min() == pytest.approx(-1.0) and default.max() == pytest.approx(0.0)
+    # the defaults merge the stored margin, hydra and sgd-influence scores with the auto weight
+    w = structure_weight(own_run)
+    parts = [-load_scores(run, m)["score"].to_numpy() for m in ("margin", "hydra", "sgd-influence")]
+    weights = [1 - w, w / 2, w / 2]
+    keep = [i for i, x in enumerate(weights) if x > 0]
+    expect_default = -merge_suspicions([parts[i] for i in keep], weights=[weights[i] for i in keep])
+    assert np.allclose(default, expect_default)
 
 
 def test_weight_moves_between_the_loss_and_influence_orders(own_run: LoadedRun) -> None:

@@ -12,7 +12,7 @@ from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.loading import load_run
 from engine.runs import load_tensors
-from engine.sgd import SQ, STEP, Problem, apply_update, batch_loss, sgd_step
+from engine.sgd import SQ, STEP
 from engine.train import resume, train
 from engine.verify import verify_replay
 
@@ -39,69 +39,6 @@ def adam_config(optimizer: str, **kw: object) -> TrainConfig:
     )
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
-
-
-def tiny_problem(optimizer: str) -> tuple[Problem, dict[str, torch.Tensor]]:
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(12, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)
-    ).double()
-    x = torch.rand(20, 1, 3, 4, dtype=torch.float64)
-    y = torch.randint(0, 3, (20,))
-    problem = Problem(
-        model=model,
-        x=x,
-        y=y,
-        momentum=0.0,
-        weight_decay=0.1,
-        optimizer=optimizer,
-        beta1=0.8,
-        beta2=0.9,
-        eps=1e-3,
-    )
-    return problem, {k: p.detach().clone() for k, p in model.named_parameters()}
-
-
-@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
-def test_update_matches_torch_optim(optimizer: str) -> None:
-    """Our step equals torch.optim.Adam / AdamW over steps with a changing learning rate."""
-    problem, theta = tiny_problem(optimizer)
-    state = {k: torch.zeros_like(t) for k, t in theta.items()}  # how every training loop starts
-    ref = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
-    cls = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
-    opt = cls(list(ref.values()), lr=1.0, betas=(0.8, 0.9), eps=1e-3, weight_decay=0.1)
-    gen = torch.Generator().manual_seed(1)
-    for t in range(12):
-        lr = 0.05 / (1 + t)
-        idx = torch.randperm(20, generator=gen)[:6]
-        sgd_step(problem, theta, state, idx, lr=lr, aug_seed=0)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.zero_grad()
-        batch_loss(problem, ref, problem.x[idx], problem.y[idx], None).backward()
-        opt.step()
-        for k in theta:
-            torch.testing.assert_close(theta[k], ref[k].detach(), rtol=1e-12, atol=1e-12)
-            torch.testing.assert_close(
-                state[k + SQ], opt.state[ref[k]]["exp_avg_sq"], rtol=1e-12, atol=1e-14
-            )
-    assert int(state[STEP]) == 12
-    assert not torch.equal(theta["1.weight"], tiny_problem(optimizer)[1]["1.weight"])
-
-
-def test_adam_and_adamw_differ_only_through_weight_decay() -> None:
-    grads = [torch.full((3,), 0.5, dtype=torch.float64)]
-    out = {}
-    for opt in ("adam", "adamw"):
-        for lam in (0.0, 0.3):
-            p, _ = tiny_problem(opt)
-            p.weight_decay = lam
-            theta = {"w": torch.ones(3, dtype=torch.float64)}
-            state = {"w": torch.zeros(3, dtype=torch.float64)}
-            apply_update(p, theta, state, grads, lr=0.1)
-            out[opt, lam] = theta["w"]
-    assert torch.equal(out["adam", 0.0], out["adamw", 0.0])
-    assert not torch.allclose(out["adam", 0.3], out["adamw", 0.3])
 
 
 def test_config_validates_the_optimizer() -> None:

@@ -1,0 +1,58 @@
+"""The catalog of estimators (engine.influence.methods) over the registry (engine.influence.registry)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.config import ConfigError
+from engine.influence.methods import (
+    check_method_options,
+    fast_methods,
+    get_method,
+    method_names,
+    query_methods,
+    run_method,
+)
+from engine.influence.queries import Query
+from engine.influence.registry import METHODS, register_method
+from engine.loading import LoadedRun
+
+
+def test_every_builtin_is_registered_with_its_capabilities() -> None:
+    names = method_names()
+    for m in (
+        "sgd-influence",
+        "sgd-influence-last",
+        "hydra",
+        "tracin",
+        "loss",
+        "margin",
+        "combined",
+    ):
+        assert m in names
+    assert fast_methods() == ["hydra", "tracin"]  # the Hessian-free adjoint methods
+    assert "sgd-influence" in query_methods() and "loss" not in query_methods()
+    assert get_method("combined").composite and not get_method("hydra").composite
+    with pytest.raises(ConfigError, match="unknown method 'nope'; choose one of"):
+        get_method("nope")
+
+
+def test_unknown_options_are_named_before_any_work() -> None:
+    with pytest.raises(ConfigError, match=r"no option 'dampng'.*its options: .*damping"):
+        check_method_options(get_method("influence-function"), {"dampng": 0.1})
+
+
+def test_a_registered_method_runs_with_its_defaults_and_options(tiny_run: LoadedRun) -> None:
+    @register_method("test-constant", description="a constant", uses_query=False, value=2.0)
+    def constant(
+        loaded: LoadedRun, query: Query, *, progress: object = None, value: float
+    ) -> np.ndarray:
+        return np.full(len(loaded.bundle.train), value)
+
+    try:
+        assert run_method("test-constant", tiny_run, Query("val")).tolist() == [[2.0]] * 30
+        out = run_method("test-constant", tiny_run, Query("val"), value=-1.0)
+        assert out.shape == (30, 1) and (out == -1.0).all()  # (N,) comes back as (N, 1)
+    finally:
+        METHODS.pop("test-constant")
