@@ -24,10 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.func import functional_call
 
 from engine.config import ConfigError
-from engine.models import penultimate
+from engine.problem import penultimate_features as model_features
 from engine.progress import Progress
 from engine.runs import RunDir, atomic_save_tensors, atomic_write_text, load_tensors
 
@@ -37,7 +36,7 @@ __all__ = [
     "embedding_path",
     "has_embedding",
     "load_embedding",
-    "penultimate_features",
+    "training_features",
 ]
 
 EMBEDDING_METHODS = ("umap", "pca")
@@ -56,7 +55,7 @@ def has_embedding(run_dir: str | os.PathLike[str], method: str) -> bool:
 
 
 @torch.no_grad()
-def penultimate_features(
+def training_features(
     run_dir: str | os.PathLike[str], *, batch_size: int = 1024
 ) -> tuple[list[str], np.ndarray]:
     """(training ids (N,), features float32 (N, F)) of the training split at the final weights.
@@ -73,17 +72,8 @@ def penultimate_features(
         feats = load_tensors(cache)["features"].numpy()
         if feats.shape[0] == len(ids):
             return ids, feats
-    model = loaded.problem.model
-    body = penultimate(model)
-    names = {name for name, _ in body.named_parameters()}
-    theta = {k: v for k, v in loaded.final_theta.items() if k in names}
-    images = loaded.bundle.train.images
-    dtype, device = loaded.problem.x.dtype, loaded.problem.x.device
-    out = []
-    for i in range(0, images.shape[0], batch_size):
-        xb = images[i : i + batch_size].to(device=device, dtype=dtype) / 255.0
-        out.append(functional_call(body, theta, (xb,)).reshape(xb.shape[0], -1).float().cpu())
-    feats_t = torch.cat(out) if out else torch.zeros(0, 1)
+    p = loaded.problem
+    feats_t = model_features(p, loaded.final_theta, batch_size=batch_size).float().cpu()
     atomic_save_tensors(cache, {"features": feats_t})
     return ids, feats_t.numpy()
 
@@ -107,7 +97,7 @@ def compute_embedding(
     run = RunDir.open(run_dir)
     t0 = time.perf_counter()
     _report(progress, 0)
-    ids, feats = penultimate_features(run.path)
+    ids, feats = training_features(run.path)
     _report(progress, 1)
     if len(ids) < 3:
         raise ConfigError(f"a 2-D map needs at least 3 training samples, the run has {len(ids)}")

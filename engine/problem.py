@@ -24,6 +24,7 @@ __all__ = [
     "build_problem",
     "epoch_batches",
     "evaluate",
+    "penultimate_features",
     "resolve_device",
     "split_logits",
     "steps_per_epoch",
@@ -111,3 +112,26 @@ def split_logits(
         xb = split.images[i : i + batch_size].to(device=device, dtype=dtype) / 255.0
         out.append(functional_call(problem.model, theta, (xb,)))
     return torch.cat(out) if out else torch.zeros(0, 1, dtype=dtype)
+
+
+@torch.no_grad()
+def penultimate_features(
+    problem: Problem, theta: Params, x: torch.Tensor | None = None, *, batch_size: int = 4096
+) -> torch.Tensor:
+    """Features (N, F) of the model without its last linear layer at `theta` (for logreg: the
+    inputs). x: float inputs (N, C, H, W) in [0, 1] (default: the training split, problem.x)."""
+    from torch.func import functional_call
+
+    from engine.models import penultimate
+
+    x = problem.x if x is None else x
+    body = penultimate(problem.model)
+    names = {name for name, _ in body.named_parameters()}
+    keep = {k: t for k, t in theta.items() if k in names}
+    out = [
+        functional_call(body, keep, (x[i : i + batch_size],)).reshape(
+            len(x[i : i + batch_size]), -1
+        )
+        for i in range(0, x.shape[0], batch_size)
+    ]
+    return torch.cat(out) if out else torch.zeros(0, 1, dtype=x.dtype)

@@ -87,3 +87,14 @@ def interrupted_job(run_dir: str | Path, job: dict[str, object]) -> None:
     if c[1].button("Restart", key=f"restart-{job_id}"):
         jobs.restart_job(run_dir, job_id)
         st.rerun()
+
+
+def last_failure(run: Path | None, *, kind: str | None = None, what: str | None = None) -> None:
+    """An error box when the run's newest finished job (of `kind`) failed; `what` names it
+    ("retraining"; default: "<kind> job")."""
+    if run is None:
+        return
+    done = [j for j in jobs.list_jobs(run, kind=kind) if j.get("state") not in jobs.ACTIVE_STATES]
+    if done and done[-1].get("state") == "failed":
+        name = what or f"{done[-1].get('kind')} job"
+        st.error(f"The last {name} failed: {done[-1].get('error') or done[-1].get('message')}")

@@ -12,7 +12,7 @@ from app import state
 from app.components.common import require_run
 from app.components.experiment import history_table, render_experiment
 from app.components.gallery import render_gallery
-from app.components.progress import active_jobs
+from app.components.progress import active_jobs, last_failure
 from engine import jobs
 from engine.selections import clear_selections, load_selections
 
@@ -227,14 +227,6 @@ def attack_section(result: dict[str, Any]) -> None:
         )
 
 
-def last_failure(run: Path) -> None:
-    done = [
-        j for j in jobs.list_jobs(run, kind="retrain") if j.get("state") not in jobs.ACTIVE_STATES
-    ]
-    if done and done[-1].get("state") == "failed":
-        st.error(f"The last retraining failed: {done[-1].get('error') or done[-1].get('message')}")
-
-
 def main() -> None:
     st.title("Retrain & compare")
     st.markdown(
@@ -246,7 +238,7 @@ def main() -> None:
         return
     n_drop, n_relabel = changes_section(run)
     busy = bool(active_jobs(run, kinds=("retrain",)))
-    last_failure(run)
+    last_failure(run, kind="retrain", what="retraining")
     settings_section(run, n_drop, n_relabel, busy)
     results_section(run)
 

@@ -13,7 +13,7 @@ import streamlit as st
 
 from app import state
 from app.components.common import show_user_error
-from app.components.progress import active_jobs
+from app.components.progress import active_jobs, last_failure
 from engine import jobs
 from engine.influence.scorestore import ScoreStore
 from engine.workspace import new_run_name
@@ -338,14 +338,6 @@ def _check_source(data: dict[str, Any]) -> None:
             )
         if kind == "csv" and not p.is_file():
             raise DataError(f"{p} is not a file")
-
-
-def last_failure(run: Path | None) -> None:
-    if run is None:
-        return
-    done = [j for j in jobs.list_jobs(run) if j.get("state") not in jobs.ACTIVE_STATES]
-    if done and done[-1].get("state") == "failed":
-        st.error(f"The last {done[-1].get('kind')} job failed: {done[-1].get('error')}")
 
 
 def runs_section(run: Path | None) -> None:

@@ -29,7 +29,8 @@ from engine.config import ConfigError
 from engine.influence.itlm import fit_subset, training_losses
 from engine.influence.queries import Query
 from engine.influence.registry import register_method
-from engine.models import penultimate, probabilities
+from engine.models import probabilities
+from engine.problem import penultimate_features
 from engine.progress import Progress
 from engine.trajectory import Params
 
@@ -83,21 +84,6 @@ def random_scores(
     return np.random.default_rng(seed).standard_normal((loaded.problem.x.shape[0], 1))
 
 
-@torch.no_grad()
-def penultimate_features(loaded: LoadedRun, theta: Params, *, batch_size: int = 4096) -> np.ndarray:
-    """Features (N_train, F) of the model without its last linear layer, at `theta`."""
-    p = loaded.problem
-    body = penultimate(p.model)
-    # Sequential parameter names ("0.weight", ...) are the same for the prefix of the model.
-    n_body = len(list(body.children()))
-    keep = {k: t for k, t in theta.items() if int(k.split(".")[0]) < n_body}
-    out = [
-        functional_call(body, keep, (p.x[i : i + batch_size],))
-        for i in range(0, p.x.shape[0], batch_size)
-    ]
-    return torch.cat(out).reshape(p.x.shape[0], -1).double().cpu().numpy()
-
-
 @register_method(
     "isolation-forest",
     description="Isolation forest on penultimate features (outliers negative)",
@@ -115,7 +101,7 @@ def isolation_forest_scores(
     """(N_train, 1) = IsolationForest.decision_function of the penultimate features (< 0 = outlier)."""
     from sklearn.ensemble import IsolationForest
 
-    feats = penultimate_features(loaded, loaded.final_theta)
+    feats = penultimate_features(loaded.problem, loaded.final_theta).double().cpu().numpy()
     forest = IsolationForest(n_estimators=n_estimators, random_state=seed).fit(feats)
     return np.asarray(forest.decision_function(feats), dtype=np.float64)[:, None]
 

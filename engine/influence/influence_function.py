@@ -29,6 +29,7 @@ import torch
 from torch.func import functional_call, grad, jvp, vmap
 
 from engine.config import ConfigError
+from engine.influence.pergrad import unflatten_one
 from engine.influence.queries import Query, flat, flat_query_gradients
 from engine.influence.registry import register_method
 from engine.models import per_sample_loss
@@ -39,17 +40,6 @@ if TYPE_CHECKING:
     from engine.loading import LoadedRun
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
-
-
-def unflatten(theta: Params, vec: torch.Tensor) -> Params:
-    """Split a flat vector (P,) into tensors shaped like `theta` (key order)."""
-    out: Params = {}
-    i = 0
-    for k, t in theta.items():
-        n = t.numel()
-        out[k] = vec[i : i + n].view_as(t)
-        i += n
-    return out
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -86,7 +76,7 @@ def train_hvp(
         g_fn = grad(total_loss)
 
         def hvp_col(v: torch.Tensor, g_fn: Callable[[Params], Params] = g_fn) -> torch.Tensor:
-            out = jvp(g_fn, (theta,), (unflatten(theta, v),))
+            out = jvp(g_fn, (theta,), (unflatten_one(theta, v),))
             return flat(out[1])
 
         out += vmap(hvp_col, in_dims=1, out_dims=1)(vectors)
@@ -111,7 +101,7 @@ def sample_dots(
             return per_sample_loss(functional_call(p.model, params, (xb,)), yb)
 
         def col(v: torch.Tensor, losses: Callable[[Params], torch.Tensor] = losses) -> torch.Tensor:
-            return jvp(losses, (theta,), (unflatten(theta, v),))[1]
+            return jvp(losses, (theta,), (unflatten_one(theta, v),))[1]
 
         out[sl] = vmap(col, in_dims=1, out_dims=1)(vectors)
     return out

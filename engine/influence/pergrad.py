@@ -45,6 +45,17 @@ def unflatten(theta: Params, flat: torch.Tensor) -> Params:
     return out
 
 
+def unflatten_one(theta: Params, vec: torch.Tensor) -> Params:
+    """Split one flat vector (P,) into views shaped like `theta` (key order)."""
+    out: Params = {}
+    i = 0
+    for k, t in theta.items():
+        n = t.numel()
+        out[k] = vec[i : i + n].view_as(t)
+        i += n
+    return out
+
+
 def flatten_batched(d: Params) -> torch.Tensor:
     """{name: (Q, *shape)} -> (P, Q)."""
     return torch.cat([t.reshape(t.shape[0], -1) for t in d.values()], dim=1).T

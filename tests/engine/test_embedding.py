@@ -16,7 +16,7 @@ from engine.embedding import (
     embedding_path,
     has_embedding,
     load_embedding,
-    penultimate_features,
+    training_features,
 )
 from engine.loading import load_run
 from engine.problem import split_logits
@@ -35,7 +35,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_features_are_the_input_of_the_last_layer(tiny_run: Path) -> None:
-    ids, feats = penultimate_features(tiny_run)
+    ids, feats = training_features(tiny_run)
     loaded = load_run(tiny_run)
     assert ids == list(loaded.bundle.train.ids)
     assert feats.shape == (len(ids), 8)
@@ -46,7 +46,7 @@ def test_features_are_the_input_of_the_last_layer(tiny_run: Path) -> None:
     rebuilt = torch.as_tensor(feats, dtype=w.dtype) @ w.T + b
     torch.testing.assert_close(rebuilt, logits, rtol=1e-4, atol=1e-4)
     # cached: a second call reads the same numbers back
-    _, again = penultimate_features(tiny_run)
+    _, again = training_features(tiny_run)
     np.testing.assert_array_equal(again, feats)
 
 

@@ -15,13 +15,12 @@ from engine.influence.baselines import (
     confident_learning_issues,
     logit_margin,
     out_of_fold_probabilities,
-    penultimate_features,
 )
 from engine.influence.methods import get_method, run_method
 from engine.influence.queries import Query
 from engine.loading import LoadedRun, load_run
 from engine.models import per_sample_loss
-from engine.problem import split_logits
+from engine.problem import penultimate_features, split_logits
 from engine.train import train
 
 BASELINES = ("loss", "margin", "random", "isolation-forest", "autoencoder", "confident-learning")
@@ -88,7 +87,7 @@ def test_random_is_seeded(noisy: LoadedRun) -> None:
 
 
 def test_isolation_forest_marks_far_features_negative(noisy: LoadedRun) -> None:
-    feats = penultimate_features(noisy, noisy.final_theta)
+    feats = penultimate_features(noisy.problem, noisy.final_theta).double().numpy()
     assert feats.shape == (noisy.problem.x.shape[0], 16)
     s = run_method("isolation-forest", noisy, Query("val"))[:, 0]
     dist = np.linalg.norm((feats - feats.mean(0)) / (feats.std(0) + 1e-9), axis=1)

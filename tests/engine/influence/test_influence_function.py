@@ -18,9 +18,9 @@ from engine.influence.influence_function import (
     inverse_hvp,
     per_sample_gradients,
     train_hvp,
-    unflatten,
 )
 from engine.influence.methods import get_method, run_method
+from engine.influence.pergrad import unflatten_one
 from engine.influence.queries import Query, flat, flat_query_gradients
 from engine.loading import LoadedRun, load_run
 from engine.models import per_sample_loss
@@ -57,7 +57,7 @@ def _dense(loaded: LoadedRun, damping: float = 0.0) -> tuple[torch.Tensor, torch
     th = loaded.final_theta
 
     def objective(vec: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(loaded.problem.model, unflatten(th, vec), (loaded.problem.x,))
+        logits = functional_call(loaded.problem.model, unflatten_one(th, vec), (loaded.problem.x,))
         return per_sample_loss(logits, loaded.problem.y).mean()
 
     h = torch.autograd.functional.hessian(objective, flat(th))
