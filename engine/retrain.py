@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -40,10 +40,12 @@ from engine.progress import Progress
 from engine.sgd import run_steps
 from engine.stats import compare, summarize, verdict
 from engine.trajectory import Params
+from engine.trusted import trusted_counts
 
 __all__ = [
     "BUDGETS",
     "MODES",
+    "RetrainResult",
     "Changes",
     "evaluate_theta",
     "list_experiments",
@@ -123,7 +125,7 @@ def evaluate_theta(loaded: LoadedRun, theta: Params) -> dict[str, Any]:
     return out
 
 
-def _group(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _group(runs: list[dict[str, Any]]) -> Group:
     summ = {m: summarize([r[m] for r in runs]) for m in SCALARS}
     for m in ATTACK_SCALARS:
         if runs and all(m in r for r in runs):
@@ -134,7 +136,7 @@ def _group(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "mean": pc.mean(0).tolist(),
             "std": (pc.std(0, ddof=1) if len(runs) > 1 else 0 * pc[0]).tolist(),
         }
-    return {"runs": runs, "summary": summ}
+    return Group(runs=runs, summary=summ)
 
 
 def _control_changes(loaded: LoadedRun, changes: Changes, draw: int) -> Changes:
@@ -164,6 +166,133 @@ def _prediction(loaded: LoadedRun, drop: list[str], changes: Changes) -> dict[st
     return None if not np.isfinite(v) else {"method": PREDICTOR, "val_loss_change": v}
 
 
+class Group(TypedDict):
+    """One side of a comparison: every retrain's metrics (evaluate_theta) and their summary
+    ({metric: engine.stats.summarize}; per_class_acc: {"mean", "std"} lists of C)."""
+
+    runs: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+class MetricStats(TypedDict):
+    after_vs_before: dict[str, Any]  # engine.stats.compare
+    after_vs_control: dict[str, Any] | None
+
+
+class RetrainResult(TypedDict, total=False):
+    """What retrain returns and saves (``<run>/experiments/retrain-*/result.json``); the one
+    description of its shape (the app's experiment view and the CLI read these keys)."""
+
+    kind: str  # "retrain"
+    run_dir: str
+    mode: str  # all | last | fresh
+    seeds: int  # fresh seeds S (1 for all / last)
+    fresh_seeds: list[int]
+    budget: str | None  # steps | epochs (fresh only)
+    control: str  # random | none
+    drop: list[str]  # training ids removed
+    relabel: dict[str, int]  # training id -> new class index
+    n_drop: int
+    n_relabel: int
+    class_names: list[str]
+    before: Group  # the run itself (all / last), or S fresh seeds on the uncleaned data
+    after: Group  # with the changes
+    control_runs: Group | None  # the same number of random changes (None without a control)
+    control_drops: list[list[str]]
+    stats: dict[str, MetricStats]  # per scalar metric (val/test loss and accuracy, attack ones)
+    paired: bool  # fresh: seed i trains before, after and control draw i
+    n_test: int
+    n_test_checked: int
+    verdict: str  # engine.stats.verdict on test accuracy and test loss
+    verdict_kind: str  # improved | mixed | inconclusive | worse | unchanged
+    predicted: dict[str, Any] | None  # what the exact scores predicted (engine.prediction)
+    measured_val_loss_change: float
+    seconds: float
+    id: str  # with save=True
+    path: str
+
+
+def _check_options(mode: str, control: str | None, seeds: int, draws: int, budget: str) -> None:
+    if mode not in MODES:
+        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if control not in CONTROLS:
+        raise ConfigError(f"--control must be random or none, got {control!r}")
+    if seeds < 1 or draws < 1:
+        raise ConfigError("--seeds and control draws must be at least 1")
+    if budget not in BUDGETS:
+        raise ConfigError(f"--budget must be steps or epochs, got {budget!r}")
+
+
+def _total_steps(
+    loaded: LoadedRun, changes: Changes, *, mode: str, seeds: int, n_ctrl: int, budget: str
+) -> int:
+    """SGD steps of every retrain in this comparison (the progress bar's total)."""
+    n = len(loaded.bundle.train)
+    if mode == "fresh":
+        return seeds * fresh_steps(n, loaded, budget=budget) + (seeds + n_ctrl) * fresh_steps(
+            n - changes.n_drop, loaded, budget=budget
+        )
+    traj = loaded.traj
+    start = 0 if mode == "all" else traj.nearest_checkpoint(traj.epoch_start(loaded.cfg.epochs - 1))
+    return (traj.n_steps - start) * (1 + n_ctrl)
+
+
+def _retrain_groups(
+    loaded: LoadedRun,
+    changes: Changes,
+    ctrl: list[Changes],
+    *,
+    mode: str,
+    fresh_seeds: list[int],
+    budget: str,
+    tick: Callable[[int, float], None],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(before, after, controls): evaluate_theta of every retrain."""
+    ev = evaluate_theta
+    if mode == "fresh":
+
+        def fresh(seed: int, ch: Changes | None) -> dict[str, Any]:
+            return ev(
+                loaded, train_fresh(loaded, seed=seed, changes=ch, budget=budget, on_step=tick)
+            )
+
+        return (
+            [fresh(s, None) for s in fresh_seeds],
+            [fresh(s, changes) for s in fresh_seeds],
+            [fresh(s, c) for s, c in zip(fresh_seeds, ctrl, strict=True)],
+        )
+    before = [ev(loaded, loaded.final_theta)]
+    after = [ev(loaded, counterfactual(loaded, changes, mode=mode, on_step=tick))]
+    return (
+        before,
+        after,
+        [ev(loaded, counterfactual(loaded, c, mode=mode, on_step=tick)) for c in ctrl],
+    )
+
+
+def _stats(
+    loaded: LoadedRun,
+    after: list[dict[str, Any]],
+    before: list[dict[str, Any]],
+    controls: list[dict[str, Any]],
+    *,
+    paired: bool,
+) -> dict[str, MetricStats]:
+    def values(runs: list[dict[str, Any]], m: str) -> list[float]:
+        return [r[m] for r in runs]
+
+    metrics = SCALARS + (ATTACK_SCALARS if loaded.bundle.attack is not None else ())
+    return {
+        m: MetricStats(
+            after_vs_before=compare(values(after, m), values(before, m), paired=paired),
+            after_vs_control=compare(values(after, m), values(controls, m), paired=paired)
+            if controls
+            else None,
+        )
+        for m in metrics
+    }
+
+
 def retrain(
     run_dir: str | Path | LoadedRun,
     *,
@@ -176,135 +305,77 @@ def retrain(
     budget: str = "steps",
     progress: Progress | None = None,
     save: bool = True,
-) -> dict[str, Any]:
+) -> RetrainResult:
     """Retrain without `drop` / with `relabel`, against the run itself and a random control.
 
     seeds: fresh seeds S (mode "fresh" only; "all" and "last" are deterministic, one retrain).
     budget: mode "fresh" only: "steps" (the run's number of SGD steps, default) or "epochs".
-    Returns (and saves under <run>/experiments/, if `save`) a dict with before / after / control
-    groups ({"runs": [metrics per retrain], "summary": {metric: {mean, std, n, values}}}), stats
-    (per scalar metric: after_vs_before and after_vs_control, see engine.stats.compare; paired by
-    seed in mode fresh), verdict (test accuracy and test loss, engine.stats.verdict) and verdict_kind.
+    Returns (and saves under <run>/experiments/, if `save`) a RetrainResult: before / after /
+    control groups, per-metric stats (paired by seed in mode fresh), the verdict on test accuracy
+    and test loss (engine.stats.verdict), and what the exact scores predicted.
     """
-    if mode not in MODES:
-        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if control not in CONTROLS:
-        raise ConfigError(f"--control must be random or none, got {control!r}")
-    if seeds < 1 or control_draws < 1:
-        raise ConfigError("--seeds and control draws must be at least 1")
-    if budget not in BUDGETS:
-        raise ConfigError(f"--budget must be steps or epochs, got {budget!r}")
+    _check_options(mode, control, seeds, control_draws, budget)
     t0 = time.perf_counter()
     loaded = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
     changes = resolve_changes(loaded, drop, relabel)
     n_ctrl = 0 if control is None else (seeds if mode == "fresh" else control_draws)
     ctrl = [_control_changes(loaded, changes, d) for d in range(n_ctrl)]
-    n = len(loaded.bundle.train)
-    if mode == "fresh":
-        per = [fresh_steps(n, loaded, budget=budget)] * seeds + [
-            fresh_steps(n - changes.n_drop, loaded, budget=budget)
-        ] * (seeds + n_ctrl)
-    else:
-        start = (
-            0
-            if mode == "all"
-            else loaded.traj.nearest_checkpoint(loaded.traj.epoch_start(loaded.cfg.epochs - 1))
-        )
-        per = [loaded.traj.n_steps - start] * (1 + n_ctrl)
-    total, done = sum(per), [0]
+    total = _total_steps(loaded, changes, mode=mode, seeds=seeds, n_ctrl=n_ctrl, budget=budget)
+    done = [0]
 
     def tick(_t: int, loss: float) -> None:
         done[0] += 1
         if progress is not None:
             progress(done[0], total, loss)
 
-    fresh_seeds = [loaded.cfg.seed + 1 + s for s in range(seeds)]
-    if mode == "fresh":
-        before = [
-            evaluate_theta(loaded, train_fresh(loaded, seed=s, budget=budget, on_step=tick))
-            for s in fresh_seeds
-        ]
-        after = [
-            evaluate_theta(
-                loaded, train_fresh(loaded, seed=s, changes=changes, budget=budget, on_step=tick)
-            )
-            for s in fresh_seeds
-        ]
-        controls = [
-            evaluate_theta(
-                loaded, train_fresh(loaded, seed=s, changes=c, budget=budget, on_step=tick)
-            )
-            for s, c in zip(fresh_seeds, ctrl, strict=True)
-        ]
-    else:
-        before = [evaluate_theta(loaded, loaded.final_theta)]
-        after = [evaluate_theta(loaded, counterfactual(loaded, changes, mode=mode, on_step=tick))]
-        controls = [
-            evaluate_theta(loaded, counterfactual(loaded, c, mode=mode, on_step=tick)) for c in ctrl
-        ]
+    fresh_seeds = [loaded.cfg.seed + 1 + s for s in range(seeds)] if mode == "fresh" else []
+    before, after, controls = _retrain_groups(
+        loaded, changes, ctrl, mode=mode, fresh_seeds=fresh_seeds, budget=budget, tick=tick
+    )
     ids = loaded.bundle.train.ids
     paired = mode == "fresh"  # seed i trains before, after and control draw i
     metric_values = {
         name: {m: [r[m] for r in runs] for m in SCALARS} if runs else None
         for name, runs in (("after", after), ("before", before), ("control", controls))
     }
-    from engine.trusted import trusted_counts
-
-    checked = trusted_counts(loaded.run.path)["test"]
+    checked = trusted_counts(loaded.run.path)["test"]["checked"]
     text, kind = verdict(
-        metric_values,
+        metric_values, n_drop=changes.n_drop, n_relabel=changes.n_relabel,
+        n_test=len(loaded.bundle.test), n_test_checked=checked, paired=paired,
+    )  # fmt: skip
+    drop_ids = [ids[i] for i in changes.drop.tolist()]
+    pairs = zip(changes.relabel_idx.tolist(), changes.relabel_to.tolist(), strict=True)
+    res = RetrainResult(
+        kind="retrain",
+        run_dir=str(loaded.run.path),
+        mode=mode,
+        seeds=seeds if mode == "fresh" else 1,
+        fresh_seeds=fresh_seeds,
+        budget=budget if mode == "fresh" else None,
+        control=control or "none",
+        drop=drop_ids,
+        relabel={ids[i]: int(c) for i, c in pairs},
         n_drop=changes.n_drop,
         n_relabel=changes.n_relabel,
-        n_test=len(loaded.bundle.test),
-        n_test_checked=checked["checked"],
+        class_names=loaded.bundle.class_names,
+        before=_group(before),
+        after=_group(after),
+        control_runs=_group(controls) if controls else None,
+        control_drops=[[ids[i] for i in c.drop.tolist()] for c in ctrl],
+        stats=_stats(loaded, after, before, controls, paired=paired),
         paired=paired,
+        n_test=len(loaded.bundle.test),
+        n_test_checked=checked,
+        verdict=text,
+        verdict_kind=kind,
+        predicted=_prediction(loaded, drop_ids, changes),
+        measured_val_loss_change=float(
+            np.mean([r["val_loss"] for r in after]) - np.mean([r["val_loss"] for r in before])
+        ),
+        seconds=time.perf_counter() - t0,
     )
-    res: dict[str, Any] = {
-        "kind": "retrain",
-        "run_dir": str(loaded.run.path),
-        "mode": mode,
-        "seeds": seeds if mode == "fresh" else 1,
-        "fresh_seeds": fresh_seeds if mode == "fresh" else [],
-        "budget": budget if mode == "fresh" else None,
-        "control": control or "none",
-        "drop": [ids[i] for i in changes.drop.tolist()],
-        "relabel": {
-            ids[i]: int(c)
-            for i, c in zip(changes.relabel_idx.tolist(), changes.relabel_to.tolist(), strict=True)
-        },
-        "n_drop": changes.n_drop,
-        "n_relabel": changes.n_relabel,
-        "class_names": loaded.bundle.class_names,
-        "before": _group(before),
-        "after": _group(after),
-        "control_runs": _group(controls) if controls else None,
-        "control_drops": [[ids[i] for i in c.drop.tolist()] for c in ctrl],
-        "stats": {
-            m: {
-                "after_vs_before": compare(
-                    [r[m] for r in after], [r[m] for r in before], paired=paired
-                ),
-                "after_vs_control": compare(
-                    [r[m] for r in after], [r[m] for r in controls], paired=paired
-                )
-                if controls
-                else None,
-            }
-            for m in SCALARS + (ATTACK_SCALARS if loaded.bundle.attack is not None else ())
-        },
-        "paired": paired,
-        "n_test": len(loaded.bundle.test),
-        "n_test_checked": checked["checked"],
-        "verdict": text,
-        "verdict_kind": kind,
-    }
-    res["predicted"] = _prediction(loaded, res["drop"], changes)
-    res["measured_val_loss_change"] = float(
-        np.mean([r["val_loss"] for r in after]) - np.mean([r["val_loss"] for r in before])
-    )
-    res["seconds"] = time.perf_counter() - t0
     if save:
         folder = new_experiment_dir(loaded.run.path, "retrain")
         res["id"], res["path"] = folder.name, str(folder)
-        save_result(folder, res)
+        save_result(folder, dict(res))
     return res

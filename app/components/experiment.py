@@ -1,8 +1,7 @@
-"""Retraining results (engine.retrain.retrain's dict) as figures, tables and a verdict.
+"""Retraining results as figures, tables and a verdict.
 
-The result has groups ``before`` / ``after`` / ``control_runs`` (the latter None without a
-control), each ``{"runs": [...], "summary": {metric: {"mean", "std", "n", "values"},
-"per_class_acc": {"mean": [C], "std": [C]}}}``, plus ``stats``, ``verdict`` and ``class_names``.
+The result's shape is engine.retrain.RetrainResult (groups ``before`` / ``after`` /
+``control_runs``, ``stats``, ``verdict``, ``verdict_kind``, ``class_names``, ...).
 """
 
 from __future__ import annotations

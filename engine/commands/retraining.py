@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def _pct(x: float) -> str:
     return f"{x * 100:.2f}%"
 
 
-def _group_line(name: str, g: dict[str, Any] | None) -> str:
+def _group_line(name: str, g: Mapping[str, Any] | None) -> str:
     if not g:
         return f"{name:<8} -"
     s = g["summary"]
