@@ -19,7 +19,8 @@ from engine.commands import (
     retraining,
     training,
 )
-from engine.errors import is_user_error, storage_error_message
+from engine.errors import is_user_error, storage_error_message, user_message
+from engine.options import flag
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as e:  # the CLI's contract: one line, no traceback
         if is_user_error(e):
-            print(f"retracer: error: {e}", file=sys.stderr)
+            print(f"retracer: error: {user_message(e, spell=flag)}", file=sys.stderr)
             return EXIT_BAD_INPUT
         storage = storage_error_message(e)
         if storage is not None:

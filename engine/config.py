@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.models import MODEL_NAMES
+from engine.options import ParamError, option, options
 
 SCHEDULES = ("constant", "step", "exp", "invsqrt", "cosine")
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
-class ConfigError(ValueError):
-    """An impossible hyperparameter; the message names it and says what is allowed."""
+class ConfigError(ParamError):
+    """An impossible hyperparameter or option; the message names it (``param``) and says what is
+    allowed."""
 
 
+@options
 @dataclass
 class TrainConfig:
     """Optimiser hyperparameters and everything else that decides the trajectory.
@@ -34,28 +37,66 @@ class TrainConfig:
     also for counterfactual and retraining runs that drop samples.
     """
 
-    model: str = "mlp"
-    widths: list[int] = field(default_factory=lambda: [64, 64])
-    binary: bool = False
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "constant"
-    gamma: float = 0.1
-    step_epochs: int = 5
-    augment_shift: int = 0
-    augment_flip: bool = False
-    dtype: str = "float32"
-    seed: int = 0
-    checkpoint_every: int | None = None
-    device: str = "auto"
-    optimizer: str = "sgd"
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    standardize: bool = False
+    model: str = option(
+        "mlp",
+        label="Model",
+        choices=MODEL_NAMES,
+        help="logreg | mlp | lenet5 | hara-cnn | cifar-cnn",
+    )
+    widths: list[int] = option(
+        factory=lambda: [64, 64],
+        label="MLP widths",
+        kind="ints",
+        help="hidden widths of the mlp, comma-separated",
+    )
+    binary: bool = option(
+        False, label="One sigmoid output", help="one sigmoid output (two classes only)"
+    )
+    epochs: int = option(10, label="Epochs", minimum=1, maximum=500)
+    batch_size: int = option(32, label="Batch size", minimum=1, maximum=4096)
+    lr: float = option(0.1, label="Learning rate", minimum=1e-6, maximum=10.0)
+    momentum: float = option(
+        0.9,
+        label="Momentum",
+        minimum=0.0,
+        maximum=0.999,
+        help="SGD momentum (ignored by adam / adamw)",
+    )
+    weight_decay: float = option(1e-4, label="Weight decay", minimum=0.0, maximum=1.0)
+    schedule: str = option(
+        "constant",
+        label="Learning-rate schedule",
+        choices=SCHEDULES,
+        help="constant | step | exp | invsqrt | cosine",
+    )
+    gamma: float = option(0.1, label="Schedule factor", help="x gamma per step / epoch (step, exp)")
+    step_epochs: int = option(5, label="Epochs per step", help="the step schedule's period")
+    augment_shift: int = option(
+        0, label="Random shift (pixels)", minimum=0, help="random shifts up to this many pixels"
+    )
+    augment_flip: bool = option(False, label="Random flips", help="random horizontal flips")
+    dtype: str = option("float32", label="Precision", choices=DTYPES)
+    seed: int = option(0, label="Seed", minimum=0, maximum=2**31 - 1)
+    checkpoint_every: int | None = option(
+        None,
+        label="Steps between checkpoints",
+        help="steps between checkpoints (default: each epoch)",
+    )
+    device: str = option("auto", label="Device", help="auto | cpu | cuda[:N]")
+    optimizer: str = option(
+        "sgd",
+        label="Optimizer",
+        choices=OPTIMIZERS,
+        help="sgd (default) | adam (L2 in the gradient) | adamw (decoupled weight decay)",
+    )
+    beta1: float = option(0.9, label="Adam beta1", help="Adam's first-moment decay")
+    beta2: float = option(0.999, label="Adam beta2", help="Adam's second-moment decay")
+    eps: float = option(1e-8, label="Adam epsilon", help="Adam's epsilon")
+    standardize: bool = option(
+        False,
+        label="Standardise pixels",
+        help="standardise each pixel with the training split's mean and std (StandardScaler)",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,43 +109,54 @@ class TrainConfig:
         """Raise ConfigError naming the first impossible value."""
         if self.model not in MODEL_NAMES:
             raise ConfigError(
-                f"--model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}"
+                f"model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}", param="model"
             )
         _positive_int("epochs", self.epochs)
-        _positive_int("batch-size", self.batch_size)
+        _positive_int("batch_size", self.batch_size)
         if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"--lr must be a positive finite number, got {self.lr}")
+            raise ConfigError(f"lr must be a positive finite number, got {self.lr}", param="lr")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
-            raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}", param="momentum")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
-                f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
+                param="optimizer",
             )
         for name, beta in (("beta1", self.beta1), ("beta2", self.beta2)):
             if not (isinstance(beta, int | float) and math.isfinite(beta) and 0 <= beta < 1):
-                raise ConfigError(f"--{name} must be in [0, 1), got {beta}")
+                raise ConfigError(f"{name} must be in [0, 1), got {beta}", param=name)
         if not (isinstance(self.eps, int | float) and math.isfinite(self.eps) and self.eps > 0):
-            raise ConfigError(f"--eps must be a positive finite number, got {self.eps}")
+            raise ConfigError(f"eps must be a positive finite number, got {self.eps}", param="eps")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+            raise ConfigError(
+                f"weight_decay must be >= 0, got {self.weight_decay}", param="weight_decay"
+            )
         if self.schedule not in SCHEDULES:
             raise ConfigError(
-                f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
+                param="schedule",
             )
         if not (math.isfinite(self.gamma) and self.gamma > 0):
-            raise ConfigError(f"--gamma must be positive, got {self.gamma}")
-        _positive_int("step-epochs", self.step_epochs)
+            raise ConfigError(f"gamma must be positive, got {self.gamma}", param="gamma")
+        _positive_int("step_epochs", self.step_epochs)
         if self.augment_shift < 0:
-            raise ConfigError(f"--augment-shift must be >= 0, got {self.augment_shift}")
+            raise ConfigError(
+                f"augment_shift must be >= 0, got {self.augment_shift}", param="augment_shift"
+            )
         if self.dtype not in DTYPES:
-            raise ConfigError(f"--dtype must be float32 or float64, got {self.dtype!r}")
+            raise ConfigError(
+                f"dtype must be float32 or float64, got {self.dtype!r}", param="dtype"
+            )
         if self.checkpoint_every is not None:
-            _positive_int("checkpoint-every", self.checkpoint_every)
+            _positive_int("checkpoint_every", self.checkpoint_every)
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+            raise ConfigError(
+                f"device must be auto, cpu or cuda, got {self.device!r}", param="device"
+            )
         if n_train is not None and self.batch_size > n_train:
             raise ConfigError(
-                f"--batch-size {self.batch_size} is larger than the {n_train} training samples"
+                f"batch_size {self.batch_size} is larger than the {n_train} training samples",
+                param="batch_size",
             )
         if self.binary and n_classes is not None and n_classes != 2:
             raise ConfigError(
@@ -114,7 +166,7 @@ class TrainConfig:
 
 def _positive_int(name: str, v: Any) -> None:
     if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-        raise ConfigError(f"--{name} must be a positive integer, got {v}")
+        raise ConfigError(f"{name} must be a positive integer, got {v}", param=name)
 
 
 def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 def is_user_error(e: BaseException) -> bool:
     """True for errors caused by bad input: data, config, run directories, diverged training."""
-    from engine.config import ConfigError
-    from engine.data.manifest import DataError
     from engine.models import ModelError
+    from engine.options import ParamError
     from engine.runs import RunError
     from engine.sgd import TrainingDiverged
 
-    return isinstance(
-        e, DataError | ConfigError | ModelError | RunError | TrainingDiverged | FileNotFoundError
-    )
+    # ConfigError and DataError are ParamErrors
+    return isinstance(e, ParamError | ModelError | RunError | TrainingDiverged | FileNotFoundError)
+
+
+def user_message(e: BaseException, *, spell: Callable[[str], str] | None = None) -> str:
+    """The one line a person reads for a user error; `spell` renames the parameter a ParamError
+    is about (engine.options.flag on the CLI, engine.options.label_of in the app)."""
+    from engine.options import ParamError
+
+    if spell is not None and isinstance(e, ParamError) and e.param:
+        return e.named(spell(e.param))
+    return str(e) or type(e).__name__
 
 
 _STORAGE_ERRNOS = {"ENOSPC": "the disk is full", "EDQUOT": "the disk quota is exceeded",

@@ -55,7 +55,7 @@ def train_fresh(
     With seed = the run's seed and no changes both reproduce the run's final weights exactly.
     """
     if budget not in BUDGETS:
-        raise ConfigError(f"--budget must be steps or epochs, got {budget!r}")
+        raise ConfigError(f"budget must be steps or epochs, got {budget!r}", param="budget")
     cfg = replace(loaded.cfg, seed=int(seed))
     base, theta = build_problem(loaded.bundle, cfg)
     y = base.y

@@ -177,10 +177,15 @@ def run_job_file(path: str | os.PathLike[str]) -> int:
         update_job(path, state="cancelled", message="cancelled", finished=time.time())
         return 1
     except BaseException as e:  # noqa: BLE001 - every failure is recorded for the page
-        from engine.errors import is_user_error, storage_error_message
+        from engine.errors import is_user_error, storage_error_message, user_message
+        from engine.options import label_of
 
-        user = is_user_error(e)
-        msg = str(e) if user and str(e) else storage_error_message(e) or f"{type(e).__name__}: {e}"
+        user = is_user_error(e)  # jobs are the app's: a parameter is named by its form label
+        msg = (
+            user_message(e, spell=label_of)
+            if user and str(e)
+            else storage_error_message(e) or f"{type(e).__name__}: {e}"
+        )
         update_job(
             path, state="failed", message=msg, error=msg, user_error=user,
             traceback=None if user else traceback.format_exc(), finished=time.time(),

@@ -214,13 +214,13 @@ class RetrainResult(TypedDict, total=False):
 
 def _check_options(mode: str, control: str | None, seeds: int, draws: int, budget: str) -> None:
     if mode not in MODES:
-        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", param="mode")
     if control not in CONTROLS:
-        raise ConfigError(f"--control must be random or none, got {control!r}")
+        raise ConfigError(f"control must be random or none, got {control!r}", param="control")
     if seeds < 1 or draws < 1:
-        raise ConfigError("--seeds and control draws must be at least 1")
+        raise ConfigError("seeds and control draws must be at least 1", param="seeds")
     if budget not in BUDGETS:
-        raise ConfigError(f"--budget must be steps or epochs, got {budget!r}")
+        raise ConfigError(f"budget must be steps or epochs, got {budget!r}", param="budget")
 
 
 def _total_steps(

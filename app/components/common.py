@@ -43,10 +43,11 @@ def require_scores(run: Path) -> list[str] | None:
 
 def show_user_error(e: BaseException) -> bool:
     """Show a user error (bad data, config, run) as one red line; False if it is not one."""
-    from engine.errors import is_user_error
+    from engine.errors import is_user_error, user_message
+    from engine.options import label_of
 
     if is_user_error(e):
-        st.error(str(e) or type(e).__name__)
+        st.error(user_message(e, spell=label_of))
         return True
     return False
 

@@ -13,8 +13,11 @@ import streamlit as st
 
 from app import state
 from app.components.common import show_user_error
+from app.components.forms import option_input, option_value
 from app.components.progress import active_jobs, last_failure
 from engine import jobs
+from engine.config import TrainConfig
+from engine.data import DataSpec
 from engine.influence.scorestore import ScoreStore
 from engine.workspace import new_run_name
 
@@ -53,7 +56,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "zip": dict(model="lenet5", epochs=10, batch_size=32, lr=0.05, n_train=0, image_size="32x32"),
     "csv": dict(model="lenet5", epochs=10, batch_size=32, lr=0.05, n_train=0, image_size="32x32"),
 }
-MODELS = ["logreg", "mlp", "lenet5", "hara-cnn", "cifar-cnn"]
 
 
 def demo_spec() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -187,29 +189,6 @@ def _save_upload(up: Any) -> Path:
     return p
 
 
-def _ints(text: str, what: str) -> list[int] | None:
-    from engine.config import ConfigError
-
-    if not text.strip():
-        return None
-    try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError as e:
-        raise ConfigError(f"{what} must be comma-separated integers, got {text!r}") from e
-
-
-def _size(text: str) -> list[int] | None:
-    from engine.data import DataError
-
-    if not text.strip():
-        return None
-    try:
-        h, w = (int(x) for x in text.lower().split("x"))
-    except ValueError as e:
-        raise DataError(f"image size must look like 28x28, got {text!r}") from e
-    return [h, w]
-
-
 def train_form() -> None:
     with st.expander("Train a new model", expanded=state.current_run() is None):
         label = st.selectbox("Data source", list(SOURCES), key="runs-source")
@@ -234,48 +213,31 @@ def train_form() -> None:
         elif src == "zip":
             upload = st.file_uploader("Zip of an ImageFolder", type=["zip"], key="runs-zip")
         c = st.columns(4)
-        classes = c[0].text_input("Classes to keep (e.g. 1,7; empty = all)", key=f"{k}-classes")
-        n_train = c[1].number_input(
-            "Training images (0 = all)", 0, 1_000_000, d["n_train"], key=f"{k}-ntrain"
-        )
-        noise = c[2].number_input("Injected label noise", 0.0, 0.9, 0.0, 0.01, key=f"{k}-noise")
-        size = c[3].text_input("Image size HxW (empty = as is)", d["image_size"], key=f"{k}-size")
+        classes = option_input(c[0], DataSpec, "classes", key=f"{k}-classes")
+        n_train = option_input(c[1], DataSpec, "n_train", key=f"{k}-ntrain", value=d["n_train"])
+        noise = option_input(c[2], DataSpec, "noise", key=f"{k}-noise")
+        size = option_input(c[3], DataSpec, "image_size", key=f"{k}-size", value=d["image_size"])
         c = st.columns(4)
-        model = c[0].selectbox("Model", MODELS, MODELS.index(d["model"]), key=f"{k}-model")
-        widths = c[1].text_input("MLP widths", "64", key=f"{k}-widths", disabled=model != "mlp")
-        epochs = c[2].number_input("Epochs", 1, 500, d["epochs"], key=f"{k}-epochs")
-        batch = c[3].number_input("Batch size", 1, 4096, d["batch_size"], key=f"{k}-batch")
+        model = option_input(c[0], TrainConfig, "model", key=f"{k}-model", value=d["model"])
+        widths = option_input(
+            c[1], TrainConfig, "widths", key=f"{k}-widths", value="64", disabled=model != "mlp"
+        )
+        epochs = option_input(c[2], TrainConfig, "epochs", key=f"{k}-epochs", value=d["epochs"])
+        batch = option_input(
+            c[3], TrainConfig, "batch_size", key=f"{k}-batch", value=d["batch_size"]
+        )
         c = st.columns(4)
-        lr = c[0].number_input("Learning rate", 1e-6, 10.0, d["lr"], format="%.4f", key=f"{k}-lr")
-        momentum = c[1].number_input("Momentum", 0.0, 0.999, 0.9, key=f"{k}-mom")
-        wd = c[2].number_input("Weight decay", 0.0, 1.0, 1e-4, format="%.5f", key=f"{k}-wd")
-        seed = c[3].number_input("Seed", 0, 2**31 - 1, 0, key=f"{k}-seed")
+        lr = option_input(c[0], TrainConfig, "lr", key=f"{k}-lr", value=d["lr"])
+        momentum = option_input(c[1], TrainConfig, "momentum", key=f"{k}-mom")
+        wd = option_input(c[2], TrainConfig, "weight_decay", key=f"{k}-wd")
+        seed = option_input(c[3], TrainConfig, "seed", key=f"{k}-seed")
         c = st.columns(4)
-        backdoor = c[0].text_input(
-            "Backdoor a:b (empty = none)",
-            key=f"{k}-backdoor",
-            help="Stamp a small trigger on some class-a training images and label them b; the "
-            "run then reports attack success on watermarked test images (test-2).",
-        )
-        trigger = c[1].selectbox("Trigger", ["x", "l"], key=f"{k}-trigger")
-        bd_rate = c[2].number_input(
-            "Poisoned fraction of class a", 0.01, 1.0, 0.1, 0.01, key=f"{k}-bdrate"
-        )
-        optimizer = c[3].selectbox(
-            "Optimizer",
-            ["sgd", "adam", "adamw"],
-            key=f"{k}-optimizer",
-            help="SGD is what the influence methods retrace exactly; with Adam / AdamW the momentum "
-            "field is Adam's beta1 and a learning rate around 0.001-0.01 fits.",
-        )
+        backdoor = option_input(c[0], DataSpec, "backdoor", key=f"{k}-backdoor")
+        trigger = option_input(c[1], DataSpec, "trigger", key=f"{k}-trigger")
+        bd_rate = option_input(c[2], DataSpec, "backdoor_rate", key=f"{k}-bdrate")
+        optimizer = option_input(c[3], TrainConfig, "optimizer", key=f"{k}-optimizer")
         c = st.columns(2)
-        standardize = c[0].checkbox(
-            "Standardise pixels",
-            False,
-            key=f"{k}-standardize",
-            help="Feed the model (x - mean) / std per pixel, with the training images' mean and "
-            "std (as sklearn's StandardScaler). Often steadier training on small images.",
-        )
+        standardize = option_input(c[0], TrainConfig, "standardize", key=f"{k}-standardize")
         also = c[1].checkbox(
             "Then score every image and recommend a method",
             True,
@@ -292,9 +254,9 @@ def train_form() -> None:
                         raise DataError("choose a zip file of an ImageFolder first")
                     dataset = f"imagefolder:{_save_upload(upload)}"
                 data = {
-                    "dataset": dataset, "classes": _ints(classes, "classes"),
+                    "dataset": dataset, "classes": option_value(DataSpec, "classes", classes),
                     "n_train": int(n_train) or None, "noise": float(noise), "seed": int(seed),
-                    "image_size": _size(size),
+                    "image_size": option_value(DataSpec, "image_size", size),
                 }  # fmt: skip
                 if backdoor.strip():
                     data.update(
@@ -303,7 +265,8 @@ def train_form() -> None:
                 if src == "sample" and SAMPLE.is_dir() is False:
                     data["noise"] = data["noise"] or 0.08
                 train = {
-                    "model": model, "widths": _ints(widths, "MLP widths") or [64], "epochs": int(epochs),
+                    "model": model, "widths": option_value(TrainConfig, "widths", widths) or [64],
+                    "epochs": int(epochs),
                     "batch_size": int(batch), "lr": float(lr), "momentum": float(momentum),
                     "weight_decay": float(wd), "seed": int(seed), "optimizer": optimizer,
                     "standardize": bool(standardize),

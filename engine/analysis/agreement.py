@@ -228,7 +228,7 @@ def agreement(
 
     t0 = time.perf_counter()
     if n_samples < 0:
-        raise ConfigError(f"--samples must be >= 0, got {n_samples}")
+        raise ConfigError(f"samples must be >= 0, got {n_samples}", param="samples")
     loaded = open_run(run_dir)
     res: dict[str, Any] = {
         "kind": "agreement",

@@ -60,7 +60,7 @@ def pick_validation(loaded: LoadedRun, m: int, *, seed: int = 0) -> np.ndarray:
     """Indices (M',) into the validation split: m of them at random (all when m >= its size)."""
     n_val = len(loaded.bundle.val)
     if m <= 0:
-        raise ConfigError(f"--m must be positive, got {m}")
+        raise ConfigError(f"m must be positive, got {m}", param="m")
     if n_val == 0:
         raise ConfigError("the run has no validation split to cluster against")
     if m >= n_val:

@@ -30,4 +30,4 @@ def progress_bar(a: argparse.Namespace, label: str) -> ProgressBar | None:
 
 
 def print_json(obj: Any) -> None:
-    print(json.dumps(jsonable(obj), indent=2, sort_keys=True, allow_nan=False))
+    print(json.dumps(jsonable(obj), indent=2, allow_nan=False))  # the engine's key order

@@ -8,40 +8,12 @@ from typing import Any
 from engine.commands.output import add_json_flag, print_json, progress_bar
 from engine.config import TrainConfig
 from engine.data import DataSpec
+from engine.options import add_arguments, values_from_args
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument(
-        "--dataset",
-        default="digits",
-        help="digits | fashion-mnist | mnist | cifar10 | imagefolder:PATH | csv:FILE",
-    )
-    g.add_argument("--data-dir", default=None, help="where the dataset's files are")
-    g.add_argument(
-        "--image-size", default=None, help="HxW to resize images to, e.g. 28x28 (default: inferred)"
-    )
-    g.add_argument(
-        "--classes", default=None, help="keep these classes, e.g. 1,7 (relabelled 0..k-1)"
-    )
-    g.add_argument("--n-train", type=int, default=None)
-    g.add_argument("--n-val", type=int, default=None)
-    g.add_argument("--n-test", type=int, default=None)
-    g.add_argument("--noise", type=float, default=0.0, help="fraction of training labels to flip")
-    g.add_argument("--noise-kind", default="uniform", choices=["uniform", "pair"])
-    g.add_argument(
-        "--backdoor",
-        default=None,
-        metavar="A:B",
-        help="plant a backdoor: stamp a trigger on some class-A training images and label them B",
-    )
-    g.add_argument("--trigger", default="x", choices=["x", "l"], help="the backdoor's shape")
-    g.add_argument(
-        "--backdoor-rate",
-        type=float,
-        default=0.1,
-        help="fraction of the class-A training images to poison",
-    )
+    add_arguments(g, DataSpec)
     g.add_argument(
         "--refuse-bad-images",
         action="store_true",
@@ -50,119 +22,17 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def data_spec_from_args(a: argparse.Namespace) -> DataSpec:
-    size = None
-    if a.image_size:
-        from engine.data.manifest import DataError
-
-        try:
-            h, w = (int(x) for x in a.image_size.lower().split("x"))
-        except ValueError as e:
-            raise DataError(f"--image-size must look like 28x28, got {a.image_size!r}") from e
-        size = (h, w)
-    classes = None
-    if a.classes:
-        from engine.data.manifest import DataError
-
-        try:
-            classes = [int(c) for c in a.classes.split(",")]
-        except ValueError as e:
-            raise DataError(
-                f"--classes must be comma-separated class numbers, got {a.classes!r}"
-            ) from e
-    return DataSpec(
-        dataset=a.dataset,
-        data_dir=a.data_dir,
-        image_size=size,
-        classes=classes,
-        n_train=a.n_train,
-        n_val=a.n_val,
-        n_test=a.n_test,
-        noise=a.noise,
-        noise_kind=a.noise_kind,
-        seed=a.seed,
-        skip_bad=not a.refuse_bad_images,
-        backdoor=getattr(a, "backdoor", None),
-        trigger=getattr(a, "trigger", "x"),
-        backdoor_rate=getattr(a, "backdoor_rate", 0.1),
-    )
+    """The DataSpec of the parsed flags (seed: the run's --seed; skip_bad: not --refuse-bad-images)."""
+    values = values_from_args(DataSpec, a)
+    return DataSpec(**values, seed=a.seed, skip_bad=not a.refuse_bad_images)
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
-    g = p.add_argument_group("training")
-    g.add_argument("--model", default=d.model, help="logreg | mlp | lenet5 | hara-cnn | cifar-cnn")
-    g.add_argument("--widths", default="64,64", help="hidden widths of the mlp")
-    g.add_argument("--binary", action="store_true", help="one sigmoid output (two classes only)")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
-    g.add_argument(
-        "--optimizer",
-        default=d.optimizer,
-        choices=["sgd", "adam", "adamw"],
-        help="sgd (default) | adam (L2 in the gradient) | adamw (decoupled weight decay)",
-    )
-    g.add_argument("--beta1", type=float, default=d.beta1, help="Adam's first-moment decay")
-    g.add_argument("--beta2", type=float, default=d.beta2, help="Adam's second-moment decay")
-    g.add_argument("--eps", type=float, default=d.eps, help="Adam's epsilon")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument(
-        "--schedule", default=d.schedule, help="constant | step | exp | invsqrt | cosine"
-    )
-    g.add_argument("--gamma", type=float, default=d.gamma)
-    g.add_argument("--step-epochs", type=int, default=d.step_epochs)
-    g.add_argument(
-        "--augment-shift", type=int, default=0, help="random shifts up to this many pixels"
-    )
-    g.add_argument("--augment-flip", action="store_true", help="random horizontal flips")
-    g.add_argument(
-        "--standardize",
-        action="store_true",
-        help="standardise each pixel with the training split's mean and std (StandardScaler)",
-    )
-    g.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    g.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=None,
-        help="steps between checkpoints (default: each epoch)",
-    )
-    g.add_argument("--device", default="auto")
-    g.add_argument("--seed", type=int, default=0)
+    add_arguments(p.add_argument_group("training"), TrainConfig)
 
 
 def train_config_from_args(a: argparse.Namespace) -> TrainConfig:
-    from engine.config import ConfigError
-
-    try:
-        widths = [int(w) for w in a.widths.split(",") if w.strip()]
-    except ValueError as e:
-        raise ConfigError(f"--widths must be comma-separated integers, got {a.widths!r}") from e
-    return TrainConfig(
-        model=a.model,
-        widths=widths,
-        binary=a.binary,
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        momentum=a.momentum,
-        weight_decay=a.weight_decay,
-        schedule=a.schedule,
-        gamma=a.gamma,
-        step_epochs=a.step_epochs,
-        augment_shift=a.augment_shift,
-        augment_flip=a.augment_flip,
-        dtype=a.dtype,
-        seed=a.seed,
-        checkpoint_every=a.checkpoint_every,
-        device=a.device,
-        optimizer=getattr(a, "optimizer", "sgd"),
-        beta1=getattr(a, "beta1", 0.9),
-        beta2=getattr(a, "beta2", 0.999),
-        eps=getattr(a, "eps", 1e-8),
-        standardize=getattr(a, "standardize", False),
-    )
+    return TrainConfig(**values_from_args(TrainConfig, a))
 
 
 def run_train(a: argparse.Namespace) -> int:

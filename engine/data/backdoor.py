@@ -40,9 +40,13 @@ class Backdoor:
                 raise ValueError
             out = cls(int(a), int(b))
         except ValueError as e:
-            raise DataError(f"--backdoor must look like a:b (class numbers), got {text!r}") from e
+            raise DataError(
+                f"backdoor must look like a:b (class numbers), got {text!r}", param="backdoor"
+            ) from e
         if out.source == out.target:
-            raise DataError(f"--backdoor {text}: the poisoned and target classes must differ")
+            raise DataError(
+                f"backdoor {text}: the poisoned and target classes must differ", param="backdoor"
+            )
         return out
 
     def resolve(self, classes: list[int] | None, n_classes: int) -> tuple[int, int]:
@@ -51,12 +55,15 @@ class Backdoor:
         for c in (self.source, self.target):
             if classes:
                 if c not in classes:
-                    raise DataError(f"--backdoor class {c} is not one of --classes {classes}")
+                    raise DataError(
+                        f"backdoor class {c} is not one of the classes kept, {classes}", param="backdoor"
+                    )
                 out.append(classes.index(c))
             else:
                 if not 0 <= c < n_classes:
                     raise DataError(
-                        f"--backdoor class {c} not in this dataset (it has classes 0..{n_classes - 1})"
+                        f"backdoor class {c} not in this dataset (it has classes 0..{n_classes - 1})",
+                        param="backdoor",
                     )
                 out.append(c)
         return out[0], out[1]
@@ -69,7 +76,9 @@ def trigger_size(h: int, w: int) -> int:
 def trigger_mask(h: int, w: int, trigger: str) -> torch.Tensor:
     """bool (H, W): the trigger's pixels in the bottom-right corner, scaled to the image size."""
     if trigger not in TRIGGERS:
-        raise DataError(f"--trigger must be one of {', '.join(TRIGGERS)}, got {trigger!r}")
+        raise DataError(
+            f"trigger must be one of {', '.join(TRIGGERS)}, got {trigger!r}", param="trigger"
+        )
     s = trigger_size(h, w)
     if s > min(h, w):
         raise DataError(f"images of {h}x{w} are too small for a {s}x{s} trigger")
@@ -112,13 +121,14 @@ def poison(
     indices (M,) sorted); inputs are not modified.
     """
     if not 0.0 < rate <= 1.0:
-        raise DataError(f"--backdoor-rate must be in (0, 1], got {rate}")
+        raise DataError(f"backdoor_rate must be in (0, 1], got {rate}", param="backdoor_rate")
     cand = np.flatnonzero((labels == source).numpy() & (true == source).numpy())
     m = int(round(rate * len(cand)))
     if m == 0:
         raise DataError(
-            f"--backdoor-rate {rate} of the {len(cand)} training images of class {source} "
-            "poisons none; raise the rate or use more training data"
+            f"backdoor_rate {rate} of the {len(cand)} training images of class {source} "
+            "poisons none; raise the rate or use more training data",
+            param="backdoor_rate",
         )
     rng = np.random.default_rng([seed, 0xBAD])
     idx = np.sort(rng.choice(cand, size=m, replace=False))

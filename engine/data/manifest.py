@@ -13,14 +13,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from engine.options import ParamError
 from engine.runs import atomic_save_tensors, atomic_write_text, load_tensors
 
 SPLITS = ("train", "val", "test")
 ATTACK_SUFFIX = "+wm"  # test-2 (backdoor) ids: "<test id>+wm"
 
 
-class DataError(ValueError):
-    """Bad input data: the message names the offending file, row or value."""
+class DataError(ParamError):
+    """Bad input data: the message names the offending file, row, value or option (``param``)."""
 
 
 @dataclass

@@ -19,9 +19,11 @@ def inject_label_noise(
     pair: each chosen label c becomes (c + 1) mod n_classes ("horse labelled bird").
     """
     if not 0.0 <= rate < 1.0:
-        raise DataError(f"--noise must be in [0, 1), got {rate}")
+        raise DataError(f"noise must be in [0, 1), got {rate}", param="noise")
     if kind not in NOISE_KINDS:
-        raise DataError(f"--noise-kind must be one of {', '.join(NOISE_KINDS)}, got {kind!r}")
+        raise DataError(
+            f"noise_kind must be one of {', '.join(NOISE_KINDS)}, got {kind!r}", param="noise_kind"
+        )
     if n_classes < 2 and rate > 0:
         raise DataError("label noise needs at least two classes")
     n = labels.shape[0]

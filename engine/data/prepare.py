@@ -13,8 +13,10 @@ import torch
 from engine.data.manifest import DataBundle, DataError, ImageSet, Split
 from engine.data.noise import inject_label_noise
 from engine.data.sources import SourceOptions, load_source
+from engine.options import option, options
 
 
+@options
 @dataclass
 class DataSpec:
     """Everything that decides which samples a run trains, validates and tests on.
@@ -23,22 +25,54 @@ class DataSpec:
     did not assign to a split.
     """
 
-    dataset: str = "digits"
-    data_dir: str | None = None
-    image_size: tuple[int, int] | None = None
-    classes: list[int] | None = None
-    n_train: int | None = None
-    n_val: int | None = None
-    n_test: int | None = None
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    noise: float = 0.0
-    noise_kind: str = "uniform"
-    seed: int = 0
-    skip_bad: bool = True
-    backdoor: str | None = None  # "a:b": poison class a towards b (engine.data.backdoor)
-    trigger: str = "x"
-    backdoor_rate: float = 0.1
+    dataset: str = option(
+        "digits",
+        label="Dataset",
+        help="digits | fashion-mnist | mnist | cifar10 | imagefolder:PATH | csv:FILE",
+    )
+    data_dir: str | None = option(None, label="Data folder", help="where the dataset's files are")
+    image_size: tuple[int, int] | None = option(
+        None,
+        label="Image size", hint="HxW, empty = as is",
+        kind="size",
+        help="HxW to resize images to, e.g. 28x28 (default: inferred)",
+    )
+    classes: list[int] | None = option(
+        None,
+        label="Classes to keep", hint="e.g. 1,7; empty = all",
+        kind="ints",
+        help="keep these classes, e.g. 1,7 (relabelled 0..k-1)",
+    )
+    n_train: int | None = option(None, label="Training images", hint="0 = all", minimum=0)
+    n_val: int | None = option(None, label="Validation images")
+    n_test: int | None = option(None, label="Test images")
+    val_fraction: float = option(0.15, label="Validation fraction", cli=False)
+    test_fraction: float = option(0.15, label="Test fraction", cli=False)
+    noise: float = option(
+        0.0,
+        label="Injected label noise",
+        minimum=0.0,
+        maximum=0.9,
+        step=0.01,
+        help="fraction of training labels to flip",
+    )
+    noise_kind: str = option("uniform", label="Noise kind", choices=("uniform", "pair"))
+    seed: int = option(0, label="Seed", cli=False)  # the CLI's --seed (TrainConfig) sets both
+    skip_bad: bool = option(True, label="Skip unreadable images", cli=False)
+    backdoor: str | None = option(  # "a:b": poison class a towards b (engine.data.backdoor)
+        None,
+        label="Backdoor", hint="a:b, empty = none",
+        help="plant a backdoor: stamp a trigger on some class-A training images and label them B",
+    )
+    trigger: str = option("x", label="Trigger", choices=("x", "l"), help="the backdoor's shape")
+    backdoor_rate: float = option(
+        0.1,
+        label="Poisoned fraction of class a",
+        minimum=0.01,
+        maximum=1.0,
+        step=0.01,
+        help="fraction of the class-A training images to poison",
+    )
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,7 +101,8 @@ def prepare_data(spec: DataSpec) -> DataBundle:
         if n is not None:
             if n > len(idx):
                 raise DataError(
-                    f"--n-{name} {n} is larger than the {len(idx)} {name} samples available"
+                    f"n_{name} {n} is larger than the {len(idx)} {name} samples available",
+                    param="n_",
                 )
             idx = np.sort(rng.choice(idx, size=n, replace=False))
         if len(idx) == 0:
@@ -181,7 +216,7 @@ def _check_spec(spec: DataSpec) -> None:
     for name in ("n_train", "n_val", "n_test"):
         v = getattr(spec, name)
         if v is not None and v <= 0:
-            raise DataError(f"--{name.replace('_', '-')} must be positive, got {v}")
+            raise DataError(f"{name} must be positive, got {v}", param=name)
     if not (0 <= spec.val_fraction < 1 and 0 <= spec.test_fraction < 1):
         raise DataError("validation and test fractions must be in [0, 1)")
     if spec.val_fraction + spec.test_fraction >= 1:
@@ -191,9 +226,14 @@ def _check_spec(spec: DataSpec) -> None:
 
         Backdoor.parse(spec.backdoor)
         if spec.trigger not in TRIGGERS:
-            raise DataError(f"--trigger must be one of {', '.join(TRIGGERS)}, got {spec.trigger!r}")
+            raise DataError(
+                f"trigger must be one of {', '.join(TRIGGERS)}, got {spec.trigger!r}",
+                param="trigger",
+            )
         if not 0.0 < spec.backdoor_rate <= 1.0:
-            raise DataError(f"--backdoor-rate must be in (0, 1], got {spec.backdoor_rate}")
+            raise DataError(
+                f"backdoor_rate must be in (0, 1], got {spec.backdoor_rate}", param="backdoor_rate"
+            )
 
 
 def _select_classes(src: ImageSet, classes: list[int] | None) -> tuple[ImageSet, list[str]]:
@@ -203,11 +243,13 @@ def _select_classes(src: ImageSet, classes: list[int] | None) -> tuple[ImageSet,
     n = len(src.class_names)
     bad = [c for c in classes if not 0 <= c < n]
     if bad:
-        raise DataError(f"--classes {bad} not in this dataset (it has classes 0..{n - 1})")
+        raise DataError(
+            f"classes {bad} not in this dataset (it has classes 0..{n - 1})", param="classes"
+        )
     if len(set(classes)) != len(classes):
-        raise DataError(f"--classes lists a class twice: {classes}")
+        raise DataError(f"classes lists a class twice: {classes}", param="classes")
     if len(classes) < 2:
-        raise DataError("--classes needs at least two classes")
+        raise DataError("classes needs at least two classes", param="classes")
     remap = torch.full((n,), -1, dtype=torch.long)
     for new, old in enumerate(classes):
         remap[old] = new

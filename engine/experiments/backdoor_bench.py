@@ -89,9 +89,11 @@ def backdoor_bench(
     (+_std). Also "naive": the run's own final test accuracy and attack success, and "best".
     """
     if not data.backdoor:
-        raise ConfigError("--backdoor a:b is needed for a backdoor benchmark (e.g. 1:7)")
+        raise ConfigError(
+            "backdoor a:b is needed for a backdoor benchmark (e.g. 1:7)", param="backdoor"
+        )
     if seeds < 1:
-        raise ConfigError("--seeds must be at least 1")
+        raise ConfigError("seeds must be at least 1", param="seeds")
     say = log or (lambda _m: None)
     t0 = time.perf_counter()
     loaded, reused = ensure_run(Path(run_dir), data, cfg, overwrite=overwrite)

@@ -123,17 +123,17 @@ def cleanse(
     misclassification rate and Welch's p against random; result["skipped"]: methods not run, why.
     """
     if mode not in ("all", "last", "fresh"):
-        raise ConfigError(f"--mode must be all, last or fresh, got {mode!r}")
+        raise ConfigError(f"mode must be all, last or fresh, got {mode!r}", param="mode")
     if seeds < 1 or random_draws < 1:
-        raise ConfigError("--seeds and random draws must be at least 1")
+        raise ConfigError("seeds and random draws must be at least 1", param="seeds")
     if budget not in BUDGETS:
-        raise ConfigError(f"--budget must be steps or epochs, got {budget!r}")
+        raise ConfigError(f"budget must be steps or epochs, got {budget!r}", param="budget")
     t0 = time.perf_counter()
     loaded = load_run(run_dir)
     n = len(loaded.bundle.train)
     ms = sorted({int(m) for m in remove})
     if not ms or ms[0] < 1:
-        raise ConfigError(f"--remove needs positive counts, got {list(remove)}")
+        raise ConfigError(f"remove needs positive counts, got {list(remove)}", param="remove")
     too_big = [m for m in ms if m >= n]
     ms = [m for m in ms if m < n]
     if not ms:

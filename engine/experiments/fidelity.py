@@ -53,7 +53,10 @@ def protocol(
     standardize: per-pixel StandardScaler inputs (the authors' code) or raw [0, 1] pixels.
     """
     if optimizer not in OPTIMIZERS:
-        raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        raise ConfigError(
+            f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}",
+            param="optimizer",
+        )
     cfg = _sgd_protocol(model, seed)
     cfg.standardize = standardize
     if optimizer != "sgd":
@@ -91,7 +94,7 @@ def _sgd_protocol(model: str, seed: int) -> TrainConfig:
             seed=seed,
             device="cpu",
         )
-    raise ConfigError(f"--model must be logreg or dnn, got {model!r}")
+    raise ConfigError(f"model must be logreg or dnn, got {model!r}", param="model")
 
 
 def data_spec(seed: int) -> DataSpec:
@@ -258,7 +261,7 @@ def run_fidelity(
     protocol(model, 0, optimizer=optimizer)  # validates the model name and the optimiser
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
-        raise ConfigError("--seeds must be at least 1")
+        raise ConfigError("seeds must be at least 1", param="seeds")
     names = list(methods) if methods else default_methods()
     known = set(method_names())
     unknown = [m for m in names if parse_method_spec(m)[0] not in known]

@@ -111,11 +111,11 @@ def noise_bench(
     recommend: options of the recommended row's engine.recommend.recommend (mode, objective).
     """
     if data.noise <= 0:
-        raise ConfigError("--noise must be > 0 for a noise benchmark (e.g. 0.2)")
+        raise ConfigError("noise must be > 0 for a noise benchmark (e.g. 0.2)", param="noise")
     if seeds < 1:
-        raise ConfigError("--seeds must be at least 1")
+        raise ConfigError("seeds must be at least 1", param="seeds")
     if budget not in BUDGETS:
-        raise ConfigError(f"--budget must be steps or epochs, got {budget!r}")
+        raise ConfigError(f"budget must be steps or epochs, got {budget!r}", param="budget")
     t0 = time.perf_counter()
     loaded, reused = ensure_run(Path(run_dir), data, cfg, overwrite=overwrite)
     train_s = time.perf_counter() - t0

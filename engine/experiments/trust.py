@@ -82,7 +82,9 @@ def trust(
     if precision not in ("run", "float64"):
         raise ConfigError(f"precision must be run or float64, got {precision!r}")
     if k < 3:
-        raise ConfigError(f"--k must be at least 3 (a third harmful, helpful, random), got {k}")
+        raise ConfigError(
+            f"k must be at least 3 (a third harmful, helpful, random), got {k}", param="k"
+        )
     t0 = time.perf_counter()
     loaded = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
     scores = method_scores(loaded, method, query="val")

@@ -160,7 +160,7 @@ def test_influencers(
     one (N x d)(d) product); exact=True runs the adjoint pass of `method` for this single query.
     """
     if k <= 0:
-        raise ConfigError(f"--k must be positive, got {k}")
+        raise ConfigError(f"k must be positive, got {k}", param="k")
     loaded = open_run(run_dir)
     attack = loaded.bundle.attack  # a backdoored run's watermarked test-2 images count too
     if test_id not in set(loaded.bundle.test.ids) | set(attack.ids if attack else ()):

@@ -42,13 +42,16 @@ def get_method(name: str) -> MethodSpec:
 
 
 def method_names() -> list[str]:
-    """Every method, in registration order."""
-    return list(METHODS)
+    """Every method: the built-in modules in BUILTIN's order, each in its registration order,
+    then any registered elsewhere."""
+    rank = {m.__name__: i for i, m in enumerate(BUILTIN)}
+    names = list(METHODS)
+    return sorted(names, key=lambda n: (rank.get(METHODS[n].fn.__module__, len(rank)), names.index(n)))
 
 
 def query_methods() -> list[str]:
     """Methods whose scores depend on the query (the class and test queries need one of these)."""
-    return [m for m in METHODS if METHODS[m].uses_query]
+    return [m for m in method_names() if METHODS[m].uses_query]
 
 
 def fast_methods(methods: list[str] | None = None) -> list[str]:

@@ -145,7 +145,7 @@ class GaussianProjector(Projector):
 
 def make_projector(n_params: int, dim: int, *, seed: int = 0, kind: str = "srht") -> Projector:
     if not isinstance(dim, int) or dim <= 0:
-        raise ConfigError(f"--dim must be a positive integer, got {dim!r}")
+        raise ConfigError(f"dim must be a positive integer, got {dim!r}", param="dim")
     if kind not in PROJECTORS:
         raise ConfigError(f"projection must be one of {', '.join(PROJECTORS)}, got {kind!r}")
     if dim >= n_params:

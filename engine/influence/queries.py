@@ -58,15 +58,16 @@ class Query:
         kind, _, arg = text.partition(":")
         if kind not in QUERY_KINDS:
             raise ConfigError(
-                f"--query must be val, val-a, val-b, class, self, attack or test:ID, got {text!r}"
+                f"query must be val, val-a, val-b, class, self, attack or test:ID, got {text!r}",
+                param="query",
             )
         if kind == "test":
             ids = tuple(i for i in arg.split(",") if i)
             if not ids:
-                raise ConfigError("--query test:ID needs at least one test sample id")
+                raise ConfigError("query test:ID needs at least one test sample id", param="query")
             return cls("test", ids)
         if arg:
-            raise ConfigError(f"--query {kind} takes no argument, got {text!r}")
+            raise ConfigError(f"query {kind} takes no argument, got {text!r}", param="query")
         return cls(kind)
 
     @property

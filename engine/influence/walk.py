@@ -33,7 +33,9 @@ def window_start(traj: Trajectory, last_epochs: int | None) -> int:
     if last_epochs is None:
         return 0
     if not isinstance(last_epochs, int) or isinstance(last_epochs, bool) or last_epochs <= 0:
-        raise ConfigError(f"--last-epochs must be a positive integer, got {last_epochs!r}")
+        raise ConfigError(
+            f"last_epochs must be a positive integer, got {last_epochs!r}", param="last_epochs"
+        )
     n_epochs = math.ceil(traj.n_steps / traj.steps_per_epoch)
     return traj.epoch_start(max(0, n_epochs - last_epochs))
 

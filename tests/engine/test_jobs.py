@@ -41,7 +41,8 @@ def test_train_job_with_bad_input_fails_with_the_message(tmp_path: Path) -> None
     jid = start_job("train", run_dir=run, params={"data": TINY_DATA, "train": bad})
     j = wait_job(run, jid, timeout=60)
     assert j["state"] == "failed"
-    assert j["user_error"] is True and "--lr" in j["error"]
+    # the app's job names the form field, not the CLI flag
+    assert j["user_error"] is True and j["error"].startswith("Learning rate must be a positive")
     assert j.get("traceback") is None
 
 

@@ -49,12 +49,14 @@ def test_bad_hyperparameter_leaves_the_run_alone(
 def test_bad_hyperparameters_in_a_background_job_fail_with_the_message(tmp_path: Path) -> None:
     from engine.job_worker import run_inline
 
-    with pytest.raises(ConfigError, match=r"--momentum must be in \[0, 1\), got 1.5"):
+    with pytest.raises(ConfigError, match=r"^momentum must be in \[0, 1\), got 1.5") as e:
         run_inline(
             "train",
             tmp_path / "r",
             {"data": {"dataset": "digits", "n_train": 60}, "train": {"momentum": 1.5}},
         )
+    assert e.value.param == "momentum"  # the library names its parameter; the CLI says --momentum
+    assert e.value.named("Momentum") == "Momentum must be in [0, 1), got 1.5"  # the app's label
     assert not (tmp_path / "r").exists()
 
 

@@ -21,7 +21,7 @@ def test_trigger_shapes_scale_with_the_image() -> None:
     assert x28.sum() == 8 and x28[23:27, 23:27].sum() == 8
     assert not x28[27, :].any() and not x28[:, 27].any()
     assert trigger_mask(32, 40, "l").sum() == 2 * 4 - 1
-    with pytest.raises(DataError, match="--trigger"):
+    with pytest.raises(DataError, match="^trigger"):
         trigger_mask(8, 8, "o")
 
 
@@ -102,10 +102,10 @@ def test_bundle_round_trip_and_old_runs(tmp_path: Path) -> None:
     [
         ({"backdoor": "1-7"}, "a:b"),
         ({"backdoor": "3:3"}, "differ"),
-        ({"backdoor": "1:7", "classes": [1, 2]}, "not one of --classes"),
+        ({"backdoor": "1:7", "classes": [1, 2]}, "is not one of the classes kept"),
         ({"backdoor": "1:12"}, "not in this dataset"),
-        ({"backdoor": "1:7", "trigger": "o"}, "--trigger"),
-        ({"backdoor": "1:7", "backdoor_rate": 0.0}, "--backdoor-rate"),
+        ({"backdoor": "1:7", "trigger": "o"}, "^trigger must"),
+        ({"backdoor": "1:7", "backdoor_rate": 0.0}, "^backdoor_rate must"),
         ({"backdoor": "1:7", "backdoor_rate": 0.001}, "poisons none"),
     ],
 )

@@ -58,7 +58,7 @@ def test_class_subset_is_relabelled_in_the_order_given(
 
 @pytest.mark.parametrize("classes", [[1, 10], [3, 3], [4], [-1, 2]])
 def test_bad_class_lists(classes: list[int]) -> None:
-    with pytest.raises(DataError, match="--classes"):
+    with pytest.raises(DataError, match="^classes"):
         prepare_data(DataSpec(dataset="digits", classes=classes))
 
 
@@ -67,7 +67,7 @@ def test_subsampling_sizes_and_disjointness() -> None:
     assert (len(b.train), len(b.val), len(b.test)) == (300, 50, 70)
     assert len(set(_all_ids(b))) == 420
     assert b.manifest["split"].value_counts().to_dict() == {"train": 300, "test": 70, "val": 50}
-    with pytest.raises(DataError, match="--n-train 5000 is larger"):
+    with pytest.raises(DataError, match="^n_train 5000 is larger"):
         prepare_data(DataSpec(dataset="digits", n_train=5000))
     with pytest.raises(DataError, match="must be positive"):
         prepare_data(DataSpec(dataset="digits", n_val=0))
@@ -119,7 +119,7 @@ def test_pair_noise_on_a_class_subset_uses_the_new_labels() -> None:
 
 @pytest.mark.parametrize(
     ("noise", "kind", "message"),
-    [(1.0, "uniform", "--noise must be"), (0.1, "swap", "--noise-kind")],
+    [(1.0, "uniform", "^noise must be"), (0.1, "swap", "^noise_kind must")],
 )
 def test_bad_noise_settings(noise: float, kind: str, message: str) -> None:
     with pytest.raises(DataError, match=message):

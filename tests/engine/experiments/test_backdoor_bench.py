@@ -137,5 +137,5 @@ def test_backdoor_bench_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_bench_needs_a_backdoor(tmp_path: Path) -> None:
     from engine.experiments.backdoor_bench import backdoor_bench
 
-    with pytest.raises(ConfigError, match="--backdoor"):
+    with pytest.raises(ConfigError, match="^backdoor"):
         backdoor_bench(data=DataSpec(dataset="digits"), cfg=CFG, run_dir=tmp_path / "x")

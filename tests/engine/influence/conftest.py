@@ -74,7 +74,7 @@ def std_run(runs_root: Path) -> LoadedRun:
     return make_run(runs_root, "std", binary=True, standardize=True, momentum=0.0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def wide_run(runs_root: Path) -> LoadedRun:
     """mlp [16] (P = 1074 > the projection dims used), 60 samples, for the projected store."""
     return make_run(

@@ -31,7 +31,7 @@ def test_window_start_and_segments(tiny_run: LoadedRun) -> None:
     traj = tiny_run.traj
     assert window_start(traj, None) == 0
     assert window_start(traj, 1) == traj.epoch_start(traj.n_steps // traj.steps_per_epoch - 1)
-    with pytest.raises(ConfigError, match="last-epochs"):
+    with pytest.raises(ConfigError, match="^last_epochs must be a positive integer"):
         window_start(traj, 0)
     segs = segments_from(traj, window_start(traj, 1))
     assert segs and all(e > window_start(traj, 1) for _, e in segs)
