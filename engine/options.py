@@ -25,6 +25,7 @@ __all__ = [
     "label_of",
     "option",
     "option_fields",
+    "parse_assignments",
     "options",
     "values_from_args",
 ]
@@ -163,6 +164,45 @@ def parse_text(param: str, text: str | None, kind: str) -> Any:
     except ValueError as e:
         what = "be comma-separated integers" if kind == "ints" else "look like 28x28"
         raise ParamError(f"{param} must {what}, got {text!r}", param=param) from e
+    return text
+
+
+def parse_assignments(cls: type, items: Sequence[str], *, what: str = "option") -> dict[str, Any]:
+    """{name: value} of ["key=value", ...] typed by the fields of dataclass `cls` (bool: true /
+    false; "none" for an optional field); ParamError naming a bad item."""
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in names:
+            raise ParamError(
+                f"{what} {item!r}: expected KEY=VALUE with KEY one of {', '.join(names) or 'none'}",
+                param=what,
+            )
+        out[key] = _typed(key, text.strip(), hints[key], what)
+    return out
+
+
+def _typed(key: str, text: str, t: Any, what: str) -> Any:
+    args = set(getattr(t, "__args__", ())) or {t}
+    if text.lower() == "none" and type(None) in args:
+        return None
+    for kind in (bool, int, float):
+        if kind in args:
+            try:
+                if kind is bool:
+                    if text.lower() not in ("true", "false", "1", "0"):
+                        raise ValueError
+                    return text.lower() in ("true", "1")
+                return kind(text)
+            except ValueError:
+                if str in args:
+                    return text
+                raise ParamError(
+                    f"{what} {key}={text!r}: expected {kind.__name__}", param=what
+                ) from None
     return text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from engine.commands.output import add_json_flag, print_json, progress_bar
 
@@ -25,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--last-epochs", type=int, default=None, help="retrace only the last K epochs")
     p.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="a method option (repeatable); `retracer methods` lists each method's options",
+    )  # fmt: skip
+    p.add_argument(
         "--overwrite", action="store_true", help="replace scores made with other parameters"
     )
     p.add_argument(
@@ -38,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         '{"run_dir", "method", "query", "n", "columns", "column", "most_harmful": [{"sample_id", "score"}]}',
     )
     p.set_defaults(func=cmd_influence)
+
+    m = sub.add_parser("methods", help="list the influence methods, their options and defaults")
+    add_json_flag(
+        m, '{"methods": [{"name", "description", "uses_query", "hessian_free", "options"}]}'
+    )
+    m.set_defaults(func=cmd_methods)
 
     q = sub.add_parser(
         "influencers",
@@ -59,8 +70,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def cmd_influence(a: argparse.Namespace) -> int:
     from engine.influence.api import compute_influence
+    from engine.influence.methods import get_method
+    from engine.options import parse_assignments
 
-    options = {} if a.last_epochs is None else {"last_epochs": a.last_epochs}
+    spec = get_method(a.method)
+    options = parse_assignments(type(spec.options), a.option, what="option")
+    if a.last_epochs is not None:
+        options["last_epochs"] = a.last_epochs
     bar = progress_bar(a, f"{a.method} ({a.query})")
     frame = compute_influence(
         a.run_dir,
@@ -84,6 +100,25 @@ def cmd_influence(a: argparse.Namespace) -> int:
     print(f"{a.top} most harmful by {col!r}:")
     for sid, s in zip(worst["sample_id"], worst[col], strict=True):
         print(f"  {sid}\t{s:+.6g}")
+    return 0
+
+
+def cmd_methods(a: argparse.Namespace) -> int:
+    from engine.influence.methods import get_method, method_names, method_options
+
+    rows: list[dict[str, Any]] = [
+        {"name": m, "description": get_method(m).description, "uses_query": get_method(m).uses_query,
+         "hessian_free": get_method(m).hessian_free, "options": method_options(m)}
+        for m in method_names()
+    ]  # fmt: skip
+    if a.json:
+        print_json({"methods": rows})
+        return 0
+    for r in rows:
+        print(f"{r['name']}: {r['description']}")
+        for o in r["options"]:
+            choices = f" ({' | '.join(o['choices'])})" if o["choices"] else ""
+            print(f"    {o['name']}={o['default']!r}{choices}  {o['help']}")
     return 0
 
 

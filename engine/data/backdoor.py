@@ -56,7 +56,8 @@ class Backdoor:
             if classes:
                 if c not in classes:
                     raise DataError(
-                        f"backdoor class {c} is not one of the classes kept, {classes}", param="backdoor"
+                        f"backdoor class {c} is not one of the classes kept, {classes}",
+                        param="backdoor",
                     )
                 out.append(classes.index(c))
             else:

@@ -33,13 +33,15 @@ class DataSpec:
     data_dir: str | None = option(None, label="Data folder", help="where the dataset's files are")
     image_size: tuple[int, int] | None = option(
         None,
-        label="Image size", hint="HxW, empty = as is",
+        label="Image size",
+        hint="HxW, empty = as is",
         kind="size",
         help="HxW to resize images to, e.g. 28x28 (default: inferred)",
     )
     classes: list[int] | None = option(
         None,
-        label="Classes to keep", hint="e.g. 1,7; empty = all",
+        label="Classes to keep",
+        hint="e.g. 1,7; empty = all",
         kind="ints",
         help="keep these classes, e.g. 1,7 (relabelled 0..k-1)",
     )
@@ -61,7 +63,8 @@ class DataSpec:
     skip_bad: bool = option(True, label="Skip unreadable images", cli=False)
     backdoor: str | None = option(  # "a:b": poison class a towards b (engine.data.backdoor)
         None,
-        label="Backdoor", hint="a:b, empty = none",
+        label="Backdoor",
+        hint="a:b, empty = none",
         help="plant a backdoor: stamp a trigger on some class-A training images and label them B",
     )
     trigger: str = option("x", label="Trigger", choices=("x", "l"), help="the backdoor's shape")

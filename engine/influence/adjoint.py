@@ -36,6 +36,7 @@ engine.influence.adam (parallel_pass and exact_pass hand such runs to adam_pass)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,7 +44,7 @@ import torch
 
 from engine.config import ConfigError
 from engine.influence.adam import adam_pass
-from engine.influence.pergrad import resolve_dots, step_with_dots, unflatten
+from engine.influence.pergrad import DOTS, resolve_dots, step_with_dots, unflatten
 from engine.influence.queries import Query, flat_query_gradients
 from engine.influence.registry import register_method
 from engine.influence.selfinfluence import self_parallel_pass
@@ -55,6 +56,7 @@ from engine.influence.walk import (
     states_backward,
     window_start,
 )
+from engine.options import option
 from engine.progress import Progress
 
 if TYPE_CHECKING:
@@ -155,6 +157,31 @@ def exact_pass(
 
 
 # -- the registered methods ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AdjointOptions:
+    """Options of the adjoint pass (sgd-influence, sgd-influence-last, hydra, tracin)."""
+
+    curvature: str = option(
+        "exact",
+        choices=CURVATURES,
+        help="exact: batch Hessians (SGD-Influence); decay: H := 0, weight decay kept (HYDRA); "
+        "none: H := 0 and weight decay := 0 (TracIn-style)",
+    )
+    last_epochs: int | None = option(
+        None, help="retrace only the steps of the last K epochs (None: every step)"
+    )
+    dots: str = option(
+        "auto",
+        choices=DOTS,
+        help="how the H := 0 passes form per-sample dot products (auto picks the fastest)",
+    )
+    preconditioner: str = option(
+        "full",
+        choices=("full", "frozen"),
+        help="Adam / AdamW runs: differentiate through the second moment (full) or freeze it",
+    )
+
+
 def adjoint_scores(
     loaded: LoadedRun,
     query: Query,
@@ -165,15 +192,12 @@ def adjoint_scores(
     dots: str = "auto",
     u: torch.Tensor | None = None,
     preconditioner: str = "full",
-    **unknown: Any,
 ) -> np.ndarray:
     """Scores (N_train, Q) of the adjoint pass for `query` (see the module docstring).
 
     u: optional precomputed query gradients (P, Q) (skips flat_query_gradients).
     preconditioner: Adam / AdamW runs only: frozen (P_t a constant) | full (engine.influence.adam).
     """
-    if unknown:
-        raise ConfigError(f"unknown option(s) for the adjoint pass: {', '.join(sorted(unknown))}")
     if curvature not in CURVATURES:
         raise ConfigError(f"curvature must be one of {', '.join(CURVATURES)}, got {curvature!r}")
     if query.kind == "self":
@@ -200,21 +224,24 @@ def adjoint_scores(
 register_method(
     "sgd-influence",
     description="SGD-Influence (Hara et al. 2019): exact batch Hessians, all steps",
-    curvature="exact",
+    options=AdjointOptions(curvature="exact"),
+    inputs=("u",),
 )(adjoint_scores)
 register_method(
     "sgd-influence-last",
     description="SGD-Influence over the last epoch only (Hara's approximate version)",
-    curvature="exact",
-    last_epochs=1,
+    options=AdjointOptions(curvature="exact", last_epochs=1),
+    inputs=("u",),
 )(adjoint_scores)
 register_method(
     "hydra",
     description="HYDRA fast approximation (Chen et al. 2021): Hessian := 0, weight decay kept, all steps",
-    curvature="decay",
+    options=AdjointOptions(curvature="decay"),
+    inputs=("u",),
 )(adjoint_scores)
 register_method(
     "tracin",
     description="TracIn-style: Hessian := 0 and weight decay := 0, momentum kept, all steps",
-    curvature="none",
+    options=AdjointOptions(curvature="none"),
+    inputs=("u",),
 )(adjoint_scores)

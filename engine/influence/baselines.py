@@ -19,6 +19,7 @@ NEGATIVE, the more suspicious / harmful.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,6 +31,7 @@ from engine.influence.itlm import fit_subset, training_losses
 from engine.influence.queries import Query
 from engine.influence.registry import register_method
 from engine.models import probabilities
+from engine.options import option
 from engine.problem import penultimate_features
 from engine.progress import Progress
 from engine.trajectory import Params
@@ -76,7 +78,38 @@ def margin_scores(
     return logit_margin(logits, loaded.problem.y).double().cpu().numpy()[:, None]
 
 
-@register_method("random", description="Seeded random scores (a control)", uses_query=False, seed=0)
+@dataclass(frozen=True)
+class SeedOptions:
+    seed: int = option(0, help="random seed")
+
+
+@dataclass(frozen=True)
+class IsolationForestOptions:
+    seed: int = option(0, help="random seed")
+    n_estimators: int = option(200, help="trees in the forest")
+
+
+@dataclass(frozen=True)
+class AutoencoderOptions:
+    seed: int = option(0, help="random seed")
+    hidden: int = option(64, help="width of the hidden layers")
+    code: int = option(16, help="width of the code")
+    epochs: int = option(50, help="training epochs")
+    batch_size: int = option(128, help="batch size")
+    lr: float = option(1e-3, help="Adam's learning rate")
+
+
+@dataclass(frozen=True)
+class ConfidentLearningOptions:
+    folds: int = option(5, help="cross-validation folds for the out-of-fold probabilities")
+    seed: int = option(0, help="fold assignment and training seed")
+    epochs: int | None = option(None, help="epochs per fold model (default: the run's)")
+
+
+@register_method(
+    "random", description="Seeded random scores (a control)", options=SeedOptions(),
+    uses_query=False,
+)  # fmt: skip
 def random_scores(
     loaded: LoadedRun, query: Query, *, progress: Progress | None = None, seed: int = 0
 ) -> np.ndarray:
@@ -87,8 +120,8 @@ def random_scores(
 @register_method(
     "isolation-forest",
     description="Isolation forest on penultimate features (outliers negative)",
+    options=IsolationForestOptions(),
     uses_query=False,
-    seed=0,
 )
 def isolation_forest_scores(
     loaded: LoadedRun,
@@ -109,8 +142,8 @@ def isolation_forest_scores(
 @register_method(
     "autoencoder",
     description="Minus the reconstruction error of a small MLP autoencoder on the raw images",
+    options=AutoencoderOptions(),
     uses_query=False,
-    seed=0,
 )
 def autoencoder_scores(
     loaded: LoadedRun,
@@ -205,8 +238,8 @@ def out_of_fold_probabilities(
 @register_method(
     "confident-learning",
     description="cleanlab label-quality scores from K-fold out-of-fold probabilities (low quality negative)",
+    options=ConfidentLearningOptions(),
     uses_query=False,
-    folds=5,
 )
 def confident_learning_scores(
     loaded: LoadedRun,

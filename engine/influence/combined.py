@@ -45,6 +45,7 @@ in the run with their default options, else computed (and stored).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,6 +53,7 @@ from scipy.stats import rankdata
 
 from engine.config import ConfigError
 from engine.influence.registry import Components, register_method
+from engine.options import option
 from engine.progress import Progress
 
 if TYPE_CHECKING:
@@ -139,17 +141,30 @@ def structure_weight(loaded: LoadedRun, *, batch_size: int = 4096) -> float:
     return float(c.max(axis=1).sum() / c.sum())
 
 
+@dataclass(frozen=True)
+class CombinedOptions:
+    """Options of the combined label-error ranking (the module docstring)."""
+
+    influence: str = option(
+        "hydra,sgd-influence",
+        help="validation-loss influence methods merged, comma-separated ('' or 'none': none)",
+    )
+    rule: str = option("fisher", choices=RULES, help="how ranks merge: " + " | ".join(RULES))
+    use_self: bool = option(False, help="also merge each influence method's self-influence")
+    use_loss: bool = option(True, help="merge the base (training fit) ranking")
+    weight: float | str | None = option(
+        "auto", help="the influence share against the base: 'auto', a number in [0, 1], or None"
+    )
+    base: str = option("margin", choices=("margin", "loss"), help="the training-fit ranking")
+
+
 @register_method(
     "combined",
     description="Label-error ranking: weighted Fisher merge of the margin and validation-loss "
     "influence ranks (hydra + sgd-influence; negative = suspicious)",
+    options=CombinedOptions(),
     uses_query=False,
     composite=True,
-    influence="hydra,sgd-influence",
-    rule="fisher",
-    use_self=False,
-    weight="auto",
-    base="margin",
 )
 def combined_scores(
     loaded: LoadedRun,

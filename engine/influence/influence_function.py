@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from engine.influence.pergrad import unflatten_one
 from engine.influence.queries import Query, flat, flat_query_gradients
 from engine.influence.registry import register_method
 from engine.models import per_sample_loss
+from engine.options import option
 from engine.progress import Progress
 from engine.trajectory import Params
 
@@ -285,11 +287,27 @@ def inverse_hvp(
     raise ConfigError(f"influence-function solver must be cg or lissa, got {solver!r}")
 
 
+@dataclass(frozen=True)
+class InfluenceFunctionOptions:
+    """Options of the Koh & Liang influence function (the inverse-Hessian solve)."""
+
+    solver: str = option("cg", choices=("cg", "lissa"), help="cg (exact) | lissa (stochastic)")
+    damping: float = option(0.0, help="lambda added to the Hessian's diagonal (>= 0)")
+    tol: float = option(1e-10, help="cg: relative residual to stop at")
+    max_iter: int = option(1000, help="cg: most iterations")
+    scale: float | None = option(None, help="lissa: the Hessian's scale (default: estimated)")
+    depth: int = option(1000, help="lissa: recursion depth")
+    repeats: int = option(1, help="lissa: independent estimates averaged")
+    lissa_batch_size: int | None = option(None, help="lissa: samples per Hessian-vector product")
+    seed: int = option(0, help="lissa: sampling seed")
+    batch_size: int = option(2048, help="samples per batch of per-sample gradients")
+    self_chunk: int = option(64, help="the self query: samples solved at once")
+
+
 @register_method(
     "influence-function",
     description="Koh & Liang influence function at the final weights (CG or LiSSA inverse-Hessian solve)",
-    solver="cg",
-    damping=0.0,
+    options=InfluenceFunctionOptions(),
 )
 def influence_function(
     loaded: LoadedRun,

@@ -15,6 +15,7 @@ The score ignores the query.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,6 +25,7 @@ from engine.config import ConfigError, learning_rate
 from engine.influence.queries import Query
 from engine.influence.registry import register_method
 from engine.models import per_sample_loss
+from engine.options import option
 from engine.progress import Progress
 from engine.sgd import sgd_step
 from engine.trajectory import Params
@@ -119,12 +121,20 @@ def itlm_flagged(
     return [ids[i] for i in flagged]
 
 
+@dataclass(frozen=True)
+class ItlmOptions:
+    """Options of ITLM (Shen & Sanghavi 2019)."""
+
+    rounds: int = option(5, help="refits on the lowest-loss samples")
+    keep: float = option(0.9, help="fraction of the training set kept in each refit, in (0, 1]")
+    epochs: int | None = option(None, help="epochs per refit (default: the run's)")
+
+
 @register_method(
     "itlm",
     description="Iterative trimmed loss minimisation: minus the loss after refitting on the lowest-loss samples",
+    options=ItlmOptions(),
     uses_query=False,
-    rounds=5,
-    keep=0.9,
 )
 def itlm_scores(
     loaded: LoadedRun,

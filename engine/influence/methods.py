@@ -14,6 +14,7 @@ import numpy as np
 from engine.config import ConfigError
 from engine.influence import adjoint, baselines, combined, influence_function, itlm, votes
 from engine.influence.registry import METHODS, Components, MethodSpec
+from engine.options import option_fields
 from engine.progress import Progress
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ __all__ = [
     "check_method_options",
     "fast_methods",
     "get_method",
+    "method_options",
     "method_names",
     "query_methods",
     "run_method",
@@ -46,7 +48,9 @@ def method_names() -> list[str]:
     then any registered elsewhere."""
     rank = {m.__name__: i for i, m in enumerate(BUILTIN)}
     names = list(METHODS)
-    return sorted(names, key=lambda n: (rank.get(METHODS[n].fn.__module__, len(rank)), names.index(n)))
+    return sorted(
+        names, key=lambda n: (rank.get(METHODS[n].fn.__module__, len(rank)), names.index(n))
+    )
 
 
 def query_methods() -> list[str]:
@@ -63,20 +67,32 @@ def fast_methods(methods: list[str] | None = None) -> list[str]:
 
 
 def check_method_options(spec: MethodSpec, options: dict[str, Any]) -> None:
-    """ConfigError naming an option that `spec`'s estimator does not take (before any work)."""
-    import inspect
-
-    params = inspect.signature(spec.fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return  # the estimator checks its own options
-    known = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    known = [n for n in known if n not in ("progress", "components")]
-    bad = sorted(set(options) - set(known))
+    """ConfigError naming an option that `spec` does not have, or a value outside an option's
+    choices (before any work). The options are the fields of the method's options dataclass."""
+    known = spec.option_names
+    bad = sorted(set(options) - set(known) - set(spec.inputs))
     if bad:
         raise ConfigError(
             f"method {spec.name!r} has no option {', '.join(map(repr, bad))}; "
             f"its options: {', '.join(known) or 'none'}"
         )
+    for f, opt in option_fields(type(spec.options)):
+        if opt.choices and f.name in options and options[f.name] not in opt.choices:
+            raise ConfigError(
+                f"{f.name} must be one of {', '.join(map(str, opt.choices))} for {spec.name}, "
+                f"got {options[f.name]!r}",
+                param=f.name,
+            )
+
+
+def method_options(name: str) -> list[dict[str, Any]]:
+    """[{"name", "default", "help", "choices"}] of method `name`'s options (CLI and app help)."""
+    spec = get_method(name)
+    return [
+        {"name": f.name, "default": getattr(spec.options, f.name), "help": opt.help,
+         "choices": list(opt.choices) if opt.choices else None}
+        for f, opt in option_fields(type(spec.options))
+    ]  # fmt: skip
 
 
 def run_method(

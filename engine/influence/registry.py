@@ -18,13 +18,14 @@ every built-in method, and running one by name, is engine.influence.methods.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["METHODS", "Components", "Estimator", "MethodSpec", "register_method"]
+__all__ = ["METHODS", "Components", "Estimator", "MethodSpec", "NoOptions", "register_method"]
 
 Estimator = Callable[..., np.ndarray]
 Components = Callable[[str, str, Any], np.ndarray]
@@ -32,20 +33,38 @@ Components = Callable[[str, str, Any], np.ndarray]
 
 
 @dataclass(frozen=True)
+class NoOptions:
+    """A method without options."""
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """A registered estimator and what it can do.
 
+    options: an instance of the method's options dataclass, holding the values it runs with
+    unless told otherwise (each field an engine.options.option with its help text).
     uses_query: its scores depend on the query (val / class / test / self); False: one column
     whatever the query. composite: it merges other methods' scores (needs ``components``).
-    defaults: the options it runs with unless told otherwise.
+    inputs: keyword arguments that are not options but precomputed inputs (e.g. ``u``, query
+    gradients), accepted by run_method and never stored.
     """
 
     name: str
     fn: Estimator
     description: str
+    options: Any = field(default_factory=NoOptions)
     uses_query: bool = True
     composite: bool = False
-    defaults: dict[str, Any] = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The default options as a dict (what params.json stores, updated by the request)."""
+        return dataclasses.asdict(self.options)
+
+    @property
+    def option_names(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self.options)]
 
     @property
     def hessian_free(self) -> bool:
@@ -62,14 +81,19 @@ def register_method(
     name: str,
     *,
     description: str,
+    options: Any = None,
     uses_query: bool = True,
     composite: bool = False,
-    **defaults: Any,
+    inputs: tuple[str, ...] = (),
 ) -> Callable[[Estimator], Estimator]:
-    """Decorator: make `fn` available as method `name` (CLI --method, app, experiments)."""
+    """Decorator: make `fn` available as method `name` (CLI --method, app, experiments).
+
+    options: the method's options dataclass instance (its defaults); None for no options.
+    """
 
     def deco(fn: Estimator) -> Estimator:
-        METHODS[name] = MethodSpec(name, fn, description, uses_query, composite, dict(defaults))
+        opts = NoOptions() if options is None else options
+        METHODS[name] = MethodSpec(name, fn, description, opts, uses_query, composite, inputs)
         return fn
 
     return deco

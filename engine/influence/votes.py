@@ -26,7 +26,8 @@ argument (uses_query=False): its query is always the run's own successful attack
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from engine.influence.featurestore import hessian_free_settings, project_phi
 from engine.influence.projection import make_projector
 from engine.influence.queries import Query, flat_query_gradients
 from engine.influence.registry import register_method
+from engine.options import option
 from engine.progress import Progress
 
 if TYPE_CHECKING:
@@ -101,12 +103,21 @@ def vote_scores(feats: np.ndarray, s: np.ndarray, *, rank: str = "similarity") -
     return -(unit @ centroid) / max(float(np.linalg.norm(centroid)), 1e-300)
 
 
+@dataclass(frozen=True)
+class AttackVotesOptions:
+    base: str = option("hydra", help="the Hessian-free method whose trajectory features vote")
+    rank: str = option("similarity", choices=RANKS, help="how votes become a ranking")
+    dim: int | None = option(None, help="projection dimension of the features (None: exact)")
+    seed: int = option(0, help="projection seed")
+
+
 @register_method(
     "attack-votes",
     description=(
         "Backdoored runs: each successful attack (watermarked test image sent to the target) votes "
         "for its top harmful training sample (hydra); rank by feature similarity to the voted ones"
     ),
+    options=AttackVotesOptions(),
     uses_query=False,
 )
 def attack_votes(
@@ -118,11 +129,8 @@ def attack_votes(
     rank: str = "similarity",
     dim: int | None = None,
     seed: int = 0,
-    **unknown: Any,
 ) -> np.ndarray:
     """Scores (N_train, 1), negative = suspicious; see the module docstring. `query` is ignored."""
-    if unknown:
-        raise ConfigError(f"attack-votes has no option(s) {', '.join(sorted(unknown))}")
     if rank not in RANKS:
         raise ConfigError(f"rank must be one of {', '.join(RANKS)}, got {rank!r}")
     ids = successful_attacks(loaded)

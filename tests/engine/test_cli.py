@@ -106,3 +106,25 @@ def test_an_empty_drop_file_is_refused_before_any_retraining(tiny_copy: Path, ca
     header_only.write_text("sample_id\n")
     assert main(["retrain", "--run-dir", str(tiny_copy), "--drop", str(header_only)]) == 2
     assert "no ids" in capsys.readouterr().err
+
+
+def test_methods_lists_every_option_and_influence_takes_them(tiny_copy: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from engine.influence.methods import method_names
+
+    assert main(["methods", "--json"]) == 0
+    listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)["methods"]}
+    assert list(listed) == method_names()
+    assert [o["name"] for o in listed["itlm"]["options"]] == ["rounds", "keep", "epochs"]
+    assert listed["hydra"]["hessian_free"] and not listed["sgd-influence"]["hessian_free"]
+    run = str(tiny_copy)
+    argv = ["influence", "--run-dir", run, "--method", "random", "--top", "1", "--json"]
+    assert main([*argv, "--option", "seed=3"]) == 0
+    three = json.loads(capsys.readouterr().out)["most_harmful"]
+    params = json.loads((tiny_copy / "influence/random/val/params.json").read_text())
+    assert params["options"] == {"seed": 3}
+    assert main([*argv, "--option", "seed=4", "--overwrite"]) == 0
+    assert json.loads(capsys.readouterr().out)["most_harmful"] != three
+    assert main([*argv, "--option", "sead=4"]) == 2
+    assert "expected KEY=VALUE with KEY one of seed" in capsys.readouterr().err
+    assert main([*argv, "--option", "seed=x", "--overwrite"]) == 2
+    assert "seed='x': expected int" in capsys.readouterr().err

@@ -32,7 +32,11 @@ def test_bad_training_form_input_starts_nothing(workspace: Path, tmp_path: Path)
         ("csv", {"runs-csv-path": ""}, "enter the path of the CSV file"),
         ("imagefolder", {"runs-imagefolder-path": str(tmp_path / "notes.txt")}, "is a file"),
         # a setting is named by its form label (engine.options), not by a CLI flag
-        ("sample", {"runs-sample-classes": "1,x"}, "Classes to keep must be comma-separated integers"),
+        (
+            "sample",
+            {"runs-sample-classes": "1,x"},
+            "Classes to keep must be comma-separated integers",
+        ),
         ("sample", {"runs-sample-size": "big"}, "Image size must look like 28x28, got 'big'"),
         ("sample", {"runs-sample-backdoor": "3"}, "Backdoor must look like a:b (class numbers)"),
         ("zip", {}, "choose a zip file of an ImageFolder first"),

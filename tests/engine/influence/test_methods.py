@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
@@ -11,12 +13,14 @@ from engine.influence.methods import (
     fast_methods,
     get_method,
     method_names,
+    method_options,
     query_methods,
     run_method,
 )
 from engine.influence.queries import Query
 from engine.influence.registry import METHODS, register_method
 from engine.loading import LoadedRun
+from engine.options import option
 
 
 def test_every_builtin_is_registered_with_its_capabilities() -> None:
@@ -44,15 +48,31 @@ def test_unknown_options_are_named_before_any_work() -> None:
 
 
 def test_a_registered_method_runs_with_its_defaults_and_options(tiny_run: LoadedRun) -> None:
-    @register_method("test-constant", description="a constant", uses_query=False, value=2.0)
+    @dataclass(frozen=True)
+    class ConstantOptions:
+        value: float = option(2.0, help="the score")
+        sign: str = option("plus", choices=("plus", "minus"), help="its sign")
+
+    @register_method(
+        "test-constant", description="a constant", options=ConstantOptions(), uses_query=False
+    )
     def constant(
-        loaded: LoadedRun, query: Query, *, progress: object = None, value: float
+        loaded: LoadedRun, query: Query, *, progress: object = None, value: float, sign: str
     ) -> np.ndarray:
-        return np.full(len(loaded.bundle.train), value)
+        return np.full(len(loaded.bundle.train), value if sign == "plus" else -value)
 
     try:
         assert run_method("test-constant", tiny_run, Query("val")).tolist() == [[2.0]] * 30
-        out = run_method("test-constant", tiny_run, Query("val"), value=-1.0)
+        out = run_method("test-constant", tiny_run, Query("val"), value=1.0, sign="minus")
         assert out.shape == (30, 1) and (out == -1.0).all()  # (N,) comes back as (N, 1)
+        with pytest.raises(ConfigError, match="^sign must be one of plus, minus") as e:
+            run_method("test-constant", tiny_run, Query("val"), sign="both")  # before any work
+        assert e.value.param == "sign"
+        assert method_options("test-constant")[0] == {
+            "name": "value",
+            "default": 2.0,
+            "help": "the score",
+            "choices": None,
+        }
     finally:
         METHODS.pop("test-constant")

@@ -32,7 +32,12 @@ def test_storage_round_trip_and_listing(tiny_run: LoadedRun) -> None:
     pd.testing.assert_frame_equal(back, frame)
     params = json.loads((run_dir / "influence/tracin/class/params.json").read_text())
     assert params["method"] == "tracin" and params["query"] == "class"
-    assert params["options"] == {"curvature": "none"}
+    assert params["options"] == {
+        "curvature": "none",
+        "last_epochs": None,
+        "dots": "auto",
+        "preconditioner": "full",
+    }  # every option of the method, so a stored set says exactly how it was made
     assert (
         params["fingerprint"]["n_train"] == 30
         and params["fingerprint"]["n_steps"] == tiny_run.traj.n_steps
