@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import pandas as pd
 
@@ -16,12 +16,22 @@ from engine.runs import RunError, read_json
 from engine.trajectory import ckpt_name
 from engine.trusted import trusted_hash
 
-__all__ = ["run_fingerprint"]
-
-_FP_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
+__all__ = ["Fingerprint", "run_fingerprint"]
 
 
-def run_fingerprint(run_dir: str | Path) -> dict[str, Any]:
+class Fingerprint(TypedDict, total=False):
+    """What identifies a finished run's weights, size and checked labels."""
+
+    final_checkpoint_sha256: str
+    n_train: int
+    n_steps: int
+    trusted: str  # a hash of the checked labels, only when a person checked any
+
+
+_FP_CACHE: dict[tuple[str, int, int], Fingerprint] = {}
+
+
+def run_fingerprint(run_dir: str | Path) -> Fingerprint:
     """{"final_checkpoint_sha256", "n_train", "n_steps"}: what identifies a finished run's weights,
     plus "trusted" (a hash of the checked labels, engine.trusted) when a person checked any."""
     run_dir = Path(run_dir)
@@ -46,7 +56,7 @@ def run_fingerprint(run_dir: str | Path) -> dict[str, Any]:
             "n_train": int((manifest["split"] == "train").sum()),
             "n_steps": n_steps,
         }
-    out = dict(_FP_CACHE[key])
+    out = Fingerprint(**_FP_CACHE[key])
     th = trusted_hash(run_dir)  # checked labels change the query: scores made before are stale
     if th is not None:
         out["trusted"] = th

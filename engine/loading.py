@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataBundle, DataSpec
-from engine.fingerprint import run_fingerprint
+from engine.fingerprint import Fingerprint, run_fingerprint
 from engine.problem import build_problem
 from engine.runs import RunDir
 from engine.sgd import Problem
@@ -68,7 +67,7 @@ def load_run(
     return LoadedRun(run, bundle, cfg, data, problem, traj)
 
 
-_OPEN: dict[str, tuple[dict[str, Any], LoadedRun]] = {}
+_OPEN: dict[str, tuple[Fingerprint, LoadedRun]] = {}
 
 
 def open_run(run_dir: str | Path) -> LoadedRun:

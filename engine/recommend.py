@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ from engine.trajectory import Params
 from engine.trusted import trusted_counts
 
 __all__ = [
+    "RecommendResult",
     "OBJECTIVES",
     "default_candidates",
     "default_k",
@@ -133,6 +134,36 @@ def _key(row: dict[str, Any], objective: str) -> tuple[float, float]:
     return (acc, loss) if objective == "acc" else (loss, acc)
 
 
+class RecommendResult(TypedDict, total=False):
+    """What recommend returns and saves (``<run>/experiments/recommend-*/result.json``)."""
+
+    kind: str  # "recommend"
+    run_dir: str
+    method: str | None  # the recommended method; None when no removal helped and beat random
+    k: int  # the recommended k (else the grid's middle)
+    ks: list[int]
+    objective: str  # acc | loss
+    drop: list[str]  # the recommended method's top k training ids (empty without one)
+    table: list[dict[str, Any]]  # one row per (method, k): d_val_loss, d_val_acc, vs_random_*,
+    #                              hurts, disagree, precision, seconds, query
+    random: dict[str, Any]  # the random removals at k
+    random_by_k: dict[str, dict[str, Any]]
+    baseline: dict[str, float]  # val_loss / val_acc before any removal
+    judged_on: dict[str, Any]  # split, n, halves, trusted
+    mode: str  # all | fresh
+    fresh_seeds: list[int]
+    label_only: bool
+    inputs: dict[
+        str, Any
+    ]  # the score sets it used ("method/query" -> stamp): stale when they change
+    n_known_errors: int | None
+    scores_sum: float  # the sum of the recommended top k's scores
+    why: str  # one sentence for the pages
+    seconds: float
+    id: str
+    path: str
+
+
 def recommend(
     run_dir: str | Path,
     *,
@@ -145,7 +176,7 @@ def recommend(
     seeds: int = 2,
     progress: Progress | None = None,
     save: bool = True,
-) -> dict[str, Any]:
+) -> RecommendResult:
     """Measure which method's top-k removal helps this run; see the module docstring.
 
     label_only: measure only methods that do not read the validation split (loss, margin,
@@ -307,12 +338,12 @@ def recommend(
         folder = new_experiment_dir(run_dir, "recommend")
         res["id"], res["path"] = folder.name, str(folder)
         save_result(folder, res)
-    return res
+    return cast(RecommendResult, res)
 
 
 def score_and_recommend(
     run_dir: str | Path, *, k: int | Sequence[int] | None = None, progress: Progress | None = None
-) -> dict[str, Any]:
+) -> RecommendResult:
     """The demo chain's last step: the validation scores of every default candidate (kept where
     already stored), then the recommendation. Returns recommend's result (saved)."""
     for m in default_candidates(load_run(run_dir)):

@@ -7,6 +7,7 @@ stored ones, so a page never shows a recommendation made from scores that have c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ def _loss_acc(d_loss: float, d_acc: float) -> str:
     return f"validation loss {d_loss:+.3f}, accuracy {d_acc * 100:+.1f} points"
 
 
-def why_sentence(res: dict[str, Any]) -> str:
+def why_sentence(res: Mapping[str, Any]) -> str:
     """One line: what the recommended method's top k did on validation images its scores never saw
     (cross-fitted halves, or the whole split for label-only methods), against random removal."""
     rand, k, n = res["random"], res["k"], res["judged_on"]["n"]
@@ -72,7 +73,7 @@ def _inputs_unchanged(run_dir: Path, inputs: dict[str, Any]) -> bool:
     return bool(inputs)
 
 
-def table_frame(res: dict[str, Any]) -> pd.DataFrame:
+def table_frame(res: Mapping[str, Any]) -> pd.DataFrame:
     """The result's table with one random row per k, for printing and the app (changes on half B)."""
     rows = list(res["table"]) + [
         {"method": "random (mean)", "k": int(kk), "d_val_loss": r["d_val_loss"],

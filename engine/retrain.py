@@ -38,7 +38,7 @@ from engine.models import per_sample_loss, predict
 from engine.problem import split_logits
 from engine.progress import Progress
 from engine.sgd import run_steps
-from engine.stats import compare, summarize, verdict
+from engine.stats import Comparison, compare, summarize, verdict
 from engine.trajectory import Params
 from engine.trusted import trusted_counts
 
@@ -126,7 +126,7 @@ def evaluate_theta(loaded: LoadedRun, theta: Params) -> dict[str, Any]:
 
 
 def _group(runs: list[dict[str, Any]]) -> Group:
-    summ = {m: summarize([r[m] for r in runs]) for m in SCALARS}
+    summ: dict[str, Any] = {m: summarize([r[m] for r in runs]) for m in SCALARS}
     for m in ATTACK_SCALARS:
         if runs and all(m in r for r in runs):
             summ[m] = summarize([r[m] for r in runs])
@@ -175,8 +175,8 @@ class Group(TypedDict):
 
 
 class MetricStats(TypedDict):
-    after_vs_before: dict[str, Any]  # engine.stats.compare
-    after_vs_control: dict[str, Any] | None
+    after_vs_before: Comparison
+    after_vs_control: Comparison | None
 
 
 class RetrainResult(TypedDict, total=False):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 from scipy import stats as sps
@@ -40,25 +40,48 @@ METRICS: dict[str, tuple[str, bool, float]] = {
 }
 
 
-def summarize(values: Sequence[float]) -> dict[str, Any]:
+class Summary(TypedDict):
+    """summarize's result."""
+
+    mean: float
+    std: float  # sample std (ddof=1); 0 for one value
+    n: int
+    values: list[float]
+
+
+class Comparison(TypedDict):
+    """compare's result: group a against group b."""
+
+    diff: float  # mean(a) - mean(b)
+    t: float | None
+    p: float | None  # two-sided; None when no test applies (constant groups that differ, empty)
+    test: str  # exact | prediction | paired | welch | constant | empty
+    n: int
+
+
+def summarize(values: Sequence[float]) -> Summary:
     """{"mean", "std" (sample std, ddof=1; 0 for one value), "n", "values"}."""
     a = np.asarray(list(values), dtype=np.float64)
     if a.size == 0:
-        return {"mean": math.nan, "std": math.nan, "n": 0, "values": []}
-    return {
-        "mean": float(a.mean()),
-        "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
-        "n": int(a.size),
-        "values": [float(x) for x in a],
-    }
+        return Summary(mean=math.nan, std=math.nan, n=0, values=[])
+    return Summary(
+        mean=float(a.mean()),
+        std=float(a.std(ddof=1)) if a.size > 1 else 0.0,
+        n=int(a.size),
+        values=[float(x) for x in a],
+    )
 
 
-def compare(a: Sequence[float], b: Sequence[float], *, paired: bool = False) -> dict[str, Any]:
+def compare(a: Sequence[float], b: Sequence[float], *, paired: bool = False) -> Comparison:
     """Group a against group b: {"diff": mean(a) - mean(b), "t", "p" (two-sided), "test", "n"}.
 
     test: "exact", "prediction", "paired", "welch", "constant" or "empty" (module docstring).
     paired=True needs equal sizes (ValueError otherwise): value i of a and of b share a seed.
     """
+    return cast(Comparison, _compare(a, b, paired=paired))
+
+
+def _compare(a: Sequence[float], b: Sequence[float], *, paired: bool) -> dict[str, Any]:
     x = np.asarray(list(a), dtype=np.float64)
     y = np.asarray(list(b), dtype=np.float64)
     out: dict[str, Any] = {"diff": math.nan, "t": None, "p": None, "test": "empty", "n": 0}

@@ -45,6 +45,7 @@ from engine.experiments.cleanse import method_scores
 from engine.experiments.report import new_experiment_dir, save_result, write_figure, write_table
 from engine.loading import LoadedRun, load_run
 from engine.progress import Progress
+from engine.recommend import RecommendResult, recommend
 from engine.retrain import BUDGETS, evaluate_theta, train_fresh
 from engine.runs import RunDir
 from engine.stats import summarize
@@ -244,11 +245,9 @@ def noise_bench(
 
 def _recommended(
     loaded: LoadedRun, rankings: dict[str, np.ndarray], n_noise: int, **options: Any
-) -> dict[str, Any] | None:
+) -> RecommendResult | None:
     """engine.recommend over the benchmark's ranked validation-query methods at k = n_noise (None
     when fewer than two of them ran, or n_noise is 0)."""
-    from engine.recommend import recommend
-
     names = [m for m in rankings if "(" not in m and m != "random"]
     if len(names) < 2 or n_noise < 1:
         return None
