@@ -17,9 +17,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.analysis.agreement import agreement
+from engine.analysis.clustering import cluster_label_errors
+from engine.config import TrainConfig
+from engine.data import DataSpec
+from engine.embedding import compute_embedding
+from engine.influence.api import build_projected_store, compute_influence
 from engine.jobfile import JOB_KINDS, JobCancelled, read_job, update_job
 from engine.jobs import start_job
 from engine.jsonvalues import jsonable
+from engine.recommend import recommend, score_and_recommend
+from engine.retrain import retrain
+from engine.selections import load_selections
+from engine.train import resume, train
 
 
 class _Reporter:
@@ -44,10 +54,6 @@ class _Reporter:
 
 
 def _train(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
-    from engine.config import TrainConfig
-    from engine.data import DataSpec
-    from engine.train import train
-
     rep.stage = "training step"
     res = train(
         run_dir, DataSpec.from_dict(params.get("data", {})), TrainConfig.from_dict(params.get("train", {})),
@@ -57,16 +63,12 @@ def _train(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
 
 
 def _resume(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
-    from engine.train import resume
-
     rep.stage = "training step"
     res = resume(run_dir, progress=rep, **params)
     return {"final": res.final, "seconds": res.seconds}
 
 
 def _influence(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
-    from engine.influence.api import compute_influence
-
     rep.stage = str(params["method"])
     opts = dict(params.get("options", {}))
     return compute_influence(
@@ -77,9 +79,6 @@ def _influence(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
 
 
 def _retrain(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
-    from engine.retrain import retrain
-    from engine.selections import load_selections
-
     sel = load_selections(run_dir)
     if params.get("drop") is None:
         params["drop"] = sorted(sel.drop)
@@ -89,60 +88,30 @@ def _retrain(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
     return retrain(run_dir, progress=rep, **params)
 
 
-def _embedding(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
-    from engine.embedding import compute_embedding
-
-    rep.stage = "embedding"
-    return compute_embedding(run_dir, progress=rep, **params)
-
-
-def _recommend(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
-    from engine.recommend import recommend
-
-    rep.stage = "recommend"
-    return recommend(run_dir, progress=rep, **params)
-
-
-def _score_and_recommend(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
-    from engine.recommend import score_and_recommend
-
-    rep.stage = "score and recommend"
-    return score_and_recommend(run_dir, progress=rep, **params)
-
-
-def _projected_store(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
-    from engine.influence.api import build_projected_store
-
-    rep.stage = "projected store"
-    return build_projected_store(run_dir, progress=rep, **params)
-
-
-def _clusters(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
-    from engine.analysis.clustering import cluster_label_errors
-
-    rep.stage = "clusters"
-    return cluster_label_errors(run_dir, progress=rep, **params)
-
-
-def _agreement(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
-    from engine.analysis.agreement import agreement
-
-    rep.stage = "agreement"
-    return agreement(run_dir, progress=rep, **params)
-
-
 KindFn = Callable[..., Any]
+
+
+def _plain(stage: str, fn: Callable[..., Any]) -> KindFn:
+    """A kind whose work is fn(run_dir, progress=reporter, **params)."""
+
+    def work(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
+        rep.stage = stage
+        return fn(run_dir, progress=rep, **params)
+
+    return work
+
+
 KINDS: dict[str, KindFn] = {
     "train": _train,
     "resume": _resume,
     "influence": _influence,
     "retrain": _retrain,
-    "embedding": _embedding,
-    "recommend": _recommend,
-    "score-and-recommend": _score_and_recommend,
-    "projected-store": _projected_store,
-    "clusters": _clusters,
-    "agreement": _agreement,
+    "embedding": _plain("embedding", compute_embedding),
+    "recommend": _plain("recommend", recommend),
+    "score-and-recommend": _plain("score and recommend", score_and_recommend),
+    "projected-store": _plain("projected store", build_projected_store),
+    "clusters": _plain("clusters", cluster_label_errors),
+    "agreement": _plain("agreement", agreement),
 }
 """The work of each job kind (engine.jobfile.JOB_KINDS): fn(run_dir, reporter, **params)."""
 assert tuple(KINDS) == JOB_KINDS, "engine.jobfile.JOB_KINDS and KINDS must list the same kinds"

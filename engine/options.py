@@ -21,6 +21,8 @@ __all__ = [
     "Option",
     "ParamError",
     "add_arguments",
+    "as_text",
+    "field_default",
     "flag",
     "label_of",
     "option",
@@ -107,7 +109,8 @@ def label_of(param: str) -> str:
     return LABELS.get(param, param.replace("_", " ").capitalize())
 
 
-def _default(f: dataclasses.Field[Any]) -> Any:
+def field_default(f: dataclasses.Field[Any]) -> Any:
+    """A dataclass field's default value (its factory called), None without one."""
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:
@@ -115,7 +118,8 @@ def _default(f: dataclasses.Field[Any]) -> Any:
     return None
 
 
-def _text(value: Any, kind: str) -> Any:
+def as_text(value: Any, kind: str) -> Any:
+    """The text form of a value of an \"ints\" / \"size\" option (None stays None)."""
     if value is None:
         return None
     if kind == "ints":
@@ -137,14 +141,16 @@ def add_arguments(
     for f, opt in option_fields(cls):
         if not opt.cli or f.name in skip:
             continue
-        default = (defaults or {}).get(f.name, _default(f))
+        default = (defaults or {}).get(f.name, field_default(f))
         kw: dict[str, Any] = {"dest": f.name, "help": opt.help or None}
         t = hints[f.name]
         if t is bool:
             kw.update(action="store_true", default=bool(default))
         else:
             base = {int: int, float: float}.get(t) or {int | None: int, float | None: float}.get(t)
-            kw.update(default=_text(default, opt.kind), type=base if base and not opt.kind else str)
+            kw.update(
+                default=as_text(default, opt.kind), type=base if base and not opt.kind else str
+            )
             if opt.choices and not opt.help:  # the settings class validates: one clear line
                 kw["help"] = " | ".join(opt.choices)
         parser.add_argument(flag(f.name), **kw)

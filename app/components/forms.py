@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, get_type_hints
 
-from engine.options import Option, option_fields, parse_text
+from engine.options import Option, as_text, field_default, option_fields, parse_text
 
 __all__ = ["option_input", "option_value"]
 
@@ -16,14 +16,6 @@ def _field(cls: type, name: str) -> tuple[dataclasses.Field[Any], Option]:
         if f.name == name:
             return f, opt
     raise KeyError(f"{cls.__name__} has no option {name!r}")
-
-
-def _default(f: dataclasses.Field[Any]) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None
 
 
 def option_input(
@@ -36,7 +28,7 @@ def option_input(
     Returns the widget's raw value; option_value turns it into the setting's value."""
     f, opt = _field(cls, name)
     label = opt.label + (f" ({opt.hint})" if opt.hint else "")
-    init = _default(f) if value is None else value
+    init = field_default(f) if value is None else value
     t = get_type_hints(cls)[name]
     helptext = opt.help or None
     if t is bool:
@@ -60,18 +52,8 @@ def option_input(
         elif cast is float and opt.minimum is not None and 0 < opt.minimum < 0.01:
             kw["format"] = "%.4f"
         return where.number_input(label, value=cast(init or 0), **kw)
-    text = init if isinstance(init, str) else _text(init, opt.kind)
+    text = init if isinstance(init, str) else as_text(init, opt.kind) or ""
     return where.text_input(label, text, key=key, help=helptext, disabled=disabled)
-
-
-def _text(value: Any, kind: str) -> str:
-    if value is None:
-        return ""
-    if kind == "ints":
-        return ",".join(str(v) for v in value)
-    if kind == "size":
-        return "x".join(str(v) for v in value)
-    return str(value)
 
 
 def option_value(cls: type, name: str, raw: Any) -> Any:

@@ -7,7 +7,7 @@ import argparse
 import math
 from typing import Any
 
-from engine.commands.output import add_json_flag, print_json, progress_bar
+from engine.commands.output import add_json_flag, json_out, print_saved, progress_bar
 
 
 def _f(x: Any, fmt: str = ".3f") -> str:
@@ -26,8 +26,7 @@ def cmd_cluster(a: argparse.Namespace) -> int:
         dim=a.dim,
         progress=progress_bar(a, f"cluster ({a.method})"),
     )
-    if a.json:
-        print_json(res)
+    if json_out(a, res):
         return 0
     print(
         f"{a.method}: signs of contributions to {res['m']} validation samples, 2-means per given class; "
@@ -64,8 +63,7 @@ def cmd_agreement(a: argparse.Namespace) -> int:
         seed=a.seed,
         progress=progress_bar(a, "sensitivities"),
     )
-    if a.json:
-        print_json(res)
+    if json_out(a, res):
         return 0
     print(
         f"{a.fast} vs {a.exact} (query {a.query}, {res['n']} training samples): sign errors "
@@ -80,8 +78,7 @@ def cmd_agreement(a: argparse.Namespace) -> int:
             {int(round(x)) for x in range(0, len(ep), max(1, len(ep) // 8))} | {len(ep) - 1}
         ):
             print(f"{ep[i]:>8.2f}{err[i]:>18.4g}{norm[i]:>12.4g}{_f(res['relative_error'][i]):>10}")
-    fig = res.get("figure") or {}
-    print(f"saved -> {res.get('path')}" + (f" ({fig['note']})" if fig.get("note") else ""))
+    print_saved(res)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.commands.output import add_json_flag, print_json, progress_bar
+from engine.commands.output import add_json_flag, json_out, print_saved, print_skipped, progress_bar
 
 
 def run_backdoor_bench(a: argparse.Namespace) -> int:
@@ -34,11 +34,9 @@ def run_backdoor_bench(a: argparse.Namespace) -> int:
         progress=progress_bar(a, "backdoor-bench retrains"),
         log=log,
     )
-    if a.json:
-        print_json(res)
+    if json_out(a, res):
         return 0
-    for m, why in res["skipped"].items():
-        print(f"skipped {m}: {why}")
+    print_skipped(res)
     print(
         f"{data.dataset}, {cfg.model}, backdoor {data.backdoor} (trigger {data.trigger}, "
         f"{data.backdoor_rate:g} of the class), target {res['target_class']}; run {res['run_dir']}"
@@ -48,8 +46,7 @@ def run_backdoor_bench(a: argparse.Namespace) -> int:
     )
     print(format_table(res))
     print(f"best: {res['best']}")
-    fig = res.get("figure") or {}
-    print(f"saved -> {res['path']}" + (f" ({fig['note']})" if fig.get("note") else ""))
+    print_saved(res)
     print(f"total {res['seconds']:.0f}s")
     return 0
 

@@ -13,7 +13,14 @@ from typing import Any
 from engine.jsonvalues import jsonable
 from engine.progress import ProgressBar
 
-__all__ = ["add_json_flag", "progress_bar", "print_json"]
+__all__ = [
+    "add_json_flag",
+    "json_out",
+    "print_json",
+    "print_saved",
+    "print_skipped",
+    "progress_bar",
+]
 
 
 def add_json_flag(p: argparse.ArgumentParser, shape: str) -> None:
@@ -31,3 +38,23 @@ def progress_bar(a: argparse.Namespace, label: str) -> ProgressBar | None:
 
 def print_json(obj: Any) -> None:
     print(json.dumps(jsonable(obj), indent=2, allow_nan=False))  # the engine's key order
+
+
+def json_out(a: argparse.Namespace, res: Any) -> bool:
+    """Under --json print `res` as the command's one JSON object and say so (True)."""
+    if getattr(a, "json", False):
+        print_json(res)
+        return True
+    return False
+
+
+def print_skipped(res: Any) -> None:
+    """One line per method an experiment skipped, and why (res["skipped"]: {method: reason})."""
+    for m, why in (res.get("skipped") or {}).items():
+        print(f"skipped {m}: {why}")
+
+
+def print_saved(res: Any) -> None:
+    """Where an experiment saved its result, and why its figure has no PNG when it has none."""
+    fig = res.get("figure") or {}
+    print(f"saved -> {res['path']}" + (f" ({fig['note']})" if fig.get("note") else ""))

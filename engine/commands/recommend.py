@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.commands.output import add_json_flag, print_json, progress_bar
+from engine.commands.output import add_json_flag, json_out, progress_bar
 
 
 def run_recommend(a: argparse.Namespace) -> int:
@@ -27,8 +27,7 @@ def run_recommend(a: argparse.Namespace) -> int:
         seeds=a.seeds,
         progress=progress_bar(a, "recommend"),
     )
-    if a.json:
-        print_json(res)
+    if json_out(a, res):
         return 0
     t = table_frame(res)
     for c in ("d_val_loss", "vs_random_loss"):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.commands.output import add_json_flag, print_json, progress_bar
+from engine.commands.output import add_json_flag, json_out, print_saved, print_skipped, progress_bar
 
 
 def read_id_file(path: str) -> list[str]:
@@ -90,8 +90,7 @@ def run_retrain(a: argparse.Namespace) -> int:
         budget=a.budget,
         progress=progress_bar(a, "retrain"),
     )
-    if a.json:
-        print_json(res)
+    if json_out(a, res):
         return 0
     print(
         f"retrained ({a.mode}) without {res['n_drop']} and relabelling {res['n_relabel']} samples in {res['seconds']:.1f}s"
@@ -126,11 +125,9 @@ def run_cleanse(a: argparse.Namespace) -> int:
         budget=a.budget,
         progress=progress_bar(a, "cleanse"),
     )
-    if a.json:
-        print_json(res)
+    if json_out(a, res):
         return 0
-    for m, why in res["skipped"].items():
-        print(f"skipped {m}: {why}")
+    print_skipped(res)
     b = res["before"]
     print(
         f"before removal: test error {_pct(b['mean'])}"
@@ -146,13 +143,8 @@ def run_cleanse(a: argparse.Namespace) -> int:
             f"{r['diff_vs_random'] * 100:>+10.2f}{fp(r['p_vs_random']):>8}{fp(r.get('paired_p_vs_random')):>10}"
         )
     print(res["conclusion"])
-    _print_files(res)
+    print_saved(res)
     return 0
-
-
-def _print_files(res: dict[str, Any]) -> None:
-    fig = res.get("figure") or {}
-    print(f"saved -> {res['path']}" + (f" ({fig['note']})" if fig.get("note") else ""))
 
 
 def run_noise_bench(a: argparse.Namespace) -> int:
@@ -175,11 +167,9 @@ def run_noise_bench(a: argparse.Namespace) -> int:
         recommend={"mode": a.recommend_mode, "objective": a.recommend_objective},
         progress=progress_bar(a, "noise-bench retrains"),
     )
-    if a.json:
-        print_json(res)
+    if json_out(a, res):
         return 0
-    for m, why in res["skipped"].items():
-        print(f"skipped {m}: {why}")
+    print_skipped(res)
     print(
         f"{data.dataset}, {cfg.model}, {res['n_train']} training samples, {res['n_flipped']} flipped "
         f"({data.noise:.0%} {data.noise_kind}); run {res['run_dir']}{' (reused)' if res['run_reused'] else ''}; "
@@ -187,7 +177,7 @@ def run_noise_bench(a: argparse.Namespace) -> int:
     )
     print(format_table(res["rows"]))
     print(f"total {res['seconds']:.0f}s")
-    _print_files(res)
+    print_saved(res)
     return 0
 
 
@@ -197,8 +187,7 @@ def run_trust(a: argparse.Namespace) -> int:
     res = trust(
         a.run_dir, method=a.method, k=a.k, seed=a.seed, progress=progress_bar(a, "trust retrains")
     )
-    if a.json:
-        print_json(res)
+    if json_out(a, res):
         return 0
     print(f"{'sample':<16}{'group':<9}{'score':>12}{'true change':>14}")
     for r in res["samples"]:
@@ -208,7 +197,7 @@ def run_trust(a: argparse.Namespace) -> int:
         f"Pearson {res['pearson']:.3f}, sign agreement {res['sign_agreement']:.2f}"
     )
     print(res["verdict"])
-    _print_files(res)
+    print_saved(res)
     return 0
 
 

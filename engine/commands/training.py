@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from engine.commands.output import add_json_flag, print_json, progress_bar
+from engine.commands.output import add_json_flag, json_out, print_json, progress_bar
 from engine.config import TrainConfig
 from engine.data import DataSpec
 from engine.options import add_arguments, values_from_args
@@ -109,8 +109,7 @@ def run_info(a: argparse.Namespace) -> int:
 
     info = run_info(a.run_dir)
     _backdoor_info(info)
-    if a.json:
-        print_json(info)
+    if json_out(a, info):
         return 0
     d, t = info["config"]["data"], info["config"]["train"]
     print(

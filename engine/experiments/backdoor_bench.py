@@ -32,8 +32,14 @@ from engine.changes import Changes
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.experiments.cleanse import method_scores
-from engine.experiments.noise_bench import detection_metrics, ensure_run
-from engine.experiments.report import new_experiment_dir, save_result, write_figure, write_table
+from engine.experiments.noise_bench import ensure_run, ranking_row
+from engine.experiments.report import (
+    accuracy_markers,
+    new_experiment_dir,
+    save_result,
+    write_figure,
+    write_table,
+)
 from engine.fresh import train_fresh
 from engine.loading import LoadedRun
 from engine.progress import Progress
@@ -143,15 +149,7 @@ def backdoor_bench(
                 progress(done, total, None)
         acc = summarize([e["test_acc"] for e in evals])
         atk = summarize([e["attack_success"] for e in evals])
-        row: dict[str, Any] = info.get(
-            label, {"method": label, "query": "-", "seconds": 0.0}
-        ).copy()
-        if label in rankings:
-            row.update(detection_metrics(rankings[label], poisoned))
-        else:
-            hit = 1.0 if label == "oracle" else float("nan")
-            rec = 1.0 if label == "oracle" else 0.0
-            row.update(auroc=hit, ap=hit, precision_at_n=hit, recall_at_n=rec)
+        row = ranking_row(label, info, rankings, poisoned)
         row.update(
             removed=0 if drop is None else len(drop),
             poisoned_removed=0 if drop is None else int(poisoned[drop].sum()),
@@ -247,17 +245,7 @@ def bench_figure(table: pd.DataFrame, *, title: str = "") -> Any:
     fig.add_trace(
         go.Bar(x=table["method"], y=table["precision_at_n"], name="precision at n (poisoned found)")
     )
-    fig.add_trace(
-        go.Scatter(
-            x=table["method"],
-            y=table["test_acc"],
-            error_y={"type": "data", "array": table["test_acc_std"]},
-            mode="markers",
-            name="clean test accuracy after cleansing",
-            yaxis="y2",
-            marker={"size": 10},
-        )
-    )
+    fig.add_trace(accuracy_markers(table, "clean test accuracy after cleansing"))
     fig.update_layout(
         title=title,
         barmode="group",

@@ -42,7 +42,13 @@ from engine.changes import Changes
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.experiments.cleanse import method_scores
-from engine.experiments.report import new_experiment_dir, save_result, write_figure, write_table
+from engine.experiments.report import (
+    accuracy_markers,
+    new_experiment_dir,
+    save_result,
+    write_figure,
+    write_table,
+)
 from engine.loading import LoadedRun, load_run
 from engine.progress import Progress
 from engine.recommend import RecommendResult, recommend
@@ -54,6 +60,22 @@ from engine.train import train
 SELF_METHODS = ("hydra", "tracin")
 COMBINED = ("loss", "sgd-influence")
 DEFAULT_SEEDS = 5
+
+
+def ranking_row(
+    label: str, info: dict[str, dict[str, Any]], rankings: dict[str, np.ndarray], truth: np.ndarray
+) -> dict[str, Any]:
+    """A benchmark row's start: the method's info (method, query, seconds) and how well its
+    ranking finds `truth` (bool (N,)); the oracle finds everything, a row without a ranking ("no
+    filtering") gets NaN and recall 0."""
+    row = dict(info.get(label, {"method": label, "query": "-", "seconds": 0.0}))
+    if label in rankings:
+        row.update(detection_metrics(rankings[label], truth))
+    else:
+        hit = 1.0 if label == "oracle" else float("nan")
+        rec = 1.0 if label == "oracle" else 0.0
+        row.update(auroc=hit, ap=hit, precision_at_n=hit, recall_at_n=rec)
+    return row
 
 
 def detection_metrics(suspicion: np.ndarray, flipped: np.ndarray) -> dict[str, float]:
@@ -195,16 +217,7 @@ def noise_bench(
             if progress is not None:
                 progress(done, total, None)
         acc = summarize(accs)
-        row: dict[str, Any] = info.get(
-            label, {"method": label, "query": "-", "seconds": 0.0}
-        ).copy()
-        if label in rankings:
-            row.update(detection_metrics(rankings[label], flipped))
-        else:
-            hit = 1.0 if label == "oracle" else float("nan")
-            row.update(
-                auroc=hit, ap=hit, precision_at_n=hit, recall_at_n=hit if label == "oracle" else 0.0
-            )
+        row = ranking_row(label, info, rankings, flipped)
         row.update(
             removed=0 if drop is None else len(drop),
             test_acc=acc["mean"],
@@ -290,17 +303,7 @@ def bench_figure(table: pd.DataFrame, *, title: str = "") -> Any:
 
     fig = go.Figure()
     fig.add_trace(go.Bar(x=table["method"], y=table["auroc"], name="AUROC (flipped labels)"))
-    fig.add_trace(
-        go.Scatter(
-            x=table["method"],
-            y=table["test_acc"],
-            error_y={"type": "data", "array": table["test_acc_std"]},
-            mode="markers",
-            name="test accuracy after cleaning",
-            yaxis="y2",
-            marker={"size": 10},
-        )
-    )
+    fig.add_trace(accuracy_markers(table, "test accuracy after cleaning"))
     fig.update_layout(
         title=title,
         yaxis={"title": "AUROC", "range": [0, 1]},

@@ -85,3 +85,15 @@ def write_figure(folder: Path, name: str, fig: Any) -> dict[str, Any]:
     except Exception as e:  # kaleido needs a browser; never fail the experiment for a picture
         out["note"] = f"HTML only: PNG export failed ({type(e).__name__}: {e})"
     return out
+
+
+def accuracy_markers(table: Any, name: str) -> Any:
+    """Mean test accuracy per method (markers with one-std error bars) on the right axis "y2":
+    the trace the benchmark figures draw beside their bars."""
+    import plotly.graph_objects as go
+
+    return go.Scatter(
+        x=table["method"], y=table["test_acc"],
+        error_y={"type": "data", "array": table["test_acc_std"]},
+        mode="markers", name=name, yaxis="y2", marker={"size": 10},
+    )  # fmt: skip

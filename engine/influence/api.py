@@ -41,31 +41,20 @@ __all__ = [
 ]
 
 
-def compute_influence(
-    run_dir: str | Path,
-    method: str,
-    *,
-    query: str | Query = "val",
-    progress: Progress | None = None,
-    overwrite: bool = False,
-    skip_existing: bool = False,
-    **options: Any,
-) -> pd.DataFrame:
+def compute_influence(run_dir: str | Path, method: str, **kwargs: Any) -> pd.DataFrame:
     """Run `method` on the run for `query`, store and return the scores.
 
     Returns a frame (N_train rows, training-split order): ``sample_id`` plus one column per query
     column (``score`` for val / self, ``class:<name>``, ``test:<id>``). Writes
     ``R/influence/<method>/<query.tag>/scores.csv`` and ``params.json`` atomically. Raises RunError
     rather than replace stored scores made with other parameters (or for another run) unless
-    ``overwrite=True``. ``options`` go to the estimator (e.g. ``last_epochs=2``).
-    ``skip_existing=True`` returns the stored scores instead when they were made for this run with
+    ``overwrite=True``. Keywords (engine.influence.scorestore.ScoreStore.compute): ``query``
+    (default "val"), ``progress``, ``overwrite``, ``skip_existing``, and the method's options
+    (e.g. ``last_epochs=2``; ``retracer methods`` lists them). ``skip_existing=True`` returns the stored scores instead when they were made for this run with
     the same method, query and options (a restarted chain of methods does not redo finished ones).
     The run's "run" lock is held shared while computing, so the run cannot be re-trained under it.
     """
-    return ScoreStore(run_dir).compute(
-        method, query=query, progress=progress, overwrite=overwrite,
-        skip_existing=skip_existing, **options,
-    )  # fmt: skip
+    return ScoreStore(run_dir).compute(method, **kwargs)
 
 
 def load_scores(run_dir: str | Path, method: str, query: str | Query = "val") -> pd.DataFrame:
