@@ -15,6 +15,7 @@ from engine.commands import (
     backdoor,
     experiments,
     influence,
+    lds,
     recommend,
     retraining,
     training,
@@ -24,7 +25,7 @@ from engine.options import flag
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-COMMAND_MODULES = (training, influence, retraining, recommend, experiments, backdoor, analysis)
+COMMAND_MODULES = (training, influence, retraining, recommend, lds, experiments, backdoor, analysis)
 """Each adds its subcommands in this order (``retracer --help`` lists them so)."""
 
 
