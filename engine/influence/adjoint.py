@@ -118,14 +118,30 @@ def exact_pass(
     max_states: int = 4096,
     q_chunk: int = 32,
     preconditioner: str = "full",
+    hessian_scale: float = 1.0,
+    exact_epochs: int | None = None,
 ) -> torch.Tensor:
-    """Scores (N, Q) with exact batch-Hessian curvature, for queries U (P, Q) (Adam: see adam_pass)."""
+    """Scores (N, Q) with exact batch-Hessian curvature, for queries U (P, Q) (Adam: see adam_pass).
+
+    hessian_scale rho and exact_epochs K bend the curvature for group removals: the walk uses
+    rho * H_t over the last K epochs (all steps for None) and H_t := 0 before them (weight decay
+    kept throughout). rho = 1, K = None is SGD-Influence; rho = 0 is HYDRA.
+    """
+    if not (0.0 <= hessian_scale <= 1.0):
+        raise ConfigError(
+            f"hessian_scale must be in [0, 1], got {hessian_scale}", param="hessian_scale"
+        )
+    if loaded.problem.is_adam and (hessian_scale != 1.0 or exact_epochs is not None):
+        raise ConfigError(
+            "hessian_scale and exact_epochs apply to SGD runs only", param="hessian_scale"
+        )
     if loaded.problem.is_adam:
         opts: dict[str, Any] = {"max_states": max_states, "q_chunk": q_chunk, "progress": progress}
         opts.update(preconditioner=preconditioner, last_epochs=last_epochs)
         return adam_pass(loaded, u, curvature="exact", **opts)
     problem, traj = loaded.problem, loaded.traj
     start = window_start(traj, last_epochs)
+    curved_from = window_start(traj, exact_epochs)  # steps before it walk with H := 0
     theta_ref = loaded.final_theta
     dtype = problem.x.dtype
     n = problem.x.shape[0]
@@ -144,6 +160,9 @@ def exact_pass(
                 c = {k: b[k] - eta * a[k] for k in a}
                 hc, d = hvp_and_dots(problem, theta_t, xb, yb, c)
                 scores[idx.to(scores.device), q0 : q0 + q_chunk] -= d.T.to(torch.float64) / len(idx)
+                rho = hessian_scale if t >= curved_from else 0.0
+                if rho != 1.0:
+                    hc = {k: rho * h for k, h in hc.items()}
                 a = (
                     {k: a[k] + hc[k] + lam * c[k] for k in a}
                     if lam
@@ -175,6 +194,14 @@ class AdjointOptions:
         choices=DOTS,
         help="how the H := 0 passes form per-sample dot products (auto picks the fastest)",
     )
+    hessian_scale: float = option(
+        1.0,
+        help="exact curvature only: walk with rho * H_t, rho in [0, 1] (1: SGD-Influence, "
+        "0: HYDRA); damps the curvature's amplification of large groups",
+    )
+    exact_epochs: int | None = option(
+        None, help="exact curvature only: H_t over the last K epochs, H := 0 before (None: all)"
+    )
     preconditioner: str = option(
         "full",
         choices=("full", "frozen"),
@@ -192,14 +219,22 @@ def adjoint_scores(
     dots: str = "auto",
     u: torch.Tensor | None = None,
     preconditioner: str = "full",
+    hessian_scale: float = 1.0,
+    exact_epochs: int | None = None,
 ) -> np.ndarray:
     """Scores (N_train, Q) of the adjoint pass for `query` (see the module docstring).
 
     u: optional precomputed query gradients (P, Q) (skips flat_query_gradients).
     preconditioner: Adam / AdamW runs only: frozen (P_t a constant) | full (engine.influence.adam).
+    hessian_scale, exact_epochs: exact curvature only (exact_pass).
     """
     if curvature not in CURVATURES:
         raise ConfigError(f"curvature must be one of {', '.join(CURVATURES)}, got {curvature!r}")
+    if curvature != "exact" and (hessian_scale != 1.0 or exact_epochs is not None):
+        raise ConfigError(
+            f"hessian_scale and exact_epochs bend the exact curvature; curvature is {curvature}",
+            param="hessian_scale",
+        )
     if query.kind == "self":
         if curvature == "exact":
             raise ConfigError(
@@ -215,7 +250,7 @@ def adjoint_scores(
     opts: dict[str, Any] = {"last_epochs": last_epochs, "progress": progress}
     opts["preconditioner"] = preconditioner
     if curvature == "exact":
-        out = exact_pass(loaded, u, **opts)
+        out = exact_pass(loaded, u, hessian_scale=hessian_scale, exact_epochs=exact_epochs, **opts)
     else:
         out = parallel_pass(loaded, u, curvature=curvature, dots=dots, **opts)
     return out.cpu().numpy()

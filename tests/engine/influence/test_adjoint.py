@@ -199,3 +199,25 @@ def test_exact_pass_with_few_stored_states_and_query_chunks(tiny_run: LoadedRun)
     )
     assert torch.equal(ref, low)
     assert seen[-1] == (2 * tiny_run.traj.n_steps, 2 * tiny_run.traj.n_steps)
+
+
+def test_damped_and_windowed_curvature_span_hydra_to_sgd_influence(tiny_run: LoadedRun) -> None:
+    """hessian_scale 1 is SGD-Influence, 0 is HYDRA (H := 0, weight decay kept); exact_epochs K
+    walks with H only over the last K epochs (all epochs: the exact pass itself)."""
+    q = Query("val")
+    exact = run_method("sgd-influence", tiny_run, q)
+    hydra = run_method("hydra", tiny_run, q)
+    np.testing.assert_allclose(
+        run_method("sgd-influence", tiny_run, q, hessian_scale=1.0), exact, rtol=0, atol=0
+    )
+    np.testing.assert_allclose(
+        run_method("sgd-influence", tiny_run, q, hessian_scale=0.0), hydra, rtol=1e-9, atol=1e-12
+    )
+    half = run_method("sgd-influence", tiny_run, q, hessian_scale=0.5)
+    assert not np.allclose(half, exact) and not np.allclose(half, hydra)
+    all_epochs = run_method("sgd-influence", tiny_run, q, exact_epochs=tiny_run.cfg.epochs)
+    np.testing.assert_allclose(all_epochs, exact, rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="hessian_scale must be in"):
+        run_method("sgd-influence", tiny_run, q, hessian_scale=1.5)
+    with pytest.raises(ConfigError, match="bend the exact curvature"):
+        run_method("hydra", tiny_run, q, hessian_scale=0.5)
