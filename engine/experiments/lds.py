@@ -52,6 +52,7 @@ __all__ = [
     "QUERIES",
     "SETTINGS",
     "LdsResult",
+    "bootstrap_ci",
     "ground_truth",
     "lds",
     "lds_score",
@@ -162,7 +163,8 @@ def ground_truth(
     test_ids: list[str] | None = None,
     progress: Progress | None = None,
 ) -> tuple[dict[float, np.ndarray], int]:
-    """({fraction: (subsets, Q) measured query values}, retrains run now), cached in the run.
+    """({fraction: (subsets, Q) measured query values}, retrains run now (subsets x seeds for
+    fresh)), cached in the run.
 
     The cache is per setting, query and seed count; entries made for another state of the run
     (its fingerprint) or for other test images are dropped.
@@ -189,7 +191,7 @@ def ground_truth(
                 atomic_write_json(path, {"fingerprint": fp, "setting": setting, "query": query,
                                          "seeds": seeds, "test_ids": ids, "entries": cached})  # fmt: skip
     out = {f: np.array([cached[f"{f!r}/{j}"] for j in range(subsets)]) for f in fractions}
-    return out, len(todo)
+    return out, total
 
 
 def _spearman_columns(f: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -211,7 +213,7 @@ def lds_score(truth: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.nanmean(rho)) if np.isfinite(rho).any() else float("nan")
 
 
-def _bootstrap(truth: np.ndarray, predicted: np.ndarray, *, draws: int, seed: int) -> list[float]:
+def bootstrap_ci(truth: np.ndarray, predicted: np.ndarray, *, draws: int, seed: int) -> list[float]:
     rng = np.random.default_rng([seed, 6_700_417])
     m = truth.shape[0]
     vals = []
@@ -295,7 +297,7 @@ def lds(
             pred = np.stack([s[subset(loaded, v, j)].sum(0) for j in range(subsets)])  # (M, Q)
             table[m][label] = Cell(
                 lds=lds_score(truth[v], pred),
-                ci=_bootstrap(truth[v], pred, draws=bootstrap, seed=loaded.cfg.seed),
+                ci=bootstrap_ci(truth[v], pred, draws=bootstrap, seed=loaded.cfg.seed),
                 n_subsets=subsets,
             )
     res = LdsResult(

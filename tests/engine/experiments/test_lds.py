@@ -115,7 +115,7 @@ def test_per_test_image_lds_and_fresh_seeds(tiny_copy: Path) -> None:
         bootstrap=50,
         save=False,
     )
-    assert fresh["retrains"] == 4 and fresh["seeds"] == 2
+    assert fresh["retrains"] == 4 * 2 and fresh["seeds"] == 2  # subsets x seeds
     assert (tiny_copy / "lds" / "truth-fresh-val-s2.json").is_file()
 
 
