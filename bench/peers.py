@@ -8,7 +8,10 @@ Peers (the `peers` extra: `pip install -e ".[peers]"`; a missing one is skipped 
 - ``trak``: TRAK (`traker`, imported as `trak`) over the run's epoch checkpoints, CPU projector
   (Rademacher, d = --proj-dim), float32;
 - ``ekfac``: EK-FAC influence (`kronfluence`) at the final weights;
-- ``tracincp``: captum's TracInCP over the epoch checkpoints (each weighted by its learning rate).
+- ``tracincp``: captum's TracInCP over the epoch checkpoints (each weighted by its learning rate);
+- ``dattri-if``: dattri's conjugate-gradient influence function at the final weights (50 CG
+  iterations, regularisation 1e-3);
+- ``dattri-tracin``: dattri's TracIn over the epoch checkpoints, weighted by their learning rates.
 
 Every peer scores each validation image; its score for the mean validation loss is the mean over
 the images, oriented as Retracer's (positive = the sample helps: removing it raises the loss; all
@@ -43,7 +46,7 @@ from engine.experiments.lds import bootstrap_ci, ground_truth, lds_score, subset
 from engine.loading import LoadedRun, load_run
 from engine.models import per_sample_loss
 
-PEERS = ("trak", "ekfac", "tracincp")
+PEERS = ("trak", "ekfac", "tracincp", "dattri-if", "dattri-tracin")
 INSTALL = "pip install -e '.[peers]'"
 
 
@@ -150,12 +153,72 @@ def tracincp_scores(loaded: LoadedRun, *, work: Path) -> np.ndarray:
     return tracin.influence((vx, vy)).double().numpy().T
 
 
+def _dattri_task(loaded: LoadedRun, checkpoints: list[dict[str, torch.Tensor]]) -> Any:
+    from dattri.task import AttributionTask
+    from torch.func import functional_call
+
+    model = final_model(loaded)
+
+    def loss(
+        params: dict[str, torch.Tensor], data: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        x, y = data  # one sample; dattri adds leading dimensions of 1 that differ by call
+        x = x.reshape(-1, *loaded.bundle.input_shape)
+        return per_sample_loss(functional_call(model, params, (x,)), y.reshape(-1)).sum()
+
+    return AttributionTask(loss_func=loss, model=model, checkpoints=checkpoints)
+
+
+def _loaders(loaded: LoadedRun) -> tuple[Any, Any]:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y, vx, vy = _data(loaded)
+    return (DataLoader(TensorDataset(x, y), batch_size=256, shuffle=False),
+            DataLoader(TensorDataset(vx, vy), batch_size=256, shuffle=False))  # fmt: skip
+
+
+def dattri_if_scores(loaded: LoadedRun, *, work: Path) -> np.ndarray:
+    """(N, V) dattri's conjugate-gradient influence function at the final weights (positive =
+    helpful: dattri scores g_train' H^-1 g_test)."""
+    from dattri.algorithm.influence_function import IFAttributorCG
+
+    theta = {k: v.detach() for k, v in final_model(loaded).state_dict().items()}
+    att = IFAttributorCG(
+        task=_dattri_task(loaded, [theta]), device="cpu", max_iter=50, regularization=1e-3
+    )
+    train, val = _loaders(loaded)
+    att.cache(train)
+    return att.attribute(train, val).detach().double().numpy()
+
+
+def dattri_tracin_scores(loaded: LoadedRun, *, work: Path) -> np.ndarray:
+    """(N, V) dattri's TracIn over the epoch checkpoints, each weighted by its learning rate."""
+    from dattri.algorithm.tracin import TracInAttributor
+
+    steps = epoch_checkpoints(loaded)
+    ckpts = [{k: v.detach() for k, v in final_model(loaded, s).state_dict().items()} for s in steps]
+    lrs = torch.tensor([loaded.traj.lr(s - 1) for s in steps])
+    att = TracInAttributor(
+        task=_dattri_task(loaded, ckpts), weight_list=lrs, normalized_grad=False, device="cpu"
+    )
+    train, val = _loaders(loaded)
+    return att.attribute(train, val).detach().double().numpy()
+
+
 PEER_FNS: dict[str, Callable[..., np.ndarray]] = {
+    "dattri-if": dattri_if_scores,
+    "dattri-tracin": dattri_tracin_scores,
     "trak": trak_scores,
     "ekfac": ekfac_scores,
     "tracincp": tracincp_scores,
 }
-MODULE = {"trak": "trak", "ekfac": "kronfluence", "tracincp": "captum"}
+MODULE = {
+    "trak": "trak",
+    "ekfac": "kronfluence",
+    "tracincp": "captum",
+    "dattri-if": "dattri",
+    "dattri-tracin": "dattri",
+}
 
 
 def peer_val_scores(
