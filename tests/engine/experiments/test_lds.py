@@ -12,11 +12,16 @@ from scipy.stats import spearmanr
 
 from engine.cli import main
 from engine.config import ConfigError
-from engine.experiments.lds import ground_truth, lds, query_values, subset
+from engine.experiments.lds import LdsResult, ground_truth, lds, query_values, subset
 from engine.influence.api import load_scores
 from engine.loading import load_run
 from engine.retrain import retrain
 from engine.trusted import set_trusted
+
+
+def quick(run: Path, **kw: object) -> LdsResult:
+    """lds with few bootstrap draws and nothing saved (the tests' runs are tiny)."""
+    return lds(run, bootstrap=50, save=False, **kw)  # type: ignore[arg-type]
 
 
 def test_lds_equals_a_brute_force_recomputation(tiny_copy: Path) -> None:
@@ -76,45 +81,20 @@ def test_single_model_truth_of_one_subset_is_an_independent_retrain(tiny_copy: P
 
 
 def test_the_truth_is_cached_and_reused_until_the_run_changes(tiny_copy: Path) -> None:
-    first = lds(tiny_copy, methods=["loss"], fractions=[0.05], subsets=4, bootstrap=50, save=False)
+    first = quick(tiny_copy, methods=["loss"], fractions=[0.05], subsets=4)
     cache = tiny_copy / "lds" / "truth-single-val-s1.json"
     assert first["retrains"] == 4 and cache.is_file()
-    again = lds(
-        tiny_copy, methods=["margin"], fractions=[0.05], subsets=6, bootstrap=50, save=False
-    )
+    again = quick(tiny_copy, methods=["margin"], fractions=[0.05], subsets=6)
     assert again["retrains"] == 2  # only the two new subsets
     assert len(json.loads(cache.read_text())["entries"]) == 6
     set_trusted(tiny_copy, {load_run(tiny_copy).bundle.val.ids[0]: 1})  # another query: stale
-    assert (
-        lds(tiny_copy, methods=["loss"], fractions=[0.05], subsets=4, bootstrap=50, save=False)[
-            "retrains"
-        ]
-        == 4
-    )
+    assert quick(tiny_copy, methods=["loss"], fractions=[0.05], subsets=4)["retrains"] == 4
 
 
 def test_per_test_image_lds_and_fresh_seeds(tiny_copy: Path) -> None:
-    res = lds(
-        tiny_copy,
-        methods=["tracin"],
-        fractions=[0.5],
-        subsets=5,
-        query="test",
-        n_test=4,
-        bootstrap=50,
-        save=False,
-    )
+    res = quick(tiny_copy, methods=["tracin"], fractions=[0.5], subsets=5, query="test", n_test=4)
     assert len(res["test_ids"]) == 4 and np.isfinite(res["methods"]["tracin"]["0.5"]["lds"])
-    fresh = lds(
-        tiny_copy,
-        methods=["loss"],
-        fractions=[0.5],
-        subsets=4,
-        setting="fresh",
-        seeds=2,
-        bootstrap=50,
-        save=False,
-    )
+    fresh = quick(tiny_copy, methods=["loss"], fractions=[0.5], subsets=4, setting="fresh", seeds=2)
     assert fresh["retrains"] == 4 * 2 and fresh["seeds"] == 2  # subsets x seeds
     assert (tiny_copy / "lds" / "truth-fresh-val-s2.json").is_file()
 
