@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.config import ConfigError
-from engine.influence import adjoint, baselines, combined, influence_function, itlm, votes
+from engine.influence import (
+    adjoint,
+    baselines,
+    combined,
+    ensemble,
+    influence_function,
+    itlm,
+    votes,
+)
 from engine.influence.registry import METHODS, Components, MethodSpec
 from engine.options import option_fields
 from engine.progress import Progress
@@ -32,7 +40,7 @@ __all__ = [
     "run_method",
 ]
 
-BUILTIN = (adjoint, influence_function, itlm, baselines, combined, votes)
+BUILTIN = (adjoint, influence_function, itlm, baselines, combined, votes, ensemble)
 """The estimator modules (imported for their registrations)."""
 
 

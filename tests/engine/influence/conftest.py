@@ -80,3 +80,12 @@ def wide_run(runs_root: Path) -> LoadedRun:
     return make_run(
         runs_root, "wide", widths=[16], epochs=4, batch_size=10, data={"n_train": 60, "n_test": 20}
     )
+
+
+@pytest.fixture
+def tiny_copy_loaded(tiny_run: LoadedRun, tmp_path: Path) -> LoadedRun:
+    """A private copy of tiny_run (a test may add to it: scores, ensemble runs), loaded."""
+    import shutil
+
+    shutil.copytree(tiny_run.run.path, tmp_path / "tiny")
+    return load_run(tmp_path / "tiny")

@@ -76,3 +76,21 @@ def test_a_registered_method_runs_with_its_defaults_and_options(tiny_run: Loaded
         }
     finally:
         METHODS.pop("test-constant")
+
+
+def test_ensemble_averages_standardised_scores_over_seeded_runs(
+    tiny_copy_loaded: LoadedRun,
+) -> None:
+    from engine.influence.ensemble import ensemble_runs
+
+    q = Query("val")
+    one = run_method("ensemble", tiny_copy_loaded, q, base="margin", runs=1)
+    margin = run_method("margin", tiny_copy_loaded, q)
+    np.testing.assert_allclose(one, margin / margin.std(), rtol=1e-12)
+    two = run_method("ensemble", tiny_copy_loaded, q, base="margin", runs=2)
+    (other,) = ensemble_runs(tiny_copy_loaded, 2)[1:]  # trained once, then reused
+    assert other.cfg.seed == tiny_copy_loaded.cfg.seed + 101 and other.data == tiny_copy_loaded.data
+    m2 = run_method("margin", other, q)
+    np.testing.assert_allclose(two, (margin / margin.std() + m2 / m2.std()) / 2, rtol=1e-10)
+    with pytest.raises(ConfigError, match="base must be a plain method"):
+        run_method("ensemble", tiny_copy_loaded, q, base="combined")
