@@ -104,6 +104,12 @@ def _conv_out(size: int, k: int, pad: int = 0) -> int:
     return size + 2 * pad - k + 1
 
 
+def _conv_relu_pool(c_in: int, c_out: int, pad: int) -> list[nn.Module]:
+    """A 5x5 convolution, ReLU and 2x2 max pooling (three Sequential slots, so parameter names
+    stay "<index>.weight" as before)."""
+    return [nn.Conv2d(c_in, c_out, 5, padding=pad), nn.ReLU(), nn.MaxPool2d(2)]
+
+
 def _lenet5(c: int, h: int, w: int, k: int) -> nn.Module:
     """LeNet-5 with ReLU. Small inputs (< 28 px) get padded convolutions so the shapes fit."""
     pad = 2
@@ -113,12 +119,8 @@ def _lenet5(c: int, h: int, w: int, k: int) -> nn.Module:
     if h2 < 1 or w2 < 1:
         raise ModelError(f"lenet5 needs larger images than {h}x{w}")
     return nn.Sequential(
-        nn.Conv2d(c, 6, 5, padding=pad),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5, padding=pad2),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
+        *_conv_relu_pool(c, 6, pad),
+        *_conv_relu_pool(6, 16, pad2),
         nn.Flatten(),
         nn.Linear(16 * h2 * w2, 120),
         nn.ReLU(),
@@ -136,12 +138,8 @@ def _hara_cnn(c: int, h: int, w: int, k: int) -> nn.Module:
     if h2 < 1 or w2 < 1:
         raise ModelError(f"hara-cnn needs larger images than {h}x{w}")
     return nn.Sequential(
-        nn.Conv2d(c, 20, 5, padding=pad),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(20, 20, 5, padding=pad),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
+        *_conv_relu_pool(c, 20, pad),
+        *_conv_relu_pool(20, 20, pad),
         nn.Flatten(),
         nn.Linear(20 * h2 * w2, k),
     )

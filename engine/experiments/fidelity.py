@@ -65,35 +65,14 @@ def protocol(
 
 
 def _sgd_protocol(model: str, seed: int) -> TrainConfig:
+    # Sec. 7.1: one sigmoid output, plain SGD, float64 on the CPU
+    common = dict(binary=True, momentum=0.0, dtype="float64", seed=seed, device="cpu")
     if model == "logreg":
-        return TrainConfig(
-            model="logreg",
-            binary=True,
-            epochs=5,
-            batch_size=5,
-            lr=0.1,
-            schedule="invsqrt",
-            momentum=0.0,
-            weight_decay=1e-2,
-            dtype="float64",
-            seed=seed,
-            device="cpu",
-        )
+        return TrainConfig(model="logreg", epochs=5, batch_size=5, lr=0.1, schedule="invsqrt",
+                           weight_decay=1e-2, **common)  # type: ignore[arg-type]  # fmt: skip
     if model == "dnn":
-        return TrainConfig(
-            model="mlp",
-            widths=[8, 8],
-            binary=True,
-            epochs=10,
-            batch_size=20,
-            lr=0.1,
-            schedule="constant",
-            momentum=0.0,
-            weight_decay=1e-3,
-            dtype="float64",
-            seed=seed,
-            device="cpu",
-        )
+        return TrainConfig(model="mlp", widths=[8, 8], epochs=10, batch_size=20, lr=0.1,
+                           schedule="constant", weight_decay=1e-3, **common)  # type: ignore[arg-type]  # fmt: skip
     raise ConfigError(f"model must be logreg or dnn, got {model!r}", param="model")
 
 
