@@ -119,8 +119,6 @@ assert tuple(KINDS) == JOB_KINDS, "engine.jobfile.JOB_KINDS and KINDS must list 
 
 def _run_kind(kind: str, run_dir: Path, params: dict[str, Any], rep: _Reporter) -> Any:
     kw = {k: v for k, v in params.items() if k != "then"}
-    if kind != "influence":
-        kw.pop("skip_existing", None)
     return KINDS[kind](run_dir, rep, **kw)
 
 

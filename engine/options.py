@@ -26,6 +26,7 @@ __all__ = [
     "flag",
     "label_of",
     "option",
+    "numeric_type",
     "option_fields",
     "parse_assignments",
     "options",
@@ -147,13 +148,18 @@ def add_arguments(
         if t is bool:
             kw.update(action="store_true", default=bool(default))
         else:
-            base = {int: int, float: float}.get(t) or {int | None: int, float | None: float}.get(t)
+            base = numeric_type(t)
             kw.update(
                 default=as_text(default, opt.kind), type=base if base and not opt.kind else str
             )
             if opt.choices and not opt.help:  # the settings class validates: one clear line
                 kw["help"] = " | ".join(opt.choices)
         parser.add_argument(flag(f.name), **kw)
+
+
+def numeric_type(t: Any) -> type | None:
+    """int or float for a field annotated int / float (optional or not), else None."""
+    return {int: int, float: float, int | None: int, float | None: float}.get(t)
 
 
 def parse_text(param: str, text: str | None, kind: str) -> Any:

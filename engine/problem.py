@@ -11,10 +11,11 @@ import math
 
 import numpy as np
 import torch
+from torch.func import functional_call
 
 from engine.config import TrainConfig
 from engine.data import DataBundle, Split
-from engine.models import Standardize, build_model, per_sample_loss, predict
+from engine.models import Standardize, build_model, penultimate, per_sample_loss, predict
 from engine.sgd import Problem
 from engine.trajectory import Params
 
@@ -104,8 +105,6 @@ def split_logits(
     problem: Problem, theta: Params, split: Split, *, batch_size: int = 2048
 ) -> torch.Tensor:
     """Logits (N, K) of `theta` on every image of `split`."""
-    from torch.func import functional_call
-
     dtype, device = problem.x.dtype, problem.x.device
     out = []
     for i in range(0, len(split), batch_size):
@@ -120,10 +119,6 @@ def penultimate_features(
 ) -> torch.Tensor:
     """Features (N, F) of the model without its last linear layer at `theta` (for logreg: the
     inputs). x: float inputs (N, C, H, W) in [0, 1] (default: the training split, problem.x)."""
-    from torch.func import functional_call
-
-    from engine.models import penultimate
-
     x = problem.x if x is None else x
     body = penultimate(problem.model)
     names = {name for name, _ in body.named_parameters()}

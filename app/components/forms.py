@@ -6,7 +6,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, get_type_hints
 
-from engine.options import Option, as_text, field_default, option_fields, parse_text
+from engine.options import (
+    Option,
+    as_text,
+    field_default,
+    numeric_type,
+    option_fields,
+    parse_text,
+)
 
 __all__ = ["option_input", "option_value"]
 
@@ -37,9 +44,8 @@ def option_input(
         items = list(choices if choices is not None else opt.choices or ())
         index = items.index(init) if init in items else 0
         return where.selectbox(label, items, index=index, key=key, help=helptext, disabled=disabled)
-    numeric = {int: int, float: float, int | None: int, float | None: float}.get(t)
-    if numeric is not None and not opt.kind:
-        cast = numeric
+    cast = numeric_type(t)
+    if cast is not None and not opt.kind:
         kw: dict[str, Any] = {"key": key, "help": helptext, "disabled": disabled}
         if opt.minimum is not None:
             kw["min_value"] = cast(opt.minimum)
@@ -65,8 +71,5 @@ def option_value(cls: type, name: str, raw: Any) -> Any:
     t = get_type_hints(cls)[name]
     if isinstance(raw, str):
         return raw.strip() or None if t is not str else raw
-    if t in (int, int | None) and raw is not None:
-        return int(raw)
-    if t in (float, float | None) and raw is not None:
-        return float(raw)
-    return raw
+    cast = numeric_type(t)
+    return cast(raw) if cast is not None and raw is not None else raw

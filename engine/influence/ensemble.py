@@ -46,6 +46,7 @@ class EnsembleOptions:
 def ensemble_runs(loaded: LoadedRun, runs: int) -> list[LoadedRun]:
     """This run and runs - 1 others trained on the same data with other seeds (trained once,
     then reused); each sees the labels a person checked in this run (engine.trusted)."""
+    from engine.config import TrainConfig
     from engine.loading import load_run
     from engine.runs import RunDir
     from engine.train import train
@@ -57,7 +58,7 @@ def ensemble_runs(loaded: LoadedRun, runs: int) -> list[LoadedRun]:
         d = loaded.run.file("ensemble", f"seed-{seed}")
         cfg = replace(loaded.cfg, seed=seed)
         done = (d / "config.json").is_file() and RunDir(d).status.get("state") == "done"
-        if not (done and load_run(d, trusted=False).cfg == cfg):
+        if not (done and TrainConfig.from_dict(RunDir.open(d).config["train"]) == cfg):
             shutil.rmtree(d, ignore_errors=True)
             d.parent.mkdir(parents=True, exist_ok=True)
             train(d, loaded.data, cfg)

@@ -139,17 +139,9 @@ class ScoreStore:
                 pass  # unreadable or incomplete: compute them again
         with loaded.run.lock(shared=True, blocking=False):
             t0 = time.perf_counter()
-            scores = self.run(method, q, progress=progress, **options)
+            frame = self._frame(method, q, self.run(method, q, progress=progress, **options))
             seconds = time.perf_counter() - t0
-            cols = q.column_names(loaded) if spec.uses_query else ["score"]
-            if scores.shape[1] != len(cols):
-                if scores.shape[1] != 1:
-                    raise RuntimeError(
-                        f"{method} returned {scores.shape[1]} columns for {len(cols)} query columns"
-                    )
-                cols = ["score"]
-            frame = pd.DataFrame(scores, columns=cols)
-            frame.insert(0, "sample_id", list(loaded.bundle.train.ids))
+            cols = list(frame.columns[1:])
             params.update(
                 seconds=seconds,
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -197,11 +189,21 @@ class ScoreStore:
         try:
             return self.compute(method, query=q, progress=progress, skip_existing=True, **options)
         except RunError:  # stored with other options
-            loaded = open_run(self.run_dir)
-            out = self.run(method, q, progress=progress, **options)
-            frame = pd.DataFrame(out[:, :1], columns=["score"])
-            frame.insert(0, "sample_id", list(loaded.bundle.train.ids))
-            return frame
+            return self._frame(method, q, self.run(method, q, progress=progress, **options))
+
+    def _frame(self, method: str, query: Query, scores: np.ndarray) -> pd.DataFrame:
+        """sample_id + one column per query column ("score" for a method that ignores the query)."""
+        loaded = open_run(self.run_dir)
+        cols = query.column_names(loaded) if get_method(method).uses_query else ["score"]
+        if scores.shape[1] != len(cols):
+            if scores.shape[1] != 1:
+                raise RuntimeError(
+                    f"{method} returned {scores.shape[1]} columns for {len(cols)} query columns"
+                )
+            cols = ["score"]
+        frame = pd.DataFrame(scores, columns=cols)
+        frame.insert(0, "sample_id", list(loaded.bundle.train.ids))
+        return frame
 
     def components(self, method: str, query: str, progress: Progress | None = None) -> np.ndarray:
         """Scores (N_train,) of `method` for a one-column query with its default options (the

@@ -131,3 +131,12 @@ def test_metrics_are_the_runs_epochs(own: Path) -> None:
     rows = ScoreStore(own).metrics()
     assert [r["epoch"] for r in rows] == [1, 2, 3] and "val_acc" in rows[-1]
     assert ScoreStore(own / "nope").metrics() == []
+
+
+def test_scores_computed_beside_other_stored_options_keep_every_query_column(own: Path) -> None:
+    store = ScoreStore(own)
+    chosen = store.compute("hydra", query="class", last_epochs=1)
+    defaults = store.get_or_compute("hydra", "class", options={})  # computed, not stored
+    assert list(defaults.columns) == list(chosen.columns) == ["sample_id", "class:1", "class:7"]
+    assert not np.allclose(defaults["class:1"], chosen["class:1"])
+    assert store.params("hydra", "class")["options"]["last_epochs"] == 1
