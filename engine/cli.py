@@ -20,7 +20,9 @@ from engine.commands import (
     retraining,
     training,
 )
+from engine.commands.executing import settings_from_args
 from engine.errors import is_user_error, storage_error_message, user_message
+from engine.executor import use_executor
 from engine.options import flag
 
 EXIT_FAILED = 1
@@ -43,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        with use_executor(settings_from_args(args)):
+            return int(args.func(args))
     except KeyboardInterrupt:
         print("retracer: interrupted", file=sys.stderr)
         return 130

@@ -83,6 +83,15 @@ class TrainConfig:
         help="steps between checkpoints (default: each epoch)",
     )
     device: str = option("auto", label="Device", help="auto | cpu | cuda[:N]")
+    threads: int = option(
+        1,
+        label="CPU threads",
+        minimum=1,
+        maximum=256,
+        help="intra-op CPU threads of training and of every retrain of this run; results depend "
+        "on it, so every retrain uses the run's own count (1: the same bits on any machine, and "
+        "the executor runs one retrain per core)",
+    )
     optimizer: str = option(
         "sgd",
         label="Optimizer",
@@ -113,6 +122,7 @@ class TrainConfig:
             )
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
+        _positive_int("threads", self.threads)
         if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a positive finite number, got {self.lr}", param="lr")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from engine.config import ConfigError, learning_rate
+from engine.config import ConfigError, TrainConfig, learning_rate
 from engine.loading import LoadedRun
 from engine.problem import aug_seed_for, build_problem, epoch_batches
 from engine.sgd import Problem, sgd_step
+from engine.threads import pinned_threads
 from engine.trajectory import Params
 
 if TYPE_CHECKING:
@@ -73,6 +74,23 @@ def train_fresh(
     spe = -(-(base.x.shape[0] if budget == "steps" else n) // cfg.batch_size)
     total = cfg.epochs * spe
     v = {k: torch.zeros_like(t) for k, t in theta.items()}
+    with pinned_threads(cfg.threads):
+        _steps(prob, theta, v, cfg=cfg, n=n, spe=spe, total=total, on_step=on_step)
+    return theta
+
+
+def _steps(
+    prob: Problem,
+    theta: Params,
+    v: Params,
+    *,
+    cfg: TrainConfig,
+    n: int,
+    spe: int,
+    total: int,
+    on_step: Callable[[int, float], None] | None,
+) -> None:
+    """`total` SGD steps over the n samples, epoch after epoch, the schedule's steps per epoch spe."""
     step, epoch = 0, 0
     while step < total:
         for idx in epoch_batches(n, cfg.batch_size, seed=cfg.seed, epoch=epoch):
@@ -90,4 +108,3 @@ def train_fresh(
                 on_step(step, loss)
             step += 1
         epoch += 1
-    return theta

@@ -22,6 +22,7 @@ from engine.analysis.clustering import cluster_label_errors
 from engine.config import TrainConfig
 from engine.data import DataSpec
 from engine.embedding import compute_embedding
+from engine.executor import ExecutorSettings, use_executor
 from engine.influence.api import build_projected_store, compute_influence
 from engine.jobfile import JOB_KINDS, JobCancelled, read_job, update_job
 from engine.jobs import start_job
@@ -139,7 +140,11 @@ def run_job_file(path: str | os.PathLike[str]) -> int:
     update_job(path, state="running", pid=os.getpid(), started=time.time(), message="starting")
     rep = _Reporter(path)
     try:
-        result = _run_kind(job["kind"], Path(job["run_dir"]), dict(job.get("params") or {}), rep)
+        where = ExecutorSettings.from_dict(job.get("executor") or {})
+        with use_executor(where):
+            result = _run_kind(
+                job["kind"], Path(job["run_dir"]), dict(job.get("params") or {}), rep
+            )
     except JobCancelled:
         update_job(path, state="cancelled", message="cancelled", finished=time.time())
         return 1
@@ -159,7 +164,7 @@ def run_job_file(path: str | os.PathLike[str]) -> int:
         )  # fmt: skip
         return 2
     next_ids = [
-        start_job(n["kind"], run_dir=job["run_dir"], params=n.get("params", {}))
+        start_job(n["kind"], run_dir=job["run_dir"], params=n.get("params", {}), executor=where)
         for n in (job.get("params") or {}).get("then", [])
     ]
     total = max(int((read_job(path) or {}).get("total") or 0), 1)

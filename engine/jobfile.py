@@ -53,6 +53,7 @@ class JobRecord(TypedDict, total=False):
     kind: str
     run_dir: str
     params: dict[str, Any]
+    executor: dict[str, Any]  # engine.executor.ExecutorSettings.to_dict: where its retrains run
     state: JobState
     done: int
     total: int

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.executor import ExecutorSettings
 from engine.jobfile import (
     ACTIVE_STATES,
     JOB_KINDS,
@@ -36,6 +37,7 @@ from engine.jobfile import (
     update_job,
 )
 from engine.runs import process_alive
+from engine.workspace import executor_settings
 
 __all__ = [
     "ACTIVE_STATES",
@@ -55,13 +57,23 @@ _children: list[subprocess.Popen[bytes]] = []  # kept so finished children get r
 
 
 # -- the parent side ------------------------------------------------------------------------
-def start_job(kind: str, *, run_dir: str | os.PathLike[str], params: dict[str, Any]) -> str:
-    """Start a background job of `kind` on `run_dir`; returns its id at once."""
+def start_job(
+    kind: str,
+    *,
+    run_dir: str | os.PathLike[str],
+    params: dict[str, Any],
+    executor: ExecutorSettings | None = None,
+) -> str:
+    """Start a background job of `kind` on `run_dir`; returns its id at once.
+
+    executor: where the job runs its retrains (default: the workspace's setting,
+    engine.workspace.executor_settings), recorded in the job file."""
     if kind not in JOB_KINDS:
         from engine.config import ConfigError
 
         raise ConfigError(f"unknown job kind {kind!r}; choose one of {', '.join(JOB_KINDS)}")
     json.dumps(params)  # fail here, not in the child, on parameters that cannot be saved
+    where = (executor or executor_settings()).validate()
     _reap()
     run = Path(run_dir).resolve()
     job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{secrets.token_hex(3)}"
@@ -69,7 +81,8 @@ def start_job(kind: str, *, run_dir: str | os.PathLike[str], params: dict[str, A
     path.parent.mkdir(parents=True, exist_ok=True)
     now = time.time()
     update_job(
-        path, id=job_id, kind=kind, run_dir=str(run), params=params, state="queued", done=0, total=0,
+        path, id=job_id, kind=kind, run_dir=str(run), params=params, executor=where.to_dict(),
+        state="queued", done=0, total=0,
         message="queued", error=None, pid=None, created=now, started=None, finished=None, result=None,
     )  # fmt: skip
     log = open(path.with_suffix(".log"), "ab")  # noqa: SIM115 - handed to the child

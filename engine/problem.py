@@ -66,6 +66,7 @@ def build_problem(bundle: DataBundle, cfg: TrainConfig) -> tuple[Problem, Params
         beta1=cfg.beta1,
         beta2=cfg.beta2,
         eps=cfg.eps,
+        threads=cfg.threads,
     )
     theta0 = {k: p.detach().clone() for k, p in model.named_parameters()}
     return problem, theta0

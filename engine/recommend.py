@@ -28,26 +28,25 @@ sets they used; ``latest_recommendation`` returns the newest one whose inputs ar
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
 import numpy as np
 import torch
 
-from engine.changes import Changes, resolve_changes
+from engine import tasks
 from engine.config import ConfigError
+from engine.counterfactual import validation_metrics
+from engine.executor import Task, current_executor
 from engine.experiments.report import new_experiment_dir, save_result
 from engine.influence.methods import get_method
 from engine.influence.queries import val_halves
 from engine.influence.scorestore import ScoreStore
 from engine.loading import LoadedRun, load_run
-from engine.models import per_sample_loss, predict
-from engine.problem import split_logits
 from engine.progress import Progress
 from engine.recommendations import input_stamp, latest_recommendation, table_frame, why_sentence
-from engine.retrain import counterfactual, train_fresh
-from engine.trajectory import Params
+from engine.tasks import changes_of
 from engine.trusted import trusted_counts
 
 __all__ = [
@@ -99,18 +98,6 @@ def default_candidates(loaded: LoadedRun) -> list[str]:
     """The methods worth measuring at this run's size (the exact pass up to EXACT_MAX_TRAIN)."""
     n = len(loaded.bundle.train)
     return [m for m in CANDIDATES if m != "sgd-influence" or n <= EXACT_MAX_TRAIN]
-
-
-def _half_metrics(loaded: LoadedRun, theta: Params, half: torch.Tensor) -> dict[str, float]:
-    """{"val_loss", "val_acc"} of `theta` on the validation images `half` (indices)."""
-    split = loaded.bundle.val
-    with torch.no_grad():
-        logits = split_logits(loaded.problem, theta, split)[half.to(torch.long)]
-    y = split.labels[half].to(logits.device)
-    return {
-        "val_loss": float(per_sample_loss(logits, y).mean()),
-        "val_acc": float((predict(logits) == y).double().mean()),
-    }
 
 
 def _scores(
@@ -224,54 +211,17 @@ def recommend(
     checked = trusted_counts(run_dir)["val"]["checked"]
     halves = val_halves(len(loaded.bundle.val), seed=loaded.cfg.seed)
     every = torch.arange(len(loaded.bundle.val))
-    steps = loaded.traj.n_steps
-    n_cross = sum(2 if reads_validation(m) else 1 for m in names)
-    per = seeds if mode == "fresh" else 1
-    total, done = (
-        ((n_cross + control_draws) * len(ks) + (per if mode == "fresh" else 0)) * per * steps,
-        [0],
-    )
-
-    def tick(_t: int, loss: float) -> None:
-        done[0] += 1
-        if progress is not None:
-            progress(done[0], total, loss)
-
     ids = loaded.bundle.train.ids
     judges = {"a": halves[0], "b": halves[1], "all": every}
     fresh_seeds = [loaded.cfg.seed + 1001 + i for i in range(seeds)]
-
-    def retrained(ch: Changes | None) -> list[Params]:
-        if mode == "fresh":
-            return [train_fresh(loaded, seed=s, changes=ch, on_step=tick) for s in fresh_seeds]
-        if ch is None:
-            return [loaded.final_theta]
-        return [counterfactual(loaded, ch, mode="all", renormalise=True, on_step=tick)]
-
-    def judged(thetas: list[Params], idx: torch.Tensor) -> dict[str, float]:
-        got = [_half_metrics(loaded, t, idx) for t in thetas]
-        return {m: float(np.mean([g[m] for g in got])) for m in ("val_loss", "val_acc")}
-
-    before = retrained(None)
-    base = {h: judged(before, idx) for h, idx in judges.items()}
-
-    def removal(idx: np.ndarray, judge: str = "all") -> dict[str, float]:
-        """Retrain without training indices `idx`; the change on validation images `judge`."""
-        ch = resolve_changes(loaded, [ids[i] for i in idx])
-        after = judged(retrained(ch), judges[judge])
-        return {"d_val_loss": after["val_loss"] - base[judge]["val_loss"],
-                "d_val_acc": after["val_acc"] - base[judge]["val_acc"], **after}  # fmt: skip
-
-    def cross(sa: np.ndarray, sb: np.ndarray, k: int) -> dict[str, float]:
-        """Top k by half A's scores judged on half B, and by B's judged on A, pooled by size."""
-        on_b, on_a = removal(_top(sa, k), "b"), removal(_top(sb, k), "a")
-        wa, wb = len(halves[0]), len(halves[1])
-        return {m: (wa * on_a[m] + wb * on_b[m]) / (wa + wb) for m in on_a}
-
-    random_by_k = {kk: _random_removals(loaded, kk, control_draws, removal) for kk in ks}
+    plan = _Removals(loaded, mode=mode, fresh_seeds=fresh_seeds, judges=judges)
+    before = plan.ask(None)
+    random_asked = {
+        kk: [plan.ask(p) for p in _random_picks(loaded, kk, control_draws)] for kk in ks
+    }
     flipped = _known_errors(loaded)
-    rows, inputs, full_by_method = [], {}, {}
-    for m in names:
+    inputs, full_by_method, asked, t_scores = {}, {}, {}, {}
+    for m in names:  # the scores, and the removals each (method, k) is judged by
         t1 = time.perf_counter()
         split = reads_validation(m)
         queries = ("val-a", "val-b") if split else ("val",)
@@ -280,20 +230,47 @@ def recommend(
             inputs[f"{m}/{q}"] = input_stamp(params)
         if flipped is not None:
             full_by_method[m] = _scores(run_dir, m, "val")[0] if split else got[0][0]
-        t_scores = time.perf_counter() - t1 + sum(float(p.get("seconds") or 0.0) for _, p in got)
+        t_scores[m] = time.perf_counter() - t1 + sum(float(p.get("seconds") or 0.0) for _, p in got)
+        for kk in ks:  # top k by half A's scores judged on half B, and by B's on A
+            asked[m, kk] = (
+                [(plan.ask(_top(got[0][0], kk)), "b"), (plan.ask(_top(got[1][0], kk)), "a")]
+                if split
+                else [(plan.ask(_top(got[0][0], kk)), "all")]
+            )
+    t2 = time.perf_counter()
+    plan.run(progress)
+    per_task = (time.perf_counter() - t2) / max(plan.n_tasks, 1)
+    base = {h: plan.judged(before, h) for h in judges}
+
+    def change(handle: int, judge: str) -> dict[str, float]:
+        after = plan.judged(handle, judge)
+        return {"d_val_loss": after["val_loss"] - base[judge]["val_loss"],
+                "d_val_acc": after["val_acc"] - base[judge]["val_acc"], **after}  # fmt: skip
+
+    random_by_k = {kk: _random_summary([change(h, "all") for h in hs])
+                   for kk, hs in random_asked.items()}  # fmt: skip
+    rows = []
+    for m in names:
         for kk in ks:
-            t2 = time.perf_counter()
             rand = random_by_k[kk]
-            measured = cross(got[0][0], got[1][0], kk) if split else removal(_top(got[0][0], kk))
+            parts = [(change(h, judge), judge) for h, judge in asked[m, kk]]
+            # cross-fitted: the two halves' changes pooled by the size of the half judged
+            size = {"a": len(halves[0]), "b": len(halves[1]), "all": len(every)}
+            total_w = sum(size[j] for _, j in parts)
+            measured = (
+                parts[0][0]
+                if len(parts) == 1
+                else {x: sum(size[j] * c[x] for c, j in parts) / total_w for x in parts[0][0]}
+            )
             row: dict[str, Any] = {"method": m, "k": kk,
-                                   "query": "val-a / val-b" if split else "val", **measured}  # fmt: skip
+                                   "query": "val-a / val-b" if len(parts) == 2 else "val", **measured}  # fmt: skip
             row["vs_random_loss"] = row["d_val_loss"] - rand["d_val_loss"]
             row["vs_random_acc"] = row["d_val_acc"] - rand["d_val_acc"]
             # worse than before on the objective, or level on it and worse on the other metric
             row["hurts"] = bool(_key(row, objective) < (0.0, 0.0))
             row["disagree"] = bool(row["d_val_acc"] * -row["d_val_loss"] < 0)
-            # the time to have this suggestion measured: the scores (when made) + the retrains
-            row["seconds"] = time.perf_counter() - t2 + t_scores
+            # the time to have this suggestion measured: its scores + its share of the retrains
+            row["seconds"] = t_scores[m] + per_task * len(parts) * plan.per_removal
             if flipped is not None:
                 row["precision"] = float(flipped[_top(full_by_method[m], kk)].mean())
             rows.append(row)
@@ -351,22 +328,79 @@ def score_and_recommend(
     return recommend(run_dir, k=k, progress=progress)
 
 
-def _random_removals(
-    loaded: LoadedRun, k: int, draws: int, removal: Callable[[np.ndarray], dict[str, float]]
-) -> dict[str, Any]:
-    """`draws` removals of k random training images: their mean (and std) change, and each draw."""
+def _random_picks(loaded: LoadedRun, k: int, draws: int) -> list[np.ndarray]:
+    """`draws` sets of k random training indices (sorted), seeded by the run, k and the draw."""
     n = len(loaded.bundle.train)
-    runs = []
-    for d in range(draws):
-        pick = np.random.default_rng([loaded.cfg.seed, 104_729, k, d]).choice(
-            n, size=k, replace=False
+    return [
+        np.sort(
+            np.random.default_rng([loaded.cfg.seed, 104_729, k, d]).choice(n, size=k, replace=False)
         )
-        runs.append(removal(np.sort(pick)))
+        for d in range(draws)
+    ]
+
+
+def _random_summary(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """The random draws' mean (and std) change, and each draw."""
     out: dict[str, Any] = {"draws": runs}
     for m in ("d_val_loss", "d_val_acc"):
         v = [r[m] for r in runs]
         out[m], out[f"{m}_std"] = float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
     return out
+
+
+class _Removals:
+    """The retrains a recommendation is measured by, asked for first and run in one fan-out
+    (engine.executor): mode "all" one renormalised counterfactual per removal (none for the run
+    itself), mode "fresh" one retrain per fresh seed."""
+
+    def __init__(
+        self,
+        loaded: LoadedRun,
+        *,
+        mode: str,
+        fresh_seeds: list[int],
+        judges: dict[str, torch.Tensor],
+    ) -> None:
+        self.loaded, self.mode, self.fresh_seeds = loaded, mode, fresh_seeds
+        self.judges = {h: idx.tolist() for h, idx in judges.items()}
+        self.per_removal = len(fresh_seeds) if mode == "fresh" else 1
+        self._tasks: list[Task] = []
+        self._slots: list[list[int] | None] = []  # per removal: its task indices (None: the run)
+        self._got: list[Any] = []
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self._tasks)
+
+    def ask(self, idx: np.ndarray | None) -> int:
+        """A removal of training indices idx (None: nothing removed); returns its handle."""
+        ch = None if idx is None else changes_of(np.asarray(idx).tolist())
+        if self.mode == "fresh":
+            new = [tasks.retrain("fresh", ch, seed=s, measure="validation", subsets=self.judges)
+                   for s in self.fresh_seeds]  # fmt: skip
+        elif ch is None:
+            new = []
+        else:
+            new = [tasks.retrain("all", ch, renormalise=True, measure="validation",
+                                 subsets=self.judges)]  # fmt: skip
+        self._slots.append(
+            list(range(len(self._tasks), len(self._tasks) + len(new))) if new else None
+        )
+        self._tasks += new
+        return len(self._slots) - 1
+
+    def run(self, progress: Progress | None) -> None:
+        self._got = current_executor().map(self.loaded.run.path, self._tasks, progress=progress)
+
+    def judged(self, handle: int, judge: str) -> dict[str, float]:
+        """{"val_loss", "val_acc"} after the removal, on the validation images `judge` (a, b,
+        all), the mean over fresh seeds."""
+        slot = self._slots[handle]
+        if slot is None:
+            got = [validation_metrics(self.loaded, self.loaded.final_theta, self.judges)]
+        else:
+            got = [self._got[i] for i in slot]
+        return {m: float(np.mean([g[judge][m] for g in got])) for m in ("val_loss", "val_acc")}
 
 
 def choose(

@@ -15,31 +15,31 @@ Controls: the same number of other training samples, drawn at random, removed (a
 random other class, for relabel changes). For ``all`` / ``last`` each of ``control_draws`` draws is
 one retrain; for ``fresh`` there are S draws, draw i trained with seed i.
 
-Results are saved to ``<run>/experiments/retrain-<timestamp>-<hex>/result.json``.
+Every retrain of a comparison is a task of the current executor (engine.executor: inline, local
+processes or Ray; the same results on each); progress counts finished retrains. Results are saved
+to ``<run>/experiments/retrain-<timestamp>-<hex>/result.json``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
 import numpy as np
 import torch
 
+from engine import tasks
 from engine.changes import Changes, resolve_changes
 from engine.config import ConfigError
+from engine.counterfactual import counterfactual, evaluate_theta
+from engine.executor import current_executor
 from engine.experiments.report import list_experiments, new_experiment_dir, save_result
-from engine.fresh import BUDGETS, fresh_steps, train_fresh
+from engine.fresh import BUDGETS, train_fresh
 from engine.loading import LoadedRun, load_run
-from engine.models import per_sample_loss, predict
-from engine.problem import split_logits
 from engine.progress import Progress
-from engine.sgd import run_steps
 from engine.stats import Comparison, compare, summarize, verdict
-from engine.trajectory import Params
 from engine.trusted import trusted_counts
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "MODES",
     "RetrainResult",
     "Changes",
+    "counterfactual",
     "evaluate_theta",
     "list_experiments",
     "resolve_changes",
@@ -58,71 +59,6 @@ MODES = ("all", "last", "fresh")
 CONTROLS = ("random", None)
 SCALARS = ("val_acc", "val_loss", "test_acc", "test_loss")
 ATTACK_SCALARS = ("attack_success", "attack_acc")  # backdoored runs only
-
-
-# -- the three ways to retrain -------------------------------------------------------------------
-
-
-def counterfactual(
-    loaded: LoadedRun,
-    changes: Changes,
-    *,
-    mode: str = "all",
-    renormalise: bool = False,
-    on_step: Callable[[int, float], None] | None = None,
-) -> Params:
-    """Final weights of the counterfactual run ("all": from theta_0; "last": from the last epoch start).
-
-    renormalise: each logged batch's mean is over the samples that stay (engine.sgd.sgd_step),
-    so removing a group does not also shrink every step; False (the default, and what the scores
-    estimate) keeps the logged 1/B_t.
-    """
-    traj, p = loaded.traj, loaded.problem
-    if mode == "all":
-        start = 0
-    elif mode == "last":
-        start = traj.nearest_checkpoint(traj.epoch_start(loaded.cfg.epochs - 1))
-    else:
-        raise ConfigError(f"counterfactual mode must be all or last, got {mode!r}")
-    theta, v = traj.load_checkpoint(start, device=p.x.device)
-    prob = replace(p, y=changes.labels(p.y)) if changes.n_relabel else p
-    w = changes.weights(p.x.shape[0], p.x.dtype, p.x.device)
-    run_steps(
-        prob, traj, theta, v, start=start, stop=traj.n_steps, weights=w, renormalise=renormalise,
-        on_step=on_step,
-    )  # fmt: skip
-    return theta
-
-
-# -- evaluation ------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate_theta(loaded: LoadedRun, theta: Params) -> dict[str, Any]:
-    """val/test loss and accuracy, test per-class accuracy (C,) and confusion matrix (C x C, rows = true);
-    for a backdoored run also attack_success / attack_acc on test-2 (engine.data.backdoor)."""
-    out: dict[str, Any] = {}
-    k = loaded.bundle.n_classes
-    for s in ("val", "test"):
-        split = loaded.bundle.split(s)
-        logits = split_logits(loaded.problem, theta, split)
-        y = split.labels.to(logits.device)
-        pred = predict(logits)
-        out[f"{s}_loss"] = float(per_sample_loss(logits, y).mean())
-        out[f"{s}_acc"] = float((pred == y).double().mean())
-        if s == "test":
-            conf = torch.zeros(k, k, dtype=torch.int64)
-            conf.index_put_((y.cpu(), pred.cpu()), torch.ones_like(y.cpu()), accumulate=True)
-            rows = conf.sum(1).clamp(min=1)
-            out["per_class_acc"] = (conf.diag().double() / rows).tolist()
-            out["confusion"] = conf.tolist()
-    b = loaded.bundle
-    if b.attack is not None:  # backdoor: attack success on test-2 next to clean test accuracy
-        from engine.data.backdoor import attack_metrics
-
-        pred = predict(split_logits(loaded.problem, theta, b.attack))
-        out.update(attack_metrics(pred, b.attack.labels, int(b.attack_target or 0)))
-    return out
 
 
 def _group(runs: list[dict[str, Any]]) -> Group:
@@ -223,20 +159,6 @@ def _check_options(mode: str, control: str | None, seeds: int, draws: int, budge
         raise ConfigError(f"budget must be steps or epochs, got {budget!r}", param="budget")
 
 
-def _total_steps(
-    loaded: LoadedRun, changes: Changes, *, mode: str, seeds: int, n_ctrl: int, budget: str
-) -> int:
-    """SGD steps of every retrain in this comparison (the progress bar's total)."""
-    n = len(loaded.bundle.train)
-    if mode == "fresh":
-        return seeds * fresh_steps(n, loaded, budget=budget) + (seeds + n_ctrl) * fresh_steps(
-            n - changes.n_drop, loaded, budget=budget
-        )
-    traj = loaded.traj
-    start = 0 if mode == "all" else traj.nearest_checkpoint(traj.epoch_start(loaded.cfg.epochs - 1))
-    return (traj.n_steps - start) * (1 + n_ctrl)
-
-
 def _retrain_groups(
     loaded: LoadedRun,
     changes: Changes,
@@ -245,29 +167,21 @@ def _retrain_groups(
     mode: str,
     fresh_seeds: list[int],
     budget: str,
-    tick: Callable[[int, float], None],
+    progress: Progress | None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(before, after, controls): evaluate_theta of every retrain."""
-    ev = evaluate_theta
+    """(before, after, controls): evaluate_theta of every retrain, run on the current executor
+    (engine.executor); in mode fresh seed i trains before, after and control draw i."""
     if mode == "fresh":
-
-        def fresh(seed: int, ch: Changes | None) -> dict[str, Any]:
-            return ev(
-                loaded, train_fresh(loaded, seed=seed, changes=ch, budget=budget, on_step=tick)
-            )
-
-        return (
-            [fresh(s, None) for s in fresh_seeds],
-            [fresh(s, changes) for s in fresh_seeds],
-            [fresh(s, c) for s, c in zip(fresh_seeds, ctrl, strict=True)],
-        )
-    before = [ev(loaded, loaded.final_theta)]
-    after = [ev(loaded, counterfactual(loaded, changes, mode=mode, on_step=tick))]
-    return (
-        before,
-        after,
-        [ev(loaded, counterfactual(loaded, c, mode=mode, on_step=tick)) for c in ctrl],
-    )
+        s = len(fresh_seeds)
+        jobs = [tasks.retrain("fresh", None, seed=x, budget=budget) for x in fresh_seeds]
+        jobs += [tasks.retrain("fresh", changes, seed=x, budget=budget) for x in fresh_seeds]
+        jobs += [tasks.retrain("fresh", c, seed=x, budget=budget)
+                 for x, c in zip(fresh_seeds, ctrl, strict=True)]  # fmt: skip
+        got = current_executor().map(loaded.run.path, jobs, progress=progress)
+        return got[:s], got[s : 2 * s], got[2 * s :]
+    jobs = [tasks.retrain(mode, c) for c in [changes, *ctrl]]
+    got = current_executor().map(loaded.run.path, jobs, progress=progress)
+    return [evaluate_theta(loaded, loaded.final_theta)], got[:1], got[1:]
 
 
 def _stats(
@@ -320,18 +234,11 @@ def retrain(
     changes = resolve_changes(loaded, drop, relabel)
     n_ctrl = 0 if control is None else (seeds if mode == "fresh" else control_draws)
     ctrl = [_control_changes(loaded, changes, d) for d in range(n_ctrl)]
-    total = _total_steps(loaded, changes, mode=mode, seeds=seeds, n_ctrl=n_ctrl, budget=budget)
-    done = [0]
-
-    def tick(_t: int, loss: float) -> None:
-        done[0] += 1
-        if progress is not None:
-            progress(done[0], total, loss)
-
     fresh_seeds = [loaded.cfg.seed + 1 + s for s in range(seeds)] if mode == "fresh" else []
     before, after, controls = _retrain_groups(
-        loaded, changes, ctrl, mode=mode, fresh_seeds=fresh_seeds, budget=budget, tick=tick
-    )
+        loaded, changes, ctrl, mode=mode, fresh_seeds=fresh_seeds, budget=budget,
+        progress=progress,
+    )  # fmt: skip
     ids = loaded.bundle.train.ids
     paired = mode == "fresh"  # seed i trains before, after and control draw i
     metric_values = {

@@ -37,6 +37,7 @@ from torch import nn
 from torch.func import functional_call
 
 from engine.models import per_sample_loss
+from engine.threads import pinned_threads
 from engine.trajectory import Params, Trajectory
 
 SQ = "#sq"  # suffix of the second-moment entries in the optimiser state
@@ -67,6 +68,7 @@ class Problem:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    threads: int = 1  # intra-op CPU threads of every replay (engine.threads)
 
     @property
     def is_adam(self) -> bool:
@@ -227,7 +229,25 @@ def run_steps(
 ) -> None:
     """Apply the logged steps start..stop-1 to (theta, v) in place (v: the whole optimiser state).
 
-    weights / renormalise: as in sgd_step."""
+    weights / renormalise: as in sgd_step. Runs with the problem's pinned thread count."""
+    with pinned_threads(problem.threads):
+        _run_steps(problem, traj, theta, v, start=start, stop=stop, weights=weights,
+                   renormalise=renormalise, on_step=on_step, check_finite=check_finite)  # fmt: skip
+
+
+def _run_steps(
+    problem: Problem,
+    traj: Trajectory,
+    theta: Params,
+    v: Params,
+    *,
+    start: int,
+    stop: int,
+    weights: torch.Tensor | None,
+    renormalise: bool,
+    on_step: StepCallback | None,
+    check_finite: bool,
+) -> None:
     for t in range(start, stop):
         loss = sgd_step(
             problem,

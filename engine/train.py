@@ -24,6 +24,7 @@ from engine.problem import (
 from engine.progress import Progress
 from engine.runs import ENGINE_VERSION, RunDir, load_tensors
 from engine.sgd import Problem, TrainingDiverged, sgd_step
+from engine.threads import pinned_threads
 from engine.trajectory import Params, StepLog, Trajectory, TrajectoryWriter
 
 
@@ -67,9 +68,16 @@ def train(
         run.set_status("running", "training")
         problem, theta = build_problem(bundle, cfg)
         try:
-            return _train_loop(
-                run, bundle, cfg, problem, theta, progress=progress, log_trajectory=log_trajectory
-            )
+            with pinned_threads(cfg.threads):
+                return _train_loop(
+                    run,
+                    bundle,
+                    cfg,
+                    problem,
+                    theta,
+                    progress=progress,
+                    log_trajectory=log_trajectory,
+                )
         except TrainingDiverged as e:
             msg = f"training diverged: {e}; lower --lr (now {cfg.lr}) or --momentum"
             run.set_status("failed", msg)
@@ -183,19 +191,20 @@ def resume(run_dir: str | Path, *, progress: Progress | None = None) -> TrainRes
         ]
         run.set_status("running", f"resuming from step {start}")
         try:
-            return _train_loop(
-                run,
-                bundle,
-                cfg,
-                problem,
-                theta,
-                progress=progress,
-                log_trajectory=True,
-                start_step=start,
-                v=v,
-                writer=writer,
-                metrics=metrics,
-            )
+            with pinned_threads(cfg.threads):
+                return _train_loop(
+                    run,
+                    bundle,
+                    cfg,
+                    problem,
+                    theta,
+                    progress=progress,
+                    log_trajectory=True,
+                    start_step=start,
+                    v=v,
+                    writer=writer,
+                    metrics=metrics,
+                )
         except BaseException as e:
             run.set_status("failed", f"{type(e).__name__}: {e}")
             raise

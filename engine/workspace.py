@@ -1,7 +1,8 @@
 """The workspace: the folder that holds every run, and which run is the current one.
 
 The workspace is ``$RETRACER_WORKSPACE`` if set, else ``./runs``. Each run is a sub-folder (see
-engine.runs). ``<workspace>/.current`` holds the name of the current run so that a browser
+engine.runs). ``<workspace>/.executor.json`` holds where background jobs run their retrains
+(engine.executor; set on the Runs page). ``<workspace>/.current`` holds the name of the current run so that a browser
 refresh or a server restart keeps it; ``<workspace>/.jobs/`` holds the job files of training
 jobs whose run directory does not exist yet (see engine.jobs).
 """
@@ -15,11 +16,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.runs import RunDir, atomic_write_text, read_json
+from engine.config import ConfigError
+from engine.executor import ExecutorSettings, settings_from_env
+from engine.runs import RunDir, atomic_write_json, atomic_write_text, read_json
 
 __all__ = [
     "RUN_COLUMNS",
     "current_run",
+    "executor_settings",
+    "save_executor_settings",
     "list_runs",
     "new_run_name",
     "set_current_run",
@@ -28,6 +33,7 @@ __all__ = [
 
 RUN_COLUMNS = ["name", "path", "dataset", "model", "state", "val_acc", "test_acc", "created"]
 _CURRENT = ".current"
+_EXECUTOR = ".executor.json"
 
 
 def workspace_path(workspace: str | os.PathLike[str] | None = None) -> Path:
@@ -149,3 +155,29 @@ def new_run_name(dataset: str, model: str, workspace: str | os.PathLike[str] | N
     while (ws / name).exists():
         name, i = f"{base}-{i}", i + 1
     return name
+
+
+def executor_settings(workspace: str | os.PathLike[str] | None = None) -> ExecutorSettings:
+    """Where this workspace's jobs run their retrains: <workspace>/.executor.json if saved, else
+    the environment's (engine.executor.settings_from_env: local, one worker per core)."""
+    path = workspace_path(workspace) / _EXECUTOR
+    if not path.is_file():
+        return settings_from_env()
+    try:
+        return ExecutorSettings.from_dict(read_json(path))
+    except (OSError, ValueError, TypeError, AttributeError) as e:  # ConfigError is a ValueError
+        raise ConfigError(
+            f"{path} is not a valid executor setting ({e}); save it again on the Runs page "
+            "or delete the file",
+            param="executor",
+        ) from e
+
+
+def save_executor_settings(
+    settings: ExecutorSettings, workspace: str | os.PathLike[str] | None = None
+) -> None:
+    """Persist `settings` (validated first, written atomically) for the workspace's next jobs."""
+    settings.validate()
+    ws = workspace_path(workspace)
+    ws.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(ws / _EXECUTOR, settings.to_dict())

@@ -13,6 +13,7 @@ import streamlit as st
 
 from app import state
 from app.components.common import show_user_error
+from app.components.executor import executor_form
 from app.components.forms import option_input, option_value
 from app.components.progress import active_jobs, last_failure
 from engine import jobs
@@ -343,4 +344,5 @@ progress_section(run)
 finding_section(run)
 last_failure(run)
 train_form()
+executor_form()
 runs_section(run)

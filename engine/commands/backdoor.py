@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine.commands.executing import add_executor_flags
 from engine.commands.output import add_json_flag, json_out, print_saved, print_skipped, progress_bar
 
 
@@ -74,4 +75,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--overwrite", action="store_true", help="retrain the run if it differs")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_json_flag(p, "engine.experiments.backdoor_bench.backdoor_bench's result (rows, best, path)")
+    add_executor_flags(p)
     p.set_defaults(func=run_backdoor_bench)

@@ -6,6 +6,7 @@ import argparse
 import sys
 import warnings
 
+from engine.commands.executing import add_executor_flags
 from engine.commands.output import add_json_flag, print_json
 
 
@@ -103,4 +104,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="standardized: per-pixel StandardScaler on the training split, as the authors' code "
         "(default); raw: pixels in [0, 1]",
     )
+    add_executor_flags(p)
     p.set_defaults(func=run_fidelity_cmd)

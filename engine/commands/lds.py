@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engine.commands.executing import add_executor_flags
 from engine.commands.output import add_json_flag, print_json, print_saved, progress_bar
 
 
@@ -64,4 +65,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--query", default="val", help="val (mean loss) | test (per test image)")
     p.add_argument("--n-test", type=int, default=50, help="test images of the test query")
     add_json_flag(p, '{method: {fraction: {"lds": x, "ci": [lo, hi]}}}, fractions as given')
+    add_executor_flags(p)
     p.set_defaults(func=run_lds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engine.commands.executing import add_executor_flags
 from engine.commands.output import add_json_flag, json_out, progress_bar
 
 
@@ -76,4 +77,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )  # fmt: skip
     p.add_argument("--seeds", type=int, default=2, help="fresh retrains per removal (mode fresh)")
     add_json_flag(p, "engine.recommend.recommend's result (method, k, drop, table, why)")
+    add_executor_flags(p)
     p.set_defaults(func=run_recommend)

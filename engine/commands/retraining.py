@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from engine.commands.executing import add_executor_flags
 from engine.commands.output import add_json_flag, json_out, print_saved, print_skipped, progress_bar
 
 
@@ -232,6 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     add_json_flag(p, "engine.retrain.retrain's result (engine.retrain.RetrainResult)")
     add_budget_flag(p)
+    add_executor_flags(p)
     p.set_defaults(func=run_retrain)
 
     p = sub.add_parser(
@@ -259,6 +261,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_json_flag(
         p, "engine.experiments.cleanse.cleanse's result (summary, before, conclusion, path)"
     )
+    add_executor_flags(p)
     p.set_defaults(func=run_cleanse)
 
     from engine.commands.training import add_data_args, add_train_args
@@ -286,6 +289,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )  # fmt: skip
     p.add_argument("--recommend-objective", default="acc", choices=["acc", "loss"])
     add_json_flag(p, "engine.experiments.noise_bench.noise_bench's result (rows, n_flipped, path)")
+    add_executor_flags(p)
     p.set_defaults(func=run_noise_bench)
 
     p = sub.add_parser("trust", help="compare a method's scores with true leave-one-out retrains")
@@ -301,4 +305,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_json_flag(
         p, "engine.experiments.trust.trust's result (samples, kendall_tau, verdict, path)"
     )
+    add_executor_flags(p)
     p.set_defaults(func=run_trust)

@@ -28,9 +28,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from engine import tasks
 from engine.changes import Changes
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
+from engine.executor import current_executor
 from engine.experiments.cleanse import method_scores
 from engine.experiments.noise_bench import ensure_run, ranking_row
 from engine.experiments.report import (
@@ -40,7 +42,6 @@ from engine.experiments.report import (
     write_figure,
     write_table,
 )
-from engine.fresh import train_fresh
 from engine.loading import LoadedRun
 from engine.progress import Progress
 from engine.retrain import evaluate_theta
@@ -134,19 +135,18 @@ def backdoor_bench(
         ("oracle", np.flatnonzero(poisoned)),
     ]
     to_train += [(k, np.argsort(-v, kind="stable")[:n_p]) for k, v in rankings.items()]
-    total, done = len(to_train) * len(fresh), 0
+    none = torch.zeros(0, dtype=torch.int64)
+    jobs = [
+        tasks.retrain("fresh", None if drop is None else Changes(torch.as_tensor(drop), none, none),
+                      seed=s)  # the run's own number of SGD steps (engine.fresh budget "steps")
+        for _, drop in to_train
+        for s in fresh
+    ]  # fmt: skip
+    got = current_executor().map(loaded.run.path, jobs, progress=progress)
     rows = []
     n = len(b.train)
-    for label, drop in to_train:
-        none = torch.zeros(0, dtype=torch.int64)
-        changes = None if drop is None else Changes(torch.as_tensor(drop), none, none)
-        evals = []
-        for s in fresh:
-            # the run's own number of SGD steps (engine.fresh budget "steps")
-            evals.append(evaluate_theta(loaded, train_fresh(loaded, seed=s, changes=changes)))
-            done += 1
-            if progress is not None:
-                progress(done, total, None)
+    for r, (label, drop) in enumerate(to_train):
+        evals = got[r * len(fresh) : (r + 1) * len(fresh)]
         acc = summarize([e["test_acc"] for e in evals])
         atk = summarize([e["attack_success"] for e in evals])
         row = ranking_row(label, info, rankings, poisoned)

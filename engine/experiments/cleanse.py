@@ -29,12 +29,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from engine import tasks
 from engine.changes import Changes
 from engine.config import ConfigError
+from engine.counterfactual import evaluate_theta
+from engine.executor import Task, current_executor
 from engine.experiments.report import new_experiment_dir, save_result, write_figure, write_table
+from engine.fresh import BUDGETS
 from engine.loading import LoadedRun, load_run
 from engine.progress import Progress
-from engine.retrain import BUDGETS, counterfactual, evaluate_theta, train_fresh
 from engine.stats import compare, fmt_p, holm, summarize
 from engine.train import train
 
@@ -85,23 +88,15 @@ def _base_runs(loaded: LoadedRun, folder: Path, seeds: int, mode: str) -> list[L
     return bases
 
 
-def _retrain_errors(
-    base: LoadedRun,
-    drop: np.ndarray,
-    mode: str,
-    fresh_seeds: Sequence[int],
-    budget: str = "steps",
-) -> list[dict[str, Any]]:
-    ch = Changes(
-        torch.as_tensor(np.sort(drop), dtype=torch.int64),
-        torch.zeros(0, dtype=torch.int64),
-        torch.zeros(0, dtype=torch.int64),
-    )
+def _removal_tasks(
+    drop: np.ndarray, mode: str, fresh_seeds: Sequence[int], budget: str = "steps"
+) -> list[Task]:
+    """The retrains of one removal: one per fresh seed, or one counterfactual (all / last)."""
+    z = torch.zeros(0, dtype=torch.int64)
+    ch = Changes(torch.as_tensor(np.sort(drop), dtype=torch.int64), z, z)
     if mode == "fresh":
-        thetas = [train_fresh(base, seed=s, changes=ch, budget=budget) for s in fresh_seeds]
-    else:
-        thetas = [counterfactual(base, ch, mode=mode)]
-    return [evaluate_theta(base, th) for th in thetas]
+        return [tasks.retrain("fresh", ch, seed=s, budget=budget) for s in fresh_seeds]
+    return [tasks.retrain(mode, ch)]
 
 
 def cleanse(
@@ -148,7 +143,7 @@ def cleanse(
         len(bases)
         * len(ms)
         * (sum(m != "random" for m in names) * per_retrain + n_rand * per_retrain)
-    )
+    ) + len(bases) * len(fresh_seeds)  # fresh: the seeds on all the data, before
     done = [0]
     rows: list[dict[str, Any]] = []
     before_rows: list[dict[str, Any]] = []
@@ -166,20 +161,18 @@ def cleanse(
                     **{k: ev[k] for k in ("test_acc", "test_loss", "val_acc", "val_loss")},
                 }
             )
-        done[0] += len(evs)
+
+    def tick(d: int, _total: int, _v: float | None) -> None:
         if progress is not None:
-            progress(done[0], total, None)
+            progress(done[0] + d, total, None)
 
     for base in bases:
         s = base.cfg.seed
-        if mode == "fresh":
-            evs = [
-                evaluate_theta(base, train_fresh(base, seed=fs, budget=budget))
-                for fs in fresh_seeds
-            ]
-        else:
-            evs = [evaluate_theta(base, base.final_theta)]
-        before_rows += [{"seed": s, "test_error": 1 - ev["test_acc"]} for ev in evs]
+        jobs = (
+            [tasks.retrain("fresh", None, seed=fs, budget=budget) for fs in fresh_seeds]
+            if mode == "fresh"
+            else []
+        )
         rankings: dict[str, list[np.ndarray]] = {}
         for name in names:
             if name == "random" or name in skipped:
@@ -191,16 +184,25 @@ def cleanse(
                 total -= len(bases) * len(ms) * per_retrain
         rng = np.random.default_rng([s, 104729])  # the random control is always computed
         rankings["random"] = [rng.permutation(n) for _ in range(n_rand)]
+        plan: list[tuple[str, int, int, int]] = []  # (method, draw, m, retrains)
         for name, ranks in rankings.items():
             for m in ms:
-                if name == "random" and mode == "fresh":
-                    for i, (r, fs) in enumerate(zip(ranks, fresh_seeds, strict=True)):
-                        record(s, name, i, m, _retrain_errors(base, r[:m], mode, [fs], budget))
-                else:
-                    for i, r in enumerate(ranks):
-                        record(
-                            s, name, i, m, _retrain_errors(base, r[:m], mode, fresh_seeds, budget)
-                        )
+                for i, r in enumerate(ranks):
+                    # fresh random draw i is trained with fresh seed i only
+                    seeds_i = (
+                        [fresh_seeds[i]] if name == "random" and mode == "fresh" else fresh_seeds
+                    )
+                    more = _removal_tasks(r[:m], mode, seeds_i, budget)
+                    plan.append((name, i, m, len(more)))
+                    jobs += more
+        got = current_executor().map(base.run.path, jobs, progress=tick)
+        done[0] += len(jobs)
+        k = len(fresh_seeds) if mode == "fresh" else 0
+        evs = got[:k] if mode == "fresh" else [evaluate_theta(base, base.final_theta)]
+        before_rows += [{"seed": s, "test_error": 1 - ev["test_acc"]} for ev in evs]
+        for name, i, m, count in plan:
+            record(s, name, i, m, got[k : k + count])
+            k += count
     table = pd.DataFrame(rows)
     summary = summarize_removals(table, before_rows, pair_key="draw" if mode == "fresh" else "seed")
     res: dict[str, Any] = {

@@ -34,19 +34,17 @@ from typing import TypedDict
 import numpy as np
 import torch
 
+from engine import tasks
 from engine.changes import Changes
 from engine.config import ConfigError
+from engine.counterfactual import query_values
+from engine.executor import current_executor
 from engine.fingerprint import run_fingerprint
-from engine.fresh import train_fresh
 from engine.influence.methods import get_method
 from engine.influence.scorestore import ScoreStore
 from engine.loading import LoadedRun, load_run
-from engine.models import per_sample_loss
-from engine.problem import split_logits
 from engine.progress import Progress
-from engine.retrain import counterfactual
 from engine.runs import atomic_write_json, read_json
-from engine.trajectory import Params
 
 __all__ = [
     "QUERIES",
@@ -110,42 +108,9 @@ def test_ids_for(loaded: LoadedRun, n_test: int | None) -> list[str]:
     return [ids[i] for i in dict.fromkeys(pick.tolist())]
 
 
-def query_values(loaded: LoadedRun, theta: Params, query: str, test_ids: list[str]) -> np.ndarray:
-    """(Q,) the query at weights theta: [mean validation loss] or each listed test image's loss."""
-    b = loaded.bundle
-    split = b.val if query == "val" else b.test
-    with torch.no_grad():
-        logits = split_logits(loaded.problem, theta, split)
-        losses = per_sample_loss(logits, split.labels.to(logits.device)).double().cpu().numpy()
-    if query == "val":
-        return np.array([losses.mean()])
-    pos = {sid: i for i, sid in enumerate(split.ids)}
-    return losses[[pos[s] for s in test_ids]]
-
-
 def _changes(drop: np.ndarray) -> Changes:
     z = torch.zeros(0, dtype=torch.int64)
     return Changes(torch.as_tensor(drop, dtype=torch.int64), z, z)
-
-
-def _truth_one(
-    loaded: LoadedRun,
-    drop: np.ndarray,
-    *,
-    setting: str,
-    seeds: int,
-    query: str,
-    test_ids: list[str],
-) -> np.ndarray:
-    """(Q,) the measured query after retraining without `drop` (fresh: the mean over seeds)."""
-    ch = _changes(drop)
-    if setting == "single":
-        return query_values(loaded, counterfactual(loaded, ch, mode="all"), query, test_ids)
-    vals = [
-        query_values(loaded, train_fresh(loaded, seed=loaded.cfg.seed + FRESH_SEED_OFFSET + s, changes=ch), query, test_ids)
-        for s in range(seeds)
-    ]  # fmt: skip
-    return np.mean(vals, axis=0)
 
 
 def _cache_path(run_dir: Path, setting: str, query: str, seeds: int) -> Path:
@@ -178,20 +143,38 @@ def ground_truth(
         if old.get("fingerprint") == fp and old.get("test_ids") == ids:
             cached = dict(old.get("entries", {}))
     todo = [(f, j) for f in fractions for j in range(subsets) if f"{f!r}/{j}" not in cached]
-    total = len(todo) * (seeds if setting == "fresh" else 1)
-    for done, (f, j) in enumerate(todo, start=1):
-        got = _truth_one(
-            loaded, subset(loaded, f, j), setting=setting, seeds=seeds, query=query, test_ids=ids
-        )
-        cached[f"{f!r}/{j}"] = [float(v) for v in got]
-        if progress is not None:
-            progress(done * (seeds if setting == "fresh" else 1), total, None)
-        if done % 10 == 0 or done == len(todo):  # a killed run keeps what it measured
-            with loaded.run.lock("lds"):
-                atomic_write_json(path, {"fingerprint": fp, "setting": setting, "query": query,
-                                         "seeds": seeds, "test_ids": ids, "entries": cached})  # fmt: skip
+    per = seeds if setting == "fresh" else 1
+    jobs = [
+        tasks.retrain("all" if setting == "single" else "fresh", _changes(subset(loaded, f, j)),
+                      seed=None if setting == "single" else loaded.cfg.seed + FRESH_SEED_OFFSET + s,
+                      measure="query", query=query, test_ids=ids)
+        for f, j in todo
+        for s in range(per)
+    ]  # fmt: skip
+    got: dict[int, list[float]] = {}
+
+    def save() -> None:
+        with loaded.run.lock("lds"):
+            atomic_write_json(path, {"fingerprint": fp, "setting": setting, "query": query,
+                                     "seeds": seeds, "test_ids": ids, "entries": cached})  # fmt: skip
+
+    def finished(i: int, values: list[float]) -> None:
+        """A retrain is done: a subset whose seeds are all done goes in the cache (saved every
+        10 subsets, so a killed run keeps what it measured)."""
+        got[i] = values
+        first = i - i % per
+        if all(x in got for x in range(first, first + per)):
+            f, j = todo[first // per]
+            mean = np.mean([got[x] for x in range(first, first + per)], axis=0)
+            cached[f"{f!r}/{j}"] = [float(v) for v in mean]
+            if len(cached) % 10 == 0:
+                save()
+
+    if jobs:
+        current_executor().map(loaded.run.path, jobs, progress=progress, on_result=finished)
+        save()
     out = {f: np.array([cached[f"{f!r}/{j}"] for j in range(subsets)]) for f in fractions}
-    return out, total
+    return out, len(jobs)
 
 
 def _spearman_columns(f: np.ndarray, g: np.ndarray) -> np.ndarray:

@@ -16,20 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
+from engine.executor import Task, current_executor
 from engine.influence.queries import Query, query_losses
+from engine.loading import LoadedRun, open_run
 from engine.models import per_sample_loss
 from engine.progress import Progress
 from engine.sgd import apply_update
+from engine.threads import pinned_threads
 from engine.trajectory import Params
-
-if TYPE_CHECKING:
-    from engine.loading import LoadedRun
 
 
 def _stacked_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -55,7 +54,7 @@ def counterfactual_finals(
 
     left_out[m] is the training index whose weight is 0 in run m (None = the unchanged run).
     """
-    p, traj = loaded.problem, loaded.traj
+    p = loaded.problem
     n = p.x.shape[0]
     m = len(left_out)
     dev = p.x.device
@@ -69,8 +68,17 @@ def counterfactual_finals(
     for j, k in enumerate(left_out):
         if k is not None:
             w[j, k] = 0.0
-    lam, mom = float(p.weight_decay), float(p.momentum)
+    with pinned_threads(p.threads):
+        return _advance(loaded, theta, vel, w, dtype=dtype)
 
+
+def _advance(
+    loaded: LoadedRun, theta: Params, vel: Params, w: torch.Tensor, *, dtype: torch.dtype
+) -> Params:
+    """Run the logged steps on the stacked runs (theta, vel: (M, ...); w: (M, N) sample weights)."""
+    p, traj = loaded.problem, loaded.traj
+    lam, mom = float(p.weight_decay), float(p.momentum)
+    dev = p.x.device
     forward = vmap(lambda params, xb: functional_call(p.model, params, (xb,)), in_dims=(0, None))
     for t in range(traj.n_steps):
         idx = traj.batch(t)
@@ -95,6 +103,25 @@ def counterfactual_finals(
     return theta
 
 
+def _float64(loaded: LoadedRun) -> LoadedRun:
+    """A shallow copy whose problem holds float64 inputs (everything here runs in float64)."""
+    return replace(loaded, problem=replace(loaded.problem, x=loaded.problem.x.to(torch.float64)))
+
+
+def chunk_losses(run_dir: str, *, left_out: Sequence[int | None], query: Query) -> np.ndarray:
+    """(M, Q) float64 query losses at the final weights of the counterfactual runs that leave
+    out each entry of `left_out` (None = none): one engine.executor task of loo_changes."""
+    run64 = _float64(open_run(run_dir))
+    with torch.no_grad(), pinned_threads(run64.problem.threads):
+        finals = counterfactual_finals(run64, list(left_out))
+        return np.stack(
+            [
+                query_losses(run64, query, {k: t[j] for k, t in finals.items()}).cpu().numpy()
+                for j in range(len(left_out))
+            ]
+        )
+
+
 def loo_changes(
     loaded: LoadedRun,
     query: Query | None = None,
@@ -106,27 +133,23 @@ def loo_changes(
     """True leave-one-out changes f(theta^{-k}_T) - f(theta_T): (len(samples), Q), float64.
 
     samples: training indices (default: all N). query: default the mean validation loss.
-    chunk: counterfactual runs advanced together (memory ~ chunk x parameters).
+    chunk: counterfactual runs advanced together (memory ~ chunk x parameters); each chunk is a
+    task of the current executor (engine.executor), which opens the run from its directory.
     """
     query = query or Query("val")
     n = loaded.problem.x.shape[0]
     ks = list(range(n)) if samples is None else [int(k) for k in samples]
-    # Everything in float64: a shallow copy whose problem holds float64 inputs.
-    run64 = replace(loaded, problem=replace(loaded.problem, x=loaded.problem.x.to(torch.float64)))
-
-    def losses_of(stacked: Params, j: int) -> torch.Tensor:
-        theta = {k: t[j] for k, t in stacked.items()}
-        return query_losses(run64, query, theta).detach()
-
-    with torch.no_grad():
-        base = losses_of(counterfactual_finals(run64, [None]), 0)
-    out = np.zeros((len(ks), base.shape[0]))
-    for start in range(0, len(ks), chunk):
-        part = ks[start : start + chunk]
-        with torch.no_grad():
-            finals = counterfactual_finals(run64, part)
-            for j in range(len(part)):
-                out[start + j] = (losses_of(finals, j) - base).cpu().numpy()
-        if progress is not None:
-            progress(start + len(part), len(ks), None)
-    return out
+    parts = [ks[i : i + chunk] for i in range(0, len(ks), chunk)]
+    jobs = [Task(chunk_losses, {"left_out": [None], "query": query}, "leave-one-out reference")]
+    jobs += [
+        Task(chunk_losses, {"left_out": part, "query": query},
+             f"leave-one-out of training samples {part[0]}..{part[-1]}")
+        for part in parts
+    ]  # fmt: skip
+    got = current_executor().map(
+        loaded.run.path,
+        jobs,
+        progress=None if progress is None else lambda d, _t, v: progress(d, len(jobs), v),
+    )
+    base = got[0][0]
+    return np.concatenate([g - base for g in got[1:]]) if parts else np.zeros((0, len(base)))

@@ -38,9 +38,11 @@ import torch
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from engine import tasks
 from engine.changes import Changes
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
+from engine.executor import current_executor
 from engine.experiments.cleanse import method_scores
 from engine.experiments.report import (
     accuracy_markers,
@@ -49,10 +51,10 @@ from engine.experiments.report import (
     write_figure,
     write_table,
 )
+from engine.fresh import BUDGETS
 from engine.loading import LoadedRun, load_run
 from engine.progress import Progress
 from engine.recommend import RecommendResult, recommend
-from engine.retrain import BUDGETS, evaluate_theta, train_fresh
 from engine.runs import RunDir
 from engine.stats import summarize
 from engine.train import train
@@ -197,25 +199,16 @@ def noise_bench(
          np.argsort(-v, kind="stable")[:n_noise])
         for k, v in rankings.items()
     ]  # fmt: skip
-    total, done = len(rows_to_train) * len(fresh), 0
+    z = torch.zeros(0, dtype=torch.int64)
+    changes = [
+        None if drop is None else Changes(torch.as_tensor(np.sort(drop), dtype=torch.int64), z, z)
+        for _, drop in rows_to_train
+    ]
+    jobs = [tasks.retrain("fresh", ch, seed=s, budget=budget) for ch in changes for s in fresh]
+    got = current_executor().map(loaded.run.path, jobs, progress=progress)
     rows = []
-    for label, drop in rows_to_train:
-        z = torch.zeros(0, dtype=torch.int64)
-        ch = (
-            None
-            if drop is None
-            else Changes(torch.as_tensor(np.sort(drop), dtype=torch.int64), z, z)
-        )
-        accs = []
-        for s in fresh:
-            accs.append(
-                evaluate_theta(loaded, train_fresh(loaded, seed=s, changes=ch, budget=budget))[
-                    "test_acc"
-                ]
-            )
-            done += 1
-            if progress is not None:
-                progress(done, total, None)
+    for r, (label, drop) in enumerate(rows_to_train):
+        accs = [ev["test_acc"] for ev in got[r * len(fresh) : (r + 1) * len(fresh)]]
         acc = summarize(accs)
         row = ranking_row(label, info, rankings, flipped)
         row.update(

@@ -20,13 +20,17 @@ import pandas as pd
 import torch
 from scipy import stats as sps
 
+from engine import tasks
 from engine.changes import Changes
 from engine.config import ConfigError
+from engine.counterfactual import evaluate_theta
+from engine.executor import current_executor
 from engine.experiments.cleanse import harmful_first, method_scores
+from engine.experiments.loo import loo_changes
 from engine.experiments.report import new_experiment_dir, save_result, write_figure, write_table
+from engine.influence.queries import Query
 from engine.loading import LoadedRun, load_run
 from engine.progress import Progress
-from engine.retrain import counterfactual, evaluate_theta
 
 
 def pick_samples(scores: np.ndarray, k: int, *, seed: int = 0) -> list[tuple[int, str]]:
@@ -89,21 +93,19 @@ def trust(
     loaded = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
     scores = method_scores(loaded, method, query="val")
     picks = pick_samples(scores, k, seed=seed)
-    base = evaluate_theta(loaded, loaded.final_theta)["val_loss"]
     ids = loaded.bundle.train.ids
-    rows = []
-    for j, (i, group) in enumerate(picks):
-        after = evaluate_theta(loaded, counterfactual(loaded, _one(i), mode="all"))["val_loss"]
-        rows.append(
-            {
-                "sample_id": ids[i],
-                "group": group,
-                "predicted": float(scores[i]),
-                "actual": after - base,
-            }
-        )
-        if progress is not None:
-            progress(j + 1, len(picks), None)
+    base = evaluate_theta(loaded, loaded.final_theta)["val_loss"]
+    if precision == "float64":  # reference and leave-one-out runs both replayed in float64
+        actual = loo_changes(loaded, Query("val"), samples=[i for i, _ in picks],
+                             progress=progress)[:, 0].tolist()  # fmt: skip
+    else:
+        jobs = [tasks.retrain("all", _one(i)) for i, _ in picks]
+        got = current_executor().map(loaded.run.path, jobs, progress=progress)
+        actual = [after["val_loss"] - base for after in got]
+    rows = [
+        {"sample_id": ids[i], "group": group, "predicted": float(scores[i]), "actual": a}
+        for (i, group), a in zip(picks, actual, strict=True)
+    ]
     df = pd.DataFrame(rows)
     pred, act = df["predicted"].to_numpy(), df["actual"].to_numpy()
     tau = sps.kendalltau(pred, act)

@@ -116,3 +116,23 @@ def test_standardise_checkbox_reaches_the_training_job(workspace: Path) -> None:
     assert job["params"]["train"]["standardize"] is True
     assert wait_job(run, job["id"], timeout=180)["state"] == "done"
     assert load_run(run).cfg.standardize
+
+
+def test_the_executor_setting_is_saved_in_the_workspace(workspace: Path) -> None:
+    from engine.executor import ExecutorSettings
+    from engine.workspace import executor_settings
+
+    at = AppTest.from_file(page("runs.py"), default_timeout=30).run()
+    assert not at.exception
+    assert any(e.label.startswith("Where retrains run: on ") for e in at.expander)
+    workers = next(n for n in at.number_input if n.label.startswith("Local worker processes"))
+    workers.set_value(1)
+    next(b for b in at.button if b.label == "Save").click()
+    at.run()
+    assert not at.exception
+    assert executor_settings(workspace) == ExecutorSettings("local", workers=1)
+    assert any("one after another" in s.value for s in at.success)
+    at = AppTest.from_file(page("runs.py"), default_timeout=30).run()  # a later visit
+    assert any(
+        e.label == "Where retrains run: in one process, one after another" for e in at.expander
+    )

@@ -136,3 +136,39 @@ def test_a_killed_train_job_restarts_once_from_its_checkpoint(tmp_path: Path) ->
     assert job_status(run, jid)["restarted_as"] == new  # the app stops offering a restart
     assert job_status(run, new)["kind"] == "resume"  # continues, does not train again
     cancel_job(run, new)
+
+
+def test_the_workspace_executor_is_saved_recorded_in_each_job_and_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run32: Path
+) -> None:
+    import shutil
+
+    from engine.config import ConfigError
+    from engine.executor import ExecutorSettings
+    from engine.loading import load_run
+    from engine.workspace import executor_settings, save_executor_settings
+
+    ws = tmp_path / "ws"
+    monkeypatch.setenv("RETRACER_WORKSPACE", str(ws))
+    assert executor_settings() == ExecutorSettings()  # nothing saved: local, one per core
+    save_executor_settings(ExecutorSettings("local", workers=1))
+    assert executor_settings(ws) == ExecutorSettings("local", workers=1)
+    run = Path(shutil.copytree(run32, ws / "r"))
+    ids = load_run(run).bundle.train.ids
+    params = {"drop": ids[:3], "mode": "all", "control_draws": 1, "save": False}
+    jid = start_job("retrain", run_dir=run, params=params)
+    j = wait_job(run, jid, timeout=120)
+    assert j["state"] == "done", j
+    assert j["executor"] == {"kind": "local", "workers": 1, "address": None}
+    # a job asked to use Ray where Ray is missing fails with the one line that says so
+    fake = tmp_path / "no-ray" / "ray"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    jid = start_job("retrain", run_dir=run, params=params,
+                    executor=ExecutorSettings("ray", address="127.0.0.1:1"))  # fmt: skip
+    j = wait_job(run, jid, timeout=120)
+    assert j["state"] == "failed" and "pip install 'retracer[ray]'" in j["error"], j
+    (ws / ".executor.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="is not a valid executor setting"):
+        executor_settings(ws)

@@ -76,3 +76,20 @@ def test_trust_float64_truth_on_a_float32_run(tmp_path: Path) -> None:
         own["samples"], f64["samples"], strict=True
     ):  # same effect, up to float32 rounding
         assert abs(a["actual"] - b["actual"]) <= 0.1 * abs(b["actual"]) + 1e-4
+
+
+def test_trust_float64_truth_is_the_float64_leave_one_out(run32: Path, tmp_path: Path) -> None:
+    """precision="float64" takes its truth from engine.experiments.loo (it once was ignored)."""
+    import shutil
+
+    from engine.experiments.loo import loo_changes
+    from engine.influence.queries import Query
+    from engine.loading import load_run
+
+    run = Path(shutil.copytree(run32, tmp_path / "run"))  # the scores are stored in it
+    res = trust(run, method="loss", k=3, precision="float64", save=False)
+    loaded = load_run(run)
+    pos = {sid: i for i, sid in enumerate(loaded.bundle.train.ids)}
+    idx = [pos[s["sample_id"]] for s in res["samples"]]
+    want = loo_changes(loaded, Query("val"), samples=idx)[:, 0]
+    assert [s["actual"] for s in res["samples"]] == want.tolist()
