@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import multiprocessing as mp
 import os
 import pickle
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -195,10 +197,22 @@ class InlineExecutor:
 
 
 def worker_main(fd: int) -> None:
-    """A pool process (``python -c ...worker_main(fd)``): run the (i, task, run_dir) messages that
-    arrive on the socket `fd` until told to stop or the socket closes."""
+    """A pool process started as a fresh ``python -c ...worker_main(fd)``: serve the socket fd."""
+    _serve(Connection(fd))
+
+
+def _forked_main(conn: Connection, inherited: list[int]) -> None:
+    """A pool process forked from the driver: close the other workers' sockets it inherited (so
+    their ends still close when they die), then serve."""
+    for fd in inherited:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _serve(conn)
+
+
+def _serve(conn: Connection) -> None:
+    """Run the (i, task, run_dir) messages that arrive on conn until told to stop or it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
-    conn = Connection(fd)
     while True:
         try:
             msg = conn.recv()
@@ -214,6 +228,19 @@ def worker_main(fd: int) -> None:
         conn.send(reply)
 
 
+def _can_fork() -> bool:
+    """Forking this process is safe: POSIX, no other Python thread, no CUDA context, no Ray
+    driver (gRPC threads). A forked worker starts in milliseconds and shares the loaded run."""
+    if os.name != "posix" or threading.active_count() > 1:
+        return False
+    import torch
+
+    if torch.cuda.is_initialized():
+        return False
+    ray = sys.modules.get("ray")
+    return not (ray is not None and getattr(ray, "is_initialized", lambda: False)())
+
+
 def _portable(e: BaseException) -> BaseException:
     """e itself when the driver can rebuild it (it pickles, and type(e)(*e.args) works, which
     is how an exception is unpickled), else a RuntimeError with its text."""
@@ -227,34 +254,69 @@ def _portable(e: BaseException) -> BaseException:
 
 @dataclass
 class _Worker:
-    proc: subprocess.Popen[bytes]
+    """A pool process: forked (multiprocessing) or started fresh (subprocess), and its socket."""
+
+    proc: Any  # multiprocessing.Process (forked) | subprocess.Popen (fresh)
     conn: Connection
     job: tuple[int, Task] | None = None
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        if isinstance(self.proc, subprocess.Popen):
+            return self.proc.poll() is None
+        return bool(self.proc.is_alive())
+
+    @property
+    def exitcode(self) -> int | None:
+        if isinstance(self.proc, subprocess.Popen):
+            return self.proc.returncode
+        return self.proc.exitcode  # type: ignore[no-any-return]
+
+    def wait(self, timeout: float) -> bool:
+        """True when the process ended within `timeout` seconds."""
+        if isinstance(self.proc, subprocess.Popen):
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        self.proc.join(timeout)
+        return not self.proc.is_alive()
 
     def kill(self) -> None:
         self.proc.kill()
-        self.proc.wait(timeout=10)
+        self.wait(10)
         self.conn.close()
 
 
 class LocalExecutor:
     """`workers` processes of this machine, kept for the next fan-out of this process.
 
-    Each is a fresh ``python`` that imports only the engine (not this program's ``__main__``, so
-    scripts and notebooks need no main guard) and talks to the driver over a socket pair; it
-    finds the task functions on this process's sys.path."""
+    Workers are forked from this process where that is safe (they start at once, with torch and
+    any open run already loaded), else started as fresh interpreters (about 4 s each here, for
+    importing torch); see _spawn. Each talks to the driver over its own socket."""
 
     kind = "local"
 
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
+    def __init__(self, workers: int, *, start: str = "auto") -> None:
+        """start: "auto" (fork where that is safe, else fresh), "fork" or "fresh"."""
+        if start not in ("auto", "fork", "fresh"):
+            raise ConfigError(f"start must be auto, fork or fresh, got {start!r}", param="start")
+        self.workers, self.start = workers, start
         self._idle: list[_Worker] = []
         atexit.register(self.close)
 
-    def _spawn(self) -> _Worker:
+    def _spawn(self, others: Sequence[_Worker]) -> _Worker:
+        """A new worker: forked from this process where that is safe (_can_fork), else a fresh
+        ``python`` that imports only the engine (not this program's ``__main__``, so scripts and
+        notebooks need no main guard), finding the task functions on this process's sys.path."""
+        if self.start == "fork" or (self.start == "auto" and _can_fork()):
+            ctx = mp.get_context("fork")
+            parent, child = ctx.Pipe()
+            inherited = [w.conn.fileno() for w in others if not w.conn.closed]
+            proc: Any = ctx.Process(target=_forked_main, args=(child, inherited), daemon=True)
+            proc.start()
+            child.close()
+            return _Worker(proc, parent)
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -268,23 +330,21 @@ class LocalExecutor:
             theirs.close()
         return _Worker(proc, Connection(ours.detach()))
 
-    def _take(self) -> _Worker:
+    def _take(self, busy: Sequence[_Worker]) -> _Worker:
         """An idle worker that is still alive (one killed while idle is dropped), else a new one."""
         while self._idle:
             w = self._idle.pop()
             if w.alive():
                 return w
             w.conn.close()
-        return self._spawn()
+        return self._spawn([*self._idle, *busy])
 
     def close(self) -> None:
         """Stop the idle workers."""
         for w in self._idle:
             with contextlib.suppress(OSError):
                 w.conn.send(None)
-            try:
-                w.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
+            if not w.wait(5):
                 w.kill()
         self._idle = []
 
@@ -306,7 +366,7 @@ class LocalExecutor:
         try:
             while queue or busy:
                 while queue and len(busy) < self.workers:
-                    w = self._take()
+                    w = self._take(busy)
                     w.job = queue.pop()
                     w.conn.send((w.job[0], w.job[1], path))
                     busy.append(w)
@@ -344,7 +404,7 @@ class LocalExecutor:
             deaths[i] = deaths.get(i, 0) + 1
             if deaths[i] > 1:
                 raise TaskFailed(
-                    f"{task.name}: its worker process died twice (exit code {w.proc.returncode})"
+                    f"{task.name}: its worker process died twice (exit code {w.exitcode})"
                 )
             queue.append((i, task))  # retried first, on a new worker
             return None

@@ -87,6 +87,16 @@ def test_results_come_back_in_task_order_with_progress(tmp_path: Path) -> None:
         assert seen[-1] == (7, 7) and [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
+def test_fresh_interpreter_workers_need_no_fork(tmp_path: Path) -> None:
+    """Where forking is unsafe (threads, CUDA, a Ray driver) workers start as fresh interpreters."""
+    ex = LocalExecutor(2, start="fresh")
+    try:
+        tasks = [Task(faults.echo, {"value": v}) for v in range(4)]
+        assert ex.map(tmp_path, tasks) == [(str(tmp_path), v) for v in range(4)]
+    finally:
+        ex.close()
+
+
 def test_a_task_error_is_raised_as_is() -> None:
     with pytest.raises(ValueError, match="bad spec"):
         make_executor(LOCAL).map(
