@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import multiprocessing as mp
 import os
 import pickle
 import signal
 import socket
 import subprocess
 import sys
-import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -197,22 +196,14 @@ class InlineExecutor:
 
 
 def worker_main(fd: int) -> None:
-    """A pool process started as a fresh ``python -c ...worker_main(fd)``: serve the socket fd."""
-    _serve(Connection(fd))
-
-
-def _forked_main(conn: Connection, inherited: list[int]) -> None:
-    """A pool process forked from the driver: close the other workers' sockets it inherited (so
-    their ends still close when they die), then serve."""
-    for fd in inherited:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _serve(conn)
-
-
-def _serve(conn: Connection) -> None:
-    """Run the (i, task, run_dir) messages that arrive on conn until told to stop or it closes."""
+    """A pool process (``python -c ...worker_main(fd)``): import the engine's tasks, say it is
+    ready, then run the (i, task, run_dir) messages that arrive on the socket fd until told to
+    stop or the socket closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    conn = Connection(fd)
+    import engine.tasks  # noqa: F401 - the slow imports (torch) before saying "ready"
+
+    conn.send(("ready", os.getpid()))
     while True:
         try:
             msg = conn.recv()
@@ -228,19 +219,6 @@ def _serve(conn: Connection) -> None:
         conn.send(reply)
 
 
-def _can_fork() -> bool:
-    """Forking this process is safe: POSIX, no other Python thread, no CUDA context, no Ray
-    driver (gRPC threads). A forked worker starts in milliseconds and shares the loaded run."""
-    if os.name != "posix" or threading.active_count() > 1:
-        return False
-    import torch
-
-    if torch.cuda.is_initialized():
-        return False
-    ray = sys.modules.get("ray")
-    return not (ray is not None and getattr(ray, "is_initialized", lambda: False)())
-
-
 def _portable(e: BaseException) -> BaseException:
     """e itself when the driver can rebuild it (it pickles, and type(e)(*e.args) works, which
     is how an exception is unpickled), else a RuntimeError with its text."""
@@ -254,69 +232,44 @@ def _portable(e: BaseException) -> BaseException:
 
 @dataclass
 class _Worker:
-    """A pool process: forked (multiprocessing) or started fresh (subprocess), and its socket."""
+    """A pool process and its socket; ready once it has imported the engine."""
 
-    proc: Any  # multiprocessing.Process (forked) | subprocess.Popen (fresh)
+    proc: subprocess.Popen[bytes]
     conn: Connection
+    ready: bool = False
     job: tuple[int, Task] | None = None
+    started: float = field(default_factory=time.perf_counter)
 
     def alive(self) -> bool:
-        if isinstance(self.proc, subprocess.Popen):
-            return self.proc.poll() is None
-        return bool(self.proc.is_alive())
-
-    @property
-    def exitcode(self) -> int | None:
-        if isinstance(self.proc, subprocess.Popen):
-            return self.proc.returncode
-        return self.proc.exitcode  # type: ignore[no-any-return]
-
-    def wait(self, timeout: float) -> bool:
-        """True when the process ended within `timeout` seconds."""
-        if isinstance(self.proc, subprocess.Popen):
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                return False
-            return True
-        self.proc.join(timeout)
-        return not self.proc.is_alive()
+        return self.proc.poll() is None
 
     def kill(self) -> None:
         self.proc.kill()
-        self.wait(10)
+        self.proc.wait(timeout=10)
         self.conn.close()
 
 
 class LocalExecutor:
     """`workers` processes of this machine, kept for the next fan-out of this process.
 
-    Workers are forked from this process where that is safe (they start at once, with torch and
-    any open run already loaded), else started as fresh interpreters (about 4 s each here, for
-    importing torch); see _spawn. Each talks to the driver over its own socket."""
+    Each worker is a fresh interpreter that imports only the engine (not this program's
+    ``__main__``, so scripts and notebooks need no main guard) and finds the task functions on
+    this process's sys.path; it talks to the driver over its own socket. Starting one takes
+    about 4 s here (importing torch), so the first fan-out times one task in the driver and
+    starts the workers only when the rest would take longer than twice that; while any worker
+    is still starting, the driver goes on running tasks itself.
+    (Forking the driver instead starts at once, but a worker forked after torch had run
+    multi-threaded hung on a lock of the thread pool.)"""
 
     kind = "local"
+    boot_seconds = 5.0  # a worker's start, until measured (4 s here, importing torch)
 
-    def __init__(self, workers: int, *, start: str = "auto") -> None:
-        """start: "auto" (fork where that is safe, else fresh), "fork" or "fresh"."""
-        if start not in ("auto", "fork", "fresh"):
-            raise ConfigError(f"start must be auto, fork or fresh, got {start!r}", param="start")
-        self.workers, self.start = workers, start
-        self._idle: list[_Worker] = []
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: list[_Worker] = []
         atexit.register(self.close)
 
-    def _spawn(self, others: Sequence[_Worker]) -> _Worker:
-        """A new worker: forked from this process where that is safe (_can_fork), else a fresh
-        ``python`` that imports only the engine (not this program's ``__main__``, so scripts and
-        notebooks need no main guard), finding the task functions on this process's sys.path."""
-        if self.start == "fork" or (self.start == "auto" and _can_fork()):
-            ctx = mp.get_context("fork")
-            parent, child = ctx.Pipe()
-            inherited = [w.conn.fileno() for w in others if not w.conn.closed]
-            proc: Any = ctx.Process(target=_forked_main, args=(child, inherited), daemon=True)
-            proc.start()
-            child.close()
-            return _Worker(proc, parent)
+    def _spawn(self) -> _Worker:
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -330,23 +283,33 @@ class LocalExecutor:
             theirs.close()
         return _Worker(proc, Connection(ours.detach()))
 
-    def _take(self, busy: Sequence[_Worker]) -> _Worker:
-        """An idle worker that is still alive (one killed while idle is dropped), else a new one."""
-        while self._idle:
-            w = self._idle.pop()
-            if w.alive():
-                return w
-            w.conn.close()
-        return self._spawn([*self._idle, *busy])
+    def start(self, *, timeout: float = 120.0) -> None:
+        """Start the workers now and wait until they are ready (a warm pool for what follows)."""
+        self._fill()
+        end = time.monotonic() + timeout
+        while not all(w.ready for w in self._pool) and time.monotonic() < end:
+            for w in list(self._pool):
+                if not w.ready and w.conn.poll(0.1):
+                    self._hear(w, {}, [])
 
     def close(self) -> None:
-        """Stop the idle workers."""
-        for w in self._idle:
+        """Stop every worker."""
+        for w in self._pool:
             with contextlib.suppress(OSError):
                 w.conn.send(None)
-            if not w.wait(5):
+            try:
+                w.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
                 w.kill()
-        self._idle = []
+        self._pool = []
+
+    def _fill(self) -> None:
+        """Replace dead workers and start missing ones (they boot in the background)."""
+        for w in [w for w in self._pool if not w.alive()]:
+            self._pool.remove(w)
+            w.conn.close()
+        while len(self._pool) < self.workers:
+            self._pool.append(self._spawn())
 
     def map(
         self,
@@ -362,57 +325,85 @@ class LocalExecutor:
         queue = list(enumerate(tasks))[::-1]  # pop() takes the next task
         results: dict[int, Any] = {}
         deaths: dict[int, int] = {}
-        busy: list[_Worker] = []
+
+        def done(i: int, value: Any) -> None:
+            results[i] = value
+            if on_result is not None:
+                on_result(i, value)
+            if progress is not None:
+                progress(len(results), len(tasks), None)
+
+        if not self._pool:  # no workers yet: time one task here, and start them only if it pays
+            t = time.perf_counter()
+            i, task = queue.pop()
+            done(i, task.run(path))
+            if (time.perf_counter() - t) * len(queue) < 2 * self.boot_seconds:
+                while queue:  # the rest takes less than starting the workers would
+                    i, task = queue.pop()
+                    done(i, task.run(path))
+                return [results[i] for i in range(len(tasks))]
+        self._fill()
+        retries: list[tuple[int, Task]] = []  # tasks whose worker died: never run in the driver
         try:
-            while queue or busy:
-                while queue and len(busy) < self.workers:
-                    w = self._take(busy)
-                    w.job = queue.pop()
-                    w.conn.send((w.job[0], w.job[1], path))
-                    busy.append(w)
-                ready = wait(
-                    [w.conn for w in busy]
-                )  # a reply, or the end of a dead worker's socket
-                for w in [w for w in busy if w.conn in ready]:
-                    busy.remove(w)
-                    got = self._collect(w, deaths, queue)
-                    if got is None:
-                        continue
-                    i, value = got
-                    results[i] = value
-                    if on_result is not None:
-                        on_result(i, value)
-                    if progress is not None:
-                        progress(len(results), len(tasks), None)
-        finally:
-            for w in busy:  # an exception (Ctrl-C, a cancelled job, a failed task): stop them
-                w.kill()
+            while len(results) < len(tasks):
+                for w in self._pool:
+                    if w.ready and w.job is None and (retries or queue):
+                        w.job = retries.pop() if retries else queue.pop()
+                        w.conn.send((w.job[0], w.job[1], path))
+                booting = any(not w.ready for w in self._pool)
+                if queue and booting:  # the pool is not up yet: do one task here meanwhile
+                    i, task = queue.pop()
+                    done(i, task.run(path))
+                    timeout: float | None = 0.0
+                else:
+                    timeout = None
+                heard = wait([x.conn for x in self._pool], timeout)
+                for w in [w for w in self._pool if w.conn in heard]:
+                    self._hear(w, deaths, retries, done)
+        except BaseException:
+            for w in self._pool:  # Ctrl-C, a cancelled job, a failed task: stop what runs
+                if w.job is not None:
+                    w.kill()
+            self._pool = [w for w in self._pool if w.job is None]
+            raise
         return [results[i] for i in range(len(tasks))]
 
-    def _collect(
-        self, w: _Worker, deaths: dict[int, int], queue: list[tuple[int, Task]]
-    ) -> tuple[int, Any] | None:
-        """The finished worker's (index, result); None when it died and its task was queued again."""
-        assert w.job is not None
-        i, task = w.job
+    def _hear(
+        self,
+        w: _Worker,
+        deaths: dict[int, int],
+        retries: list[tuple[int, Task]],
+        done: Callable[[int, Any], None] | None = None,
+    ) -> None:
+        """Read one message of w: ready, a result, a task's error; or notice that w died (its
+        task goes to `retries`, for another worker; TaskFailed the second time)."""
         try:
             reply = w.conn.recv()
         except (EOFError, OSError):
             reply = None
-        if reply is None:  # the process died in the middle of the task
+        if reply is None:
+            job = w.job
             w.kill()
-            deaths[i] = deaths.get(i, 0) + 1
-            if deaths[i] > 1:
-                raise TaskFailed(
-                    f"{task.name}: its worker process died twice (exit code {w.exitcode})"
-                )
-            queue.append((i, task))  # retried first, on a new worker
-            return None
+            self._pool.remove(w)
+            if job is not None:
+                i, task = job
+                deaths[i] = deaths.get(i, 0) + 1
+                if deaths[i] > 1:
+                    raise TaskFailed(
+                        f"{task.name}: its worker process died twice (exit code {w.proc.returncode})"
+                    )
+                retries.append(job)
+            self._fill()
+            return
+        if reply[0] == "ready":
+            w.ready = True
+            type(self).boot_seconds = time.perf_counter() - w.started
+            return
         w.job = None
-        self._idle.append(w)
         if reply[0] == "error":
             raise reply[2]
-        return reply[1], reply[2]
+        if done is not None:
+            done(reply[1], reply[2])
 
 
 # -- Ray -------------------------------------------------------------------------------------------

@@ -13,6 +13,11 @@ def echo(run_dir: str, *, value: int) -> tuple[str, int]:
     return run_dir, value
 
 
+def whose(run_dir: str) -> int:
+    """The process that ran the task."""
+    return os.getpid()
+
+
 def die_once(run_dir: str, *, marker: str, value: int) -> int:
     """Kill the worker process the first time (no cleanup, as a crash or the OOM killer would)."""
     m = Path(marker)

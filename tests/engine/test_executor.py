@@ -87,12 +87,15 @@ def test_results_come_back_in_task_order_with_progress(tmp_path: Path) -> None:
         assert seen[-1] == (7, 7) and [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
-def test_fresh_interpreter_workers_need_no_fork(tmp_path: Path) -> None:
-    """Where forking is unsafe (threads, CUDA, a Ray driver) workers start as fresh interpreters."""
-    ex = LocalExecutor(2, start="fresh")
+def test_the_driver_works_while_the_workers_start(tmp_path: Path) -> None:
+    """A small fan-out is done in the driver without starting the pool (it would take longer
+    than the work); once the pool is up, tasks run in the workers."""
+    ex = LocalExecutor(2)
     try:
-        tasks = [Task(faults.echo, {"value": v}) for v in range(4)]
-        assert ex.map(tmp_path, tasks) == [(str(tmp_path), v) for v in range(4)]
+        tasks = [Task(faults.whose, {}) for _ in range(4)]
+        assert set(ex.map(tmp_path, tasks)) == {os.getpid()}  # workers take seconds to start
+        ex.start()
+        assert os.getpid() not in ex.map(tmp_path, tasks)
     finally:
         ex.close()
 
@@ -105,22 +108,29 @@ def test_a_task_error_is_raised_as_is() -> None:
 
 
 def test_a_killed_local_worker_is_retried_once_then_named(tmp_path: Path) -> None:
-    ex = make_executor(LOCAL)
-    marker = tmp_path / "died"
-    tasks = [Task(faults.die_once, {"marker": str(marker), "value": 5}, "the dying one")]
-    tasks += [Task(faults.echo, {"value": v}) for v in range(3)]
-    got = ex.map(tmp_path, tasks)
-    assert marker.exists() and got[0] == 5 and [g[1] for g in got[1:]] == [0, 1, 2]
-    with pytest.raises(TaskFailed, match="fresh retrain, seed 9: its worker process died twice"):
-        ex.map(tmp_path, [Task(faults.always_die, {}, "fresh retrain, seed 9"),
-                          Task(faults.echo, {"value": 1})])  # fmt: skip
-    assert ex.map(tmp_path, [Task(faults.echo, {"value": v}) for v in range(2)])[1][1] == 1
+    ex = LocalExecutor(2)
+    ex.start()  # a task the driver ran itself while workers start would take the driver down
+    try:
+        marker = tmp_path / "died"
+        tasks = [Task(faults.die_once, {"marker": str(marker), "value": 5}, "the dying one")]
+        tasks += [Task(faults.echo, {"value": v}) for v in range(3)]
+        got = ex.map(tmp_path, tasks)
+        assert marker.exists() and got[0] == 5 and [g[1] for g in got[1:]] == [0, 1, 2]
+        # the retry goes to a worker, never to the driver, even while a new worker starts
+        with pytest.raises(
+            TaskFailed, match="fresh retrain, seed 9: its worker process died twice"
+        ):
+            ex.map(tmp_path, [Task(faults.always_die, {}, "fresh retrain, seed 9"),
+                              Task(faults.echo, {"value": 1})])  # fmt: skip
+        assert ex.map(tmp_path, [Task(faults.echo, {"value": v}) for v in range(2)])[1][1] == 1
+    finally:
+        ex.close()
 
 
 def test_an_exception_in_the_driver_cancels_the_outstanding_tasks(tmp_path: Path) -> None:
     ex = LocalExecutor(2)
     try:
-        ex.map(tmp_path, [Task(faults.echo, {"value": v}) for v in range(2)])  # both started
+        ex.start()
         outs = [tmp_path / f"out{i}" for i in range(4)]
         tasks = [Task(faults.slow_write, {"path": str(outs[0]), "seconds": 0.0})]
         tasks += [Task(faults.slow_write, {"path": str(p), "seconds": 3.0}) for p in outs[1:]]
@@ -162,6 +172,9 @@ def test_every_executor_gives_the_same_fresh_retrain_trust_and_lds(
     ScoreStore(run32).get_or_compute("sgd-influence", "val")  # the proof's prediction reads them
 
     ids = load_run(run32).bundle.train.ids
+    pool = make_executor(LOCAL)
+    assert isinstance(pool, LocalExecutor)
+    pool.start()  # tiny retrains: without started workers the pool would run them in the driver
     got: dict[str, list[Any]] = {}
     for name, settings in (("inline", INLINE), ("local", LOCAL), ("ray", ray_local)):
         with use_executor(settings):
@@ -202,6 +215,9 @@ def test_noise_bench_is_the_same_inline_local_and_on_ray(
     cfg = TrainConfig(model="mlp", widths=[16], epochs=3, batch_size=32, lr=0.1)
     kw: dict[str, Any] = dict(data=data, cfg=cfg, run_dir=tmp_path / "noisy",
                               methods=["loss", "margin"], seeds=2)  # fmt: skip
+    pool = make_executor(LOCAL)
+    assert isinstance(pool, LocalExecutor)
+    pool.start()
     results = []
     for settings in (INLINE, LOCAL, ray_local):
         with use_executor(settings):
