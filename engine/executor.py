@@ -201,7 +201,7 @@ def worker_main(fd: int) -> None:
     stop or the socket closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     conn = Connection(fd)
-    import engine.tasks  # noqa: F401 - the slow imports (torch) before saying "ready"
+    import engine.counterfactual  # noqa: F401 - what every retrain needs (torch, the data), first
 
     conn.send(("ready", os.getpid()))
     while True:
