@@ -133,7 +133,9 @@ def finding_sentence(rec: dict[str, Any]) -> str:
 
 def finding_section(run: Path | None) -> None:
     """After the chain: one sentence of what was found, and the next step (look -> tick -> prove)."""
-    if run is None or not state.run_ready(run) or active_jobs(run):
+    # active_jobs_exist, not active_jobs: progress_section already shows the job's progress (and
+    # its Cancel button; a second one had the same key and broke the page)
+    if run is None or not state.run_ready(run) or active_jobs_exist(run):
         return
     from app.components.recommendation import latest
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,23 @@ def test_the_executor_setting_is_saved_in_the_workspace(workspace: Path) -> None
     assert any(
         e.label == "Where retrains run: in one process, one after another" for e in at.expander
     )
+
+
+def test_a_running_job_on_a_trained_run_shows_one_progress_and_one_cancel(run_dir: Path) -> None:
+    """The first screen asked twice for the active jobs: two Cancel buttons with the same key
+    broke the page while the demo chain was scoring."""
+    from engine.jobs import cancel_job, job_status, start_job
+
+    jid = start_job(
+        "retrain", run_dir=run_dir, params={"mode": "fresh", "seeds": 40, "save": False}
+    )
+    try:
+        deadline = time.time() + 60
+        while job_status(run_dir, jid)["state"] != "running":
+            assert time.time() < deadline, "the retrain job did not start within 60 s"
+            time.sleep(0.2)
+        at = AppTest.from_file(page("runs.py"), default_timeout=30).run()
+        assert not at.exception, at.exception
+        assert [b.label for b in at.button if b.label == "Cancel"] == ["Cancel"]
+    finally:
+        cancel_job(run_dir, jid)
