@@ -88,6 +88,9 @@ def test_demo_story_in_a_real_browser(page: Any, app_server: AppServer) -> None:
         # 1. the first screen: one button trains the demo model, scores every image and
         #    measures which method's suggestions help; the screen says what was found
         _open(page, server, "", "Train the demo model")
+        # the toolbar has no "Deploy" button (.streamlit/config.toml: client.toolbarMode viewer)
+        assert page.get_by_role("button", name="Deploy").count() == 0
+        assert page.get_by_text("Deploy", exact=True).count() == 0
         screenshot(page, "01-runs-empty")
         page.get_by_role("button", name="Train the demo model and find harmful images").click()
         run = _run_dir(server)
