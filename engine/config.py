@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from engine.models import MODEL_NAMES
+from engine.models import MODEL_NAMES, USER_PREFIX
 from engine.options import ParamError, option, options
 
 SCHEDULES = ("constant", "step", "exp", "invsqrt", "cosine")
@@ -41,13 +41,21 @@ class TrainConfig:
         "mlp",
         label="Model",
         choices=MODEL_NAMES,
-        help="logreg | mlp | lenet5 | hara-cnn | cifar-cnn",
+        help="logreg | mlp | lenet5 | hara-cnn | cifar-cnn | resnet9-gn | resnet18-gn, or your "
+        "own: python:FILE.py:FACTORY (FACTORY(input_shape, n_classes) -> nn.Module)",
     )
     widths: list[int] = option(
         factory=lambda: [64, 64],
         label="MLP widths",
         kind="ints",
         help="hidden widths of the mlp, comma-separated",
+    )
+    base_width: int = option(
+        64,
+        label="ResNet width",
+        minimum=1,
+        maximum=1024,
+        help="channels of the ResNets' first stage (resnet9-gn, resnet18-gn); later stages double",
     )
     binary: bool = option(
         False, label="One sigmoid output", help="one sigmoid output (two classes only)"
@@ -116,10 +124,13 @@ class TrainConfig:
 
     def validate(self, *, n_train: int | None = None, n_classes: int | None = None) -> None:
         """Raise ConfigError naming the first impossible value."""
-        if self.model not in MODEL_NAMES:
+        if self.model not in MODEL_NAMES and not self.model.startswith(USER_PREFIX):
             raise ConfigError(
-                f"model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}", param="model"
+                f"model must be one of {', '.join(MODEL_NAMES)} or python:FILE.py:FACTORY, "
+                f"got {self.model!r}",
+                param="model",
             )
+        _positive_int("base_width", self.base_width)
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
         _positive_int("threads", self.threads)

@@ -51,6 +51,7 @@ def build_problem(bundle: DataBundle, cfg: TrainConfig) -> tuple[Problem, Params
         input_shape=bundle.input_shape,
         n_outputs=n_out,
         widths=cfg.widths,
+        base_width=cfg.base_width,
         standardize=scaler,
     )
     model = model.to(device=device, dtype=dtype)

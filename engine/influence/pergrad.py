@@ -5,9 +5,10 @@ sample k's own loss l(z_k; theta), u_q a query direction):
 
 - ``fold``: folded into the replay step's own backward pass. For a linear layer the per-sample
   gradient is delta_k a_k^T (delta_k = dl_k/d output, a_k = the layer input), so
-  <U, g_k> = delta_k^T U a_k, and for a convolution <U, g_k> = sum_pos delta_k * conv(a_k, U). No
-  per-sample tensor of size P is formed. Needs a model whose parametrised modules are all Linear
-  or Conv2d (groups 1, zero padding); ``supports_fold`` says.
+  <U, g_k> = delta_k^T U a_k, and for a convolution <U, g_k> = sum_pos delta_k * conv(a_k, U); an
+  affine GroupNorm's are sums over positions of delta_k * xhat_k and delta_k. No per-sample
+  tensor of size P is formed. Needs a model whose parametrised modules are all Linear, Conv2d
+  (groups 1, zero padding) or GroupNorm, each called once per forward; ``supports_fold`` says.
 - ``jvp``: a forward-mode JVP of the per-sample loss vector along each u_q (vmapped over q).
 - ``vmap``: materialise per-sample gradients (B, P) with vmap(grad) and multiply by U (P, Q).
 
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
+from engine.config import ConfigError
 from engine.models import per_sample_loss
 from engine.sgd import Problem, apply_update, batch_loss
 from engine.trajectory import Params
@@ -98,9 +100,10 @@ def _param_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def supports_fold(model: nn.Module) -> bool:
-    """True when every parametrised module is a Linear or a plain Conv2d (groups 1, zero padding)."""
+    """True when every parametrised module is a Linear, a plain Conv2d (groups 1, zero padding)
+    or an affine GroupNorm."""
     for _, m in _param_modules(model):
-        if isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear) or (isinstance(m, nn.GroupNorm) and m.affine):
             continue
         if (
             isinstance(m, nn.Conv2d)
@@ -119,6 +122,7 @@ class _Capture:
     def __init__(self) -> None:
         self.inputs: dict[str, torch.Tensor] = {}
         self.outputs: dict[str, torch.Tensor] = {}
+        self.reused: list[str] = []  # layers called twice in one forward (shared weights)
 
 
 @contextlib.contextmanager
@@ -130,6 +134,8 @@ def _capturing(model: nn.Module) -> Iterator[_Capture]:
         def hook(
             mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor, name: str = name
         ) -> None:
+            if name in cap.inputs:
+                cap.reused.append(name)
             cap.inputs[name] = inp[0].detach()
             cap.outputs[name] = out
 
@@ -152,6 +158,9 @@ def _layer_dots(
         if ub is not None:
             out = out + delta @ ub.T
         return out
+    if isinstance(m, nn.GroupNorm):
+        g = _group_norm_grads(m, a, delta)  # uw, ub (Q, C)
+        return g["weight"] @ uw.T + (g["bias"] @ ub.T if ub is not None else 0)
     assert isinstance(m, nn.Conv2d)
     o = m.out_channels
     w = uw.reshape(q * o, *uw.shape[2:])
@@ -177,6 +186,12 @@ def _fold_backward(
     leaves = {k: theta[k].detach().requires_grad_(True) for k in names}
     with _capturing(problem.model) as cap:
         loss = batch_loss(problem, leaves, xb, yb, None)
+    if cap.reused:
+        raise ConfigError(
+            f"layer {cap.reused[0]!r} runs more than once per forward (shared weights): the folded "
+            "per-sample route cannot see each use; use dots='jvp' or 'vmap'",
+            param="dots",
+        )
     mods = dict(_param_modules(problem.model))
     layer_names = list(cap.outputs)
     wrt = [leaves[k] for k in names] if param_grads else []
@@ -230,10 +245,27 @@ def grads_and_dots(
     return grads, dots
 
 
+def _group_norm_grads(
+    m: nn.GroupNorm, a: torch.Tensor, delta: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Per-sample gradients {"weight", "bias"}: (B, C) each, of an affine GroupNorm y = xhat *
+    weight + bias (per channel), from its input a (B, C, ...) and delta = dl_k / dy (B, C, ...):
+    d weight = sum over positions of delta * xhat, d bias = sum of delta. xhat normalises each
+    sample on its own, so these are the sample's own gradients."""
+    xhat = F.group_norm(a, m.num_groups, None, None, m.eps)
+    b, c = a.shape[0], a.shape[1]
+    return {
+        "weight": (delta * xhat).reshape(b, c, -1).sum(2),
+        "bias": delta.reshape(b, c, -1).sum(2),
+    }
+
+
 def _layer_grads(m: nn.Module, a: torch.Tensor, delta: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-sample gradients {"weight": (B, *w.shape), "bias": (B, O)} of one layer from its input
     a and the gradient delta of the per-sample loss with respect to its output."""
     b = a.shape[0]
+    if isinstance(m, nn.GroupNorm):
+        return _group_norm_grads(m, a, delta)
     if isinstance(m, nn.Linear):
         out = {"weight": torch.einsum("bo,bi->boi", delta, a)}
         bias = delta
@@ -319,14 +351,13 @@ def step_with_dots(
 
 def resolve_dots(model: nn.Module, method: str) -> str:
     """'auto' -> 'fold' where the model allows it, else 'jvp'."""
-    from engine.config import ConfigError
-
     if method not in DOTS:
         raise ConfigError(f"dots must be one of {', '.join(DOTS)}, got {method!r}")
     if method == "auto":
         return "fold" if supports_fold(model) else "jvp"
     if method == "fold" and not supports_fold(model):
         raise ConfigError(
-            "dots='fold' needs a model made of Linear and Conv2d layers only; use jvp or vmap"
+            "dots='fold' needs a model made of Linear, Conv2d and GroupNorm layers only; use jvp "
+            "or vmap"
         )
     return method

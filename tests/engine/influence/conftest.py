@@ -69,6 +69,12 @@ def conv_run(runs_root: Path) -> LoadedRun:
 
 
 @pytest.fixture(scope="session")
+def resnet_run(runs_root: Path) -> LoadedRun:
+    """resnet9-gn, 4 channels wide (residual blocks, GroupNorm, max pooling), 2 epochs."""
+    return make_run(runs_root, "resnet", model="resnet9-gn", base_width=4, epochs=2, lr=0.05)
+
+
+@pytest.fixture(scope="session")
 def std_run(runs_root: Path) -> LoadedRun:
     """Binary sigmoid mlp on standardised inputs (the fidelity protocol's preprocessing)."""
     return make_run(runs_root, "std", binary=True, standardize=True, momentum=0.0)

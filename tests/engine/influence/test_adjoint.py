@@ -221,3 +221,16 @@ def test_damped_and_windowed_curvature_span_hydra_to_sgd_influence(tiny_run: Loa
         run_method("sgd-influence", tiny_run, q, hessian_scale=1.5)
     with pytest.raises(ConfigError, match="bend the exact curvature"):
         run_method("hydra", tiny_run, q, hessian_scale=0.5)
+
+
+def test_sgd_influence_on_a_resnet_with_groupnorm_equals_autograd(resnet_run: LoadedRun) -> None:
+    """resnet9-gn (residual blocks, GroupNorm, max pooling), tiny and in float64: the exact pass
+    (folded per-sample dots, GroupNorm included) against autograd through the unrolled training,
+    and a bit-exact replay."""
+    from engine.influence.pergrad import supports_fold
+    from engine.verify import verify_replay
+
+    assert supports_fold(resnet_run.problem.model)
+    assert verify_replay(resnet_run.run.path)["exact"]
+    ours = run_method("sgd-influence", resnet_run, Query("val"))
+    assert rel_err(ours, unrolled_scores(resnet_run, Query("val"))) < 1e-9

@@ -10,7 +10,7 @@ from engine.loading import LoadedRun
 from engine.sgd import clone_params, sgd_step
 
 
-@pytest.mark.parametrize("fixture", ["tiny_run", "conv_run", "std_run", "aug_run"])
+@pytest.mark.parametrize("fixture", ["tiny_run", "conv_run", "std_run", "aug_run", "resnet_run"])
 def test_fused_step_gives_vmap_per_sample_grads_and_the_same_update(
     request: pytest.FixtureRequest, fixture: str
 ) -> None:
@@ -29,3 +29,26 @@ def test_fused_step_gives_vmap_per_sample_grads_and_the_same_update(
         assert float((g - ref).abs().max()) <= 1e-12 * float(ref.abs().max())
         for k in theta:  # the step itself is the training step, bit for bit
             assert torch.equal(theta[k], th2[k]) and torch.equal(v[k], v2[k])
+
+
+def test_a_layer_used_twice_is_refused_by_the_folded_route(tiny_run: LoadedRun) -> None:
+    from dataclasses import replace
+
+    from torch import nn
+
+    from engine.config import ConfigError
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.flat, self.lin, self.out = nn.Flatten(), nn.Linear(64, 64), nn.Linear(64, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.lin(self.lin(self.flat(x))))
+
+    model = Twice().to(torch.float64)
+    problem = replace(tiny_run.problem, model=model)
+    theta = {k: p.detach() for k, p in model.named_parameters()}
+    xb, yb = problem.x[:4], problem.y[:4]
+    with pytest.raises(ConfigError, match="'lin' runs more than once per forward"):
+        fold_per_sample_grads(problem, theta, xb, yb)
