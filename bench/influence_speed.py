@@ -101,7 +101,8 @@ def influencers_check(n_train: int, dataset: str, folder: Path) -> dict[str, Any
     # Fashion-MNIST's 60,000 training images minus a 100-image validation split carved out of them
     spec = DataSpec(dataset=dataset, n_train=n_train, n_test=1000, val_fraction=0.0017, seed=0)
     cfg = TrainConfig(
-        model="lenet5", epochs=1, batch_size=32, lr=0.05, dtype="float32", device="cpu"
+        model=a.model,
+        base_width=a.base_width, epochs=1, batch_size=32, lr=0.05, dtype="float32", device="cpu"
     )
     res = train(run_dir, spec, cfg)
     t0 = time.perf_counter()
@@ -133,6 +134,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--model", default="lenet5", help="any --model of retracer train")
+    ap.add_argument("--base-width", type=int, default=64, help="the ResNets' first-stage width")
     ap.add_argument("--n-train", type=int, default=5000)
     ap.add_argument("--n-val", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=3)
@@ -171,7 +174,8 @@ def main() -> None:
 
     spec = DataSpec(dataset=a.dataset, n_train=a.n_train, n_val=a.n_val, n_test=1000, seed=0)
     cfg = TrainConfig(
-        model="lenet5",
+        model=a.model,
+        base_width=a.base_width,
         epochs=a.epochs,
         batch_size=a.batch_size,
         lr=0.05,
@@ -194,7 +198,7 @@ def main() -> None:
         state_bytes = 2 * p * loaded.problem.x.element_size()
         storage = loaded.traj.storage_bytes() / (state_bytes * a.epochs)
         print(
-            f"data {spec.dataset} n_train={n} n_val={len(loaded.bundle.val)}; lenet5 P={p}; "
+            f"data {spec.dataset} n_train={n} n_val={len(loaded.bundle.val)}; {a.model} P={p}; "
             f"{a.epochs} epochs x {loaded.traj.steps_per_epoch} steps; training {t_train:.2f}s "
             f"(val acc {res.final.get('val_acc', float('nan')):.3f}){'; ' + note if note else ''}"
         )
