@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev,bench,peers,ray]"
+	$(BIN)/pip install --quiet -e ".[dev,bench,peers,ray,figures]"
 	touch $@ $(STAMP)
 
 venv: $(STAMP)

@@ -101,8 +101,7 @@ def influencers_check(n_train: int, dataset: str, folder: Path) -> dict[str, Any
     # Fashion-MNIST's 60,000 training images minus a 100-image validation split carved out of them
     spec = DataSpec(dataset=dataset, n_train=n_train, n_test=1000, val_fraction=0.0017, seed=0)
     cfg = TrainConfig(
-        model=a.model,
-        base_width=a.base_width, epochs=1, batch_size=32, lr=0.05, dtype="float32", device="cpu"
+        model="lenet5", epochs=1, batch_size=32, lr=0.05, dtype="float32", device="cpu"
     )
     res = train(run_dir, spec, cfg)
     t0 = time.perf_counter()

@@ -69,6 +69,8 @@ def write_table(folder: Path, name: str, df: pd.DataFrame) -> Path:
 def write_figure(folder: Path, name: str, fig: Any) -> dict[str, Any]:
     """Write a plotly figure as <name>.html, and <name>.png if kaleido can render it.
 
+    kaleido (the ``figures`` extra) drives a local Chrome or Chromium: the one it finds on PATH,
+    or the one $BROWSER_PATH names (e.g. /usr/bin/chromium). It never downloads one here.
     Returns {"html": path, "png": path or None, "note": "" or why there is no PNG}.
     """
     html = folder / f"{name}.html"
@@ -77,7 +79,7 @@ def write_figure(folder: Path, name: str, fig: Any) -> dict[str, Any]:
     try:
         import kaleido  # noqa: F401
     except ImportError:
-        out["note"] = "HTML only: kaleido is not installed, so no PNG"
+        out["note"] = "HTML only: kaleido is not installed (pip install 'retracer[figures]')"
         return out
     try:
         atomic_write_bytes(folder / f"{name}.png", fig.to_image(format="png", scale=2))
