@@ -35,10 +35,7 @@ from typing import Any, TypedDict, cast
 import numpy as np
 import torch
 
-from engine import tasks
 from engine.config import ConfigError
-from engine.counterfactual import validation_metrics
-from engine.executor import Task, current_executor
 from engine.experiments.report import new_experiment_dir, save_result
 from engine.influence.methods import get_method
 from engine.influence.queries import val_halves
@@ -46,7 +43,7 @@ from engine.influence.scorestore import ScoreStore
 from engine.loading import LoadedRun, load_run
 from engine.progress import Progress
 from engine.recommendations import input_stamp, latest_recommendation, table_frame, why_sentence
-from engine.tasks import changes_of
+from engine.removals import Removals, random_picks, random_summary
 from engine.trusted import trusted_counts
 
 __all__ = [
@@ -214,11 +211,9 @@ def recommend(
     ids = loaded.bundle.train.ids
     judges = {"a": halves[0], "b": halves[1], "all": every}
     fresh_seeds = [loaded.cfg.seed + 1001 + i for i in range(seeds)]
-    plan = _Removals(loaded, mode=mode, fresh_seeds=fresh_seeds, judges=judges)
+    plan = Removals(loaded, mode=mode, fresh_seeds=fresh_seeds, judges=judges)
     before = plan.ask(None)
-    random_asked = {
-        kk: [plan.ask(p) for p in _random_picks(loaded, kk, control_draws)] for kk in ks
-    }
+    random_asked = {kk: [plan.ask(p) for p in random_picks(loaded, kk, control_draws)] for kk in ks}
     flipped = _known_errors(loaded)
     inputs, full_by_method, asked, t_scores = {}, {}, {}, {}
     for m in names:  # the scores, and the removals each (method, k) is judged by
@@ -247,7 +242,7 @@ def recommend(
         return {"d_val_loss": after["val_loss"] - base[judge]["val_loss"],
                 "d_val_acc": after["val_acc"] - base[judge]["val_acc"], **after}  # fmt: skip
 
-    random_by_k = {kk: _random_summary([change(h, "all") for h in hs])
+    random_by_k = {kk: random_summary([change(h, "all") for h in hs])
                    for kk, hs in random_asked.items()}  # fmt: skip
     rows = []
     for m in names:
@@ -326,81 +321,6 @@ def score_and_recommend(
     for m in default_candidates(load_run(run_dir)):
         _scores(run_dir, m, "val", progress=progress)
     return recommend(run_dir, k=k, progress=progress)
-
-
-def _random_picks(loaded: LoadedRun, k: int, draws: int) -> list[np.ndarray]:
-    """`draws` sets of k random training indices (sorted), seeded by the run, k and the draw."""
-    n = len(loaded.bundle.train)
-    return [
-        np.sort(
-            np.random.default_rng([loaded.cfg.seed, 104_729, k, d]).choice(n, size=k, replace=False)
-        )
-        for d in range(draws)
-    ]
-
-
-def _random_summary(runs: list[dict[str, float]]) -> dict[str, Any]:
-    """The random draws' mean (and std) change, and each draw."""
-    out: dict[str, Any] = {"draws": runs}
-    for m in ("d_val_loss", "d_val_acc"):
-        v = [r[m] for r in runs]
-        out[m], out[f"{m}_std"] = float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
-    return out
-
-
-class _Removals:
-    """The retrains a recommendation is measured by, asked for first and run in one fan-out
-    (engine.executor): mode "all" one renormalised counterfactual per removal (none for the run
-    itself), mode "fresh" one retrain per fresh seed."""
-
-    def __init__(
-        self,
-        loaded: LoadedRun,
-        *,
-        mode: str,
-        fresh_seeds: list[int],
-        judges: dict[str, torch.Tensor],
-    ) -> None:
-        self.loaded, self.mode, self.fresh_seeds = loaded, mode, fresh_seeds
-        self.judges = {h: idx.tolist() for h, idx in judges.items()}
-        self.per_removal = len(fresh_seeds) if mode == "fresh" else 1
-        self._tasks: list[Task] = []
-        self._slots: list[list[int] | None] = []  # per removal: its task indices (None: the run)
-        self._got: list[Any] = []
-
-    @property
-    def n_tasks(self) -> int:
-        return len(self._tasks)
-
-    def ask(self, idx: np.ndarray | None) -> int:
-        """A removal of training indices idx (None: nothing removed); returns its handle."""
-        ch = None if idx is None else changes_of(np.asarray(idx).tolist())
-        if self.mode == "fresh":
-            new = [tasks.retrain("fresh", ch, seed=s, measure="validation", subsets=self.judges)
-                   for s in self.fresh_seeds]  # fmt: skip
-        elif ch is None:
-            new = []
-        else:
-            new = [tasks.retrain("all", ch, renormalise=True, measure="validation",
-                                 subsets=self.judges)]  # fmt: skip
-        self._slots.append(
-            list(range(len(self._tasks), len(self._tasks) + len(new))) if new else None
-        )
-        self._tasks += new
-        return len(self._slots) - 1
-
-    def run(self, progress: Progress | None) -> None:
-        self._got = current_executor().map(self.loaded.run.path, self._tasks, progress=progress)
-
-    def judged(self, handle: int, judge: str) -> dict[str, float]:
-        """{"val_loss", "val_acc"} after the removal, on the validation images `judge` (a, b,
-        all), the mean over fresh seeds."""
-        slot = self._slots[handle]
-        if slot is None:
-            got = [validation_metrics(self.loaded, self.loaded.final_theta, self.judges)]
-        else:
-            got = [self._got[i] for i in slot]
-        return {m: float(np.mean([g[judge][m] for g in got])) for m in ("val_loss", "val_acc")}
 
 
 def choose(

@@ -231,38 +231,21 @@ def run_steps(
 
     weights / renormalise: as in sgd_step. Runs with the problem's pinned thread count."""
     with pinned_threads(problem.threads):
-        _run_steps(problem, traj, theta, v, start=start, stop=stop, weights=weights,
-                   renormalise=renormalise, on_step=on_step, check_finite=check_finite)  # fmt: skip
-
-
-def _run_steps(
-    problem: Problem,
-    traj: Trajectory,
-    theta: Params,
-    v: Params,
-    *,
-    start: int,
-    stop: int,
-    weights: torch.Tensor | None,
-    renormalise: bool,
-    on_step: StepCallback | None,
-    check_finite: bool,
-) -> None:
-    for t in range(start, stop):
-        loss = sgd_step(
-            problem,
-            theta,
-            v,
-            traj.batch(t),
-            lr=traj.lr(t),
-            aug_seed=traj.aug_seed(t),
-            weights=weights,
-            renormalise=renormalise,
-        )
-        if check_finite and not torch.isfinite(torch.tensor(loss)):
-            raise TrainingDiverged(f"loss became {loss} at step {t}")
-        if on_step is not None:
-            on_step(t, loss)
+        for t in range(start, stop):
+            loss = sgd_step(
+                problem,
+                theta,
+                v,
+                traj.batch(t),
+                lr=traj.lr(t),
+                aug_seed=traj.aug_seed(t),
+                weights=weights,
+                renormalise=renormalise,
+            )
+            if check_finite and not torch.isfinite(torch.tensor(loss)):
+                raise TrainingDiverged(f"loss became {loss} at step {t}")
+            if on_step is not None:
+                on_step(t, loss)
 
 
 def replay_to(
