@@ -87,7 +87,7 @@ class LocalExecutor:
     starts the workers only when the rest would take longer than twice that; while any worker
     is still starting, the driver goes on running tasks itself.
     (Forking the driver instead starts at once, but a worker forked after torch had run
-    multi-threaded hung on a lock of the thread pool.)"""
+    multi-threaded hung in a futex wait: the driver had 3 OS threads, one of them held a lock.)"""
 
     kind = "local"
     boot_seconds = 5.0  # a worker's start, until measured (4 s here, importing torch)
