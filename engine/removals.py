@@ -58,6 +58,7 @@ class Removals:
         self._tasks: list[Task] = []
         self._slots: list[list[int] | None] = []  # per removal: its task indices (None: the run)
         self._got: list[Any] = []
+        self._run_itself: dict[str, dict[str, float]] | None = None  # the run, evaluated once
 
     @property
     def n_tasks(self) -> int:
@@ -65,7 +66,7 @@ class Removals:
 
     def ask(self, idx: np.ndarray | None) -> int:
         """A removal of training indices idx (None: nothing removed); returns its handle."""
-        ch = None if idx is None else changes_of(np.asarray(idx).tolist())
+        ch = None if idx is None else changes_of(idx)
         if self.mode == "fresh":
             new = [tasks.retrain("fresh", ch, seed=s, measure="validation", subsets=self.judges)
                    for s in self.fresh_seeds]  # fmt: skip
@@ -88,7 +89,11 @@ class Removals:
         all), the mean over fresh seeds."""
         slot = self._slots[handle]
         if slot is None:
-            got = [validation_metrics(self.loaded, self.loaded.final_theta, self.judges)]
+            if self._run_itself is None:
+                self._run_itself = validation_metrics(
+                    self.loaded, self.loaded.final_theta, self.judges
+                )
+            got = [self._run_itself]
         else:
             got = [self._got[i] for i in slot]
         return {m: float(np.mean([g[judge][m] for g in got])) for m in ("val_loss", "val_acc")}

@@ -30,7 +30,9 @@ HOWS = ("all", "last", "fresh")
 MEASURES = ("metrics", "query", "validation")
 
 
-def changes_of(drop: Sequence[int] = (), relabel: Sequence[Sequence[int]] = ()) -> Changes | None:
+def changes_of(
+    drop: Sequence[int] | np.ndarray = (), relabel: Sequence[Sequence[int]] = ()
+) -> Changes | None:
     """Changes from training indices to drop and (index, new class) pairs; None for no change."""
     if not len(drop) and not len(relabel):
         return None

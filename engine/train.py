@@ -68,16 +68,15 @@ def train(
         run.set_status("running", "training")
         problem, theta = build_problem(bundle, cfg)
         try:
-            with pinned_threads(cfg.threads):
-                return _train_loop(
-                    run,
-                    bundle,
-                    cfg,
-                    problem,
-                    theta,
-                    progress=progress,
-                    log_trajectory=log_trajectory,
-                )
+            return _train_loop(
+                run,
+                bundle,
+                cfg,
+                problem,
+                theta,
+                progress=progress,
+                log_trajectory=log_trajectory,
+            )
         except TrainingDiverged as e:
             msg = f"training diverged: {e}; lower --lr (now {cfg.lr}) or --momentum"
             run.set_status("failed", msg)
@@ -109,54 +108,60 @@ def _train_loop(
     writer: TrajectoryWriter | None = None,
     metrics: list[dict[str, Any]] | None = None,
 ) -> TrainResult:
-    """Run SGD from `start_step` (0, or a checkpoint when resuming) to the end."""
-    t0 = time.perf_counter()
-    n = len(bundle.train)
-    spe = steps_per_epoch(n, cfg.batch_size)
-    total = cfg.epochs * spe
-    if v is None:
-        v = {k: torch.zeros_like(p) for k, p in theta.items()}
-    if writer is None and log_trajectory:
-        writer = TrajectoryWriter(run.file("trajectory"), steps_per_epoch=spe, n_steps=total)
-    ckpts = _checkpoint_steps(cfg, spe)
-    metrics = list(metrics or [])
-    step = start_step
-    for epoch in range(start_step // spe, cfg.epochs):
-        batches = epoch_batches(n, cfg.batch_size, seed=cfg.seed, epoch=epoch)
-        for idx in batches[step - epoch * spe :]:
-            if writer is not None and step in ckpts:
-                writer.checkpoint(step, theta, v)
-            lr, aseed = learning_rate(cfg, step, spe), aug_seed_for(cfg, step)
-            loss = sgd_step(problem, theta, v, idx, lr=lr, aug_seed=aseed)
-            if not math.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss} at step {step} (epoch {epoch + 1})")
-            if writer is not None:
-                writer.log.append(idx, lr, aseed, epoch)
-            step += 1
-            if progress is not None:
-                progress(step, total, loss)
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": step,
-            "seconds": time.perf_counter() - t0,
-        }
-        for s in ("train", "val", "test"):
-            ev = evaluate(problem, theta, bundle.split(s))
-            row[f"{s}_loss"], row[f"{s}_acc"] = ev["loss"], ev["acc"]
-        if bundle.attack is not None:  # backdoor: test-2 attack success (engine.data.backdoor)
-            from engine.data.backdoor import attack_metrics
+    """Run SGD from `start_step` (0, or a checkpoint when resuming) to the end, with the run's
+    pinned CPU threads (engine.threads)."""
+    with pinned_threads(cfg.threads):
+        t0 = time.perf_counter()
+        n = len(bundle.train)
+        spe = steps_per_epoch(n, cfg.batch_size)
+        total = cfg.epochs * spe
+        if v is None:
+            v = {k: torch.zeros_like(p) for k, p in theta.items()}
+        if writer is None and log_trajectory:
+            writer = TrajectoryWriter(run.file("trajectory"), steps_per_epoch=spe, n_steps=total)
+        ckpts = _checkpoint_steps(cfg, spe)
+        metrics = list(metrics or [])
+        step = start_step
+        for epoch in range(start_step // spe, cfg.epochs):
+            batches = epoch_batches(n, cfg.batch_size, seed=cfg.seed, epoch=epoch)
+            for idx in batches[step - epoch * spe :]:
+                if writer is not None and step in ckpts:
+                    writer.checkpoint(step, theta, v)
+                lr, aseed = learning_rate(cfg, step, spe), aug_seed_for(cfg, step)
+                loss = sgd_step(problem, theta, v, idx, lr=lr, aug_seed=aseed)
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(f"loss became {loss} at step {step} (epoch {epoch + 1})")
+                if writer is not None:
+                    writer.log.append(idx, lr, aseed, epoch)
+                step += 1
+                if progress is not None:
+                    progress(step, total, loss)
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "step": step,
+                "seconds": time.perf_counter() - t0,
+            }
+            for s in ("train", "val", "test"):
+                ev = evaluate(problem, theta, bundle.split(s))
+                row[f"{s}_loss"], row[f"{s}_acc"] = ev["loss"], ev["acc"]
+            if bundle.attack is not None:  # backdoor: test-2 attack success (engine.data.backdoor)
+                from engine.data.backdoor import attack_metrics
 
-            pred = predict(split_logits(problem, theta, bundle.attack))
-            row.update(attack_metrics(pred, bundle.attack.labels, int(bundle.attack_target or 0)))
-        if not math.isfinite(row["train_loss"]):
-            raise TrainingDiverged(f"training loss is {row['train_loss']} after epoch {epoch + 1}")
-        metrics.append(row)
-        run.write_json("metrics.json", metrics)
-    if writer is not None:
-        writer.checkpoint(total, theta, v)
-    seconds = time.perf_counter() - t0
-    run.set_status("done", f"trained {cfg.epochs} epochs in {seconds:.1f}s", seconds=seconds)
-    return TrainResult(run.path, metrics, seconds)
+                pred = predict(split_logits(problem, theta, bundle.attack))
+                row.update(
+                    attack_metrics(pred, bundle.attack.labels, int(bundle.attack_target or 0))
+                )
+            if not math.isfinite(row["train_loss"]):
+                raise TrainingDiverged(
+                    f"training loss is {row['train_loss']} after epoch {epoch + 1}"
+                )
+            metrics.append(row)
+            run.write_json("metrics.json", metrics)
+        if writer is not None:
+            writer.checkpoint(total, theta, v)
+        seconds = time.perf_counter() - t0
+        run.set_status("done", f"trained {cfg.epochs} epochs in {seconds:.1f}s", seconds=seconds)
+        return TrainResult(run.path, metrics, seconds)
 
 
 def resume(run_dir: str | Path, *, progress: Progress | None = None) -> TrainResult:
@@ -191,20 +196,19 @@ def resume(run_dir: str | Path, *, progress: Progress | None = None) -> TrainRes
         ]
         run.set_status("running", f"resuming from step {start}")
         try:
-            with pinned_threads(cfg.threads):
-                return _train_loop(
-                    run,
-                    bundle,
-                    cfg,
-                    problem,
-                    theta,
-                    progress=progress,
-                    log_trajectory=True,
-                    start_step=start,
-                    v=v,
-                    writer=writer,
-                    metrics=metrics,
-                )
+            return _train_loop(
+                run,
+                bundle,
+                cfg,
+                problem,
+                theta,
+                progress=progress,
+                log_trajectory=True,
+                start_step=start,
+                v=v,
+                writer=writer,
+                metrics=metrics,
+            )
         except BaseException as e:
             run.set_status("failed", f"{type(e).__name__}: {e}")
             raise

@@ -26,10 +26,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from engine import tasks
-from engine.changes import Changes
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.executor import current_executor
@@ -46,6 +44,7 @@ from engine.loading import LoadedRun
 from engine.progress import Progress
 from engine.retrain import evaluate_theta
 from engine.stats import summarize
+from engine.tasks import changes_of
 
 QUERY_FREE = ("itlm", "loss", "confident-learning")
 
@@ -135,13 +134,11 @@ def backdoor_bench(
         ("oracle", np.flatnonzero(poisoned)),
     ]
     to_train += [(k, np.argsort(-v, kind="stable")[:n_p]) for k, v in rankings.items()]
-    none = torch.zeros(0, dtype=torch.int64)
-    jobs = [
-        tasks.retrain("fresh", None if drop is None else Changes(torch.as_tensor(drop), none, none),
-                      seed=s)  # the run's own number of SGD steps (engine.fresh budget "steps")
+    jobs = [  # the run's own number of SGD steps (engine.fresh budget "steps")
+        tasks.retrain("fresh", None if drop is None else changes_of(drop), seed=s)
         for _, drop in to_train
         for s in fresh
-    ]  # fmt: skip
+    ]
     got = current_executor().map(loaded.run.path, jobs, progress=progress)
     rows = []
     n = len(b.train)

@@ -27,10 +27,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from engine import tasks
-from engine.changes import Changes
 from engine.config import ConfigError
 from engine.counterfactual import evaluate_theta
 from engine.executor import Task, current_executor
@@ -39,6 +37,7 @@ from engine.fresh import BUDGETS
 from engine.loading import LoadedRun, load_run
 from engine.progress import Progress
 from engine.stats import compare, fmt_p, holm, summarize
+from engine.tasks import changes_of
 from engine.train import train
 
 DEFAULT_METHODS = (
@@ -92,8 +91,7 @@ def _removal_tasks(
     drop: np.ndarray, mode: str, fresh_seeds: Sequence[int], budget: str = "steps"
 ) -> list[Task]:
     """The retrains of one removal: one per fresh seed, or one counterfactual (all / last)."""
-    z = torch.zeros(0, dtype=torch.int64)
-    ch = Changes(torch.as_tensor(np.sort(drop), dtype=torch.int64), z, z)
+    ch = changes_of(drop)
     if mode == "fresh":
         return [tasks.retrain("fresh", ch, seed=s, budget=budget) for s in fresh_seeds]
     return [tasks.retrain(mode, ch)]

@@ -32,10 +32,8 @@ from pathlib import Path
 from typing import TypedDict
 
 import numpy as np
-import torch
 
 from engine import tasks
-from engine.changes import Changes
 from engine.config import ConfigError
 from engine.counterfactual import query_values
 from engine.executor import current_executor
@@ -45,6 +43,7 @@ from engine.influence.scorestore import ScoreStore
 from engine.loading import LoadedRun, load_run
 from engine.progress import Progress
 from engine.runs import atomic_write_json, read_json
+from engine.tasks import changes_of
 
 __all__ = [
     "QUERIES",
@@ -108,11 +107,6 @@ def test_ids_for(loaded: LoadedRun, n_test: int | None) -> list[str]:
     return [ids[i] for i in dict.fromkeys(pick.tolist())]
 
 
-def _changes(drop: np.ndarray) -> Changes:
-    z = torch.zeros(0, dtype=torch.int64)
-    return Changes(torch.as_tensor(drop, dtype=torch.int64), z, z)
-
-
 def _cache_path(run_dir: Path, setting: str, query: str, seeds: int) -> Path:
     return run_dir / "lds" / f"truth-{setting}-{query}-s{seeds}.json"
 
@@ -145,7 +139,7 @@ def ground_truth(
     todo = [(f, j) for f in fractions for j in range(subsets) if f"{f!r}/{j}" not in cached]
     per = seeds if setting == "fresh" else 1
     jobs = [
-        tasks.retrain("all" if setting == "single" else "fresh", _changes(subset(loaded, f, j)),
+        tasks.retrain("all" if setting == "single" else "fresh", changes_of(subset(loaded, f, j)),
                       seed=None if setting == "single" else loaded.cfg.seed + FRESH_SEED_OFFSET + s,
                       measure="query", query=query, test_ids=ids)
         for f, j in todo

@@ -34,12 +34,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from engine import tasks
-from engine.changes import Changes
 from engine.config import ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.executor import current_executor
@@ -57,6 +55,7 @@ from engine.progress import Progress
 from engine.recommend import RecommendResult, recommend
 from engine.runs import RunDir
 from engine.stats import summarize
+from engine.tasks import changes_of
 from engine.train import train
 
 SELF_METHODS = ("hydra", "tracin")
@@ -199,11 +198,7 @@ def noise_bench(
          np.argsort(-v, kind="stable")[:n_noise])
         for k, v in rankings.items()
     ]  # fmt: skip
-    z = torch.zeros(0, dtype=torch.int64)
-    changes = [
-        None if drop is None else Changes(torch.as_tensor(np.sort(drop), dtype=torch.int64), z, z)
-        for _, drop in rows_to_train
-    ]
+    changes = [None if drop is None else changes_of(drop) for _, drop in rows_to_train]
     jobs = [tasks.retrain("fresh", ch, seed=s, budget=budget) for ch in changes for s in fresh]
     got = current_executor().map(loaded.run.path, jobs, progress=progress)
     rows = []

@@ -17,11 +17,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats as sps
 
 from engine import tasks
-from engine.changes import Changes
 from engine.config import ConfigError
 from engine.counterfactual import evaluate_theta
 from engine.executor import current_executor
@@ -31,6 +29,7 @@ from engine.experiments.report import new_experiment_dir, save_result, write_fig
 from engine.influence.queries import Query
 from engine.loading import LoadedRun, load_run
 from engine.progress import Progress
+from engine.tasks import changes_of
 
 
 def pick_samples(scores: np.ndarray, k: int, *, seed: int = 0) -> list[tuple[int, str]]:
@@ -50,11 +49,6 @@ def pick_samples(scores: np.ndarray, k: int, *, seed: int = 0) -> list[tuple[int
         + [(i, "helpful") for i in helpful]
         + [(i, "random") for i in rand]
     )
-
-
-def _one(i: int) -> Changes:
-    z = torch.zeros(0, dtype=torch.int64)
-    return Changes(torch.tensor([i], dtype=torch.int64), z, z)
 
 
 def trust_level(tau: float, sign: float) -> str:
@@ -99,7 +93,7 @@ def trust(
         actual = loo_changes(loaded, Query("val"), samples=[i for i, _ in picks],
                              progress=progress)[:, 0].tolist()  # fmt: skip
     else:
-        jobs = [tasks.retrain("all", _one(i)) for i, _ in picks]
+        jobs = [tasks.retrain("all", changes_of([i])) for i, _ in picks]
         got = current_executor().map(loaded.run.path, jobs, progress=progress)
         actual = [after["val_loss"] - base for after in got]
     rows = [
