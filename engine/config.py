@@ -115,6 +115,27 @@ class TrainConfig:
         help="standardise each pixel with the training split's mean and std (StandardScaler)",
     )
 
+    backbone: str = option(
+        "",
+        label="Frozen backbone",
+        help="head mode: a torchvision architecture (resnet18, mobilenet_v3_small, ...) or "
+        "python:FILE.py:FACTORY that turns each image into features once; the model (logreg or "
+        "mlp) is trained on them. Empty: train the model on the images",
+    )
+    backbone_weights: str = option(
+        "",
+        label="Backbone weights file",
+        help="the backbone's weights: a torch.save of its state dict or a .safetensors file "
+        "(nothing is downloaded)",
+    )
+    backbone_size: int = option(
+        0,
+        label="Backbone input size",
+        minimum=0,
+        maximum=1024,
+        help="resize images to this square size before the backbone (0: as they are)",
+    )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -179,9 +200,31 @@ class TrainConfig:
                 f"batch_size {self.batch_size} is larger than the {n_train} training samples",
                 param="batch_size",
             )
+        if self.backbone:
+            self._validate_head()
         if self.binary and n_classes is not None and n_classes != 2:
             raise ConfigError(
                 f"a binary (sigmoid) model needs exactly 2 classes, the data has {n_classes}"
+            )
+
+    def _validate_head(self) -> None:
+        """Head mode (engine.backbone): a flat head on the features, no image augmentation."""
+        if self.model not in ("logreg", "mlp") and not self.model.startswith(USER_PREFIX):
+            raise ConfigError(
+                f"with a frozen backbone the model is the head trained on its features: logreg, "
+                f"mlp or python:FILE.py:FACTORY, got {self.model!r}",
+                param="model",
+            )
+        if self.augment_shift or self.augment_flip:
+            raise ConfigError(
+                "a frozen backbone's features are computed once, so random shifts and flips "
+                "cannot apply; turn augmentation off",
+                param="augment_shift" if self.augment_shift else "augment_flip",
+            )
+        if not isinstance(self.backbone_size, int) or self.backbone_size < 0:
+            raise ConfigError(
+                f"backbone_size must be 0 or a positive size, got {self.backbone_size}",
+                param="backbone_size",
             )
 
 

@@ -110,7 +110,7 @@ def split_logits(
     dtype, device = problem.x.dtype, problem.x.device
     out = []
     for i in range(0, len(split), batch_size):
-        xb = split.images[i : i + batch_size].to(device=device, dtype=dtype) / 255.0
+        xb = split.x_rows(slice(i, i + batch_size), dtype).to(device)
         out.append(functional_call(problem.model, theta, (xb,)))
     return torch.cat(out) if out else torch.zeros(0, 1, dtype=dtype)
 

@@ -46,16 +46,37 @@ def train(
     *,
     overwrite: bool = False,
     progress: Progress | None = None,
+    features_progress: Progress | None = None,
     log_trajectory: bool = True,
 ) -> TrainResult:
     """Prepare the data, train with SGD, log the trajectory, and write the run directory.
 
-    Raises ConfigError / DataError before anything is written, TrainingDiverged (status
-    "failed", checkpoints kept) when the loss becomes NaN or infinite.
+    Head mode (cfg.backbone): the frozen backbone's features of every image are computed first
+    (features_progress, else progress, counts images) and stored with the data (engine.backbone).
+    Raises ConfigError / DataError / BackboneError before anything is written, TrainingDiverged
+    (status "failed", checkpoints kept) when the loss becomes NaN or infinite.
     """
     cfg.validate()
     bundle = prepare_data(data)
     cfg.validate(n_train=len(bundle.train), n_classes=bundle.n_classes)
+    backbone: dict[str, Any] | None = None
+    if cfg.backbone:
+        from engine.backbone import attach_features, file_sha256
+        from engine.problem import resolve_device
+
+        bundle = attach_features(
+            bundle, arch=cfg.backbone, weights=cfg.backbone_weights, size=cfg.backbone_size,
+            device=resolve_device(cfg.device), progress=features_progress or progress,
+        )  # fmt: skip
+        backbone = {
+            "arch": cfg.backbone,
+            "weights": str(Path(cfg.backbone_weights).expanduser().resolve())
+            if cfg.backbone_weights
+            else "",
+            "weights_sha256": file_sha256(cfg.backbone_weights) if cfg.backbone_weights else None,
+            "size": cfg.backbone_size,
+            "features": bundle.input_shape[0],
+        }
     run = RunDir.create(run_dir, overwrite=overwrite)
     with run.lock(blocking=False):
         run.write_json(
@@ -63,6 +84,8 @@ def train(
             {"data": data.to_dict(), "train": cfg.to_dict(), "engine_version": ENGINE_VERSION},
         )
         bundle.save(run.path)
+        if backbone is not None:
+            run.write_json("backbone.json", backbone)
         if bundle.skipped:
             run.write_json("skipped.json", bundle.skipped)
         run.set_status("running", "training")

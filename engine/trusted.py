@@ -132,12 +132,9 @@ def apply_trusted(bundle: DataBundle, labels: dict[str, int]) -> DataBundle:
     val, test = bundle.val, bundle.test
     keep = [i for i, sid in enumerate(val.ids) if sid in labels]
     if keep:
-        idx = torch.tensor(keep, dtype=torch.long)
+        val = val.subset(torch.tensor(keep, dtype=torch.long))
         val = replace(
-            val,
-            ids=[val.ids[i] for i in keep],
-            images=val.images[idx],
-            labels=torch.tensor([labels[val.ids[i]] for i in keep], dtype=val.labels.dtype),
+            val, labels=torch.tensor([labels[sid] for sid in val.ids], dtype=val.labels.dtype)
         )
     fixed = [(i, labels[sid]) for i, sid in enumerate(test.ids) if sid in labels]
     if fixed:

@@ -76,6 +76,7 @@ def run_info(run_dir: str | Path) -> dict[str, Any]:
         "trajectory_bytes": 0,
         "n_params": None,
         "skipped": skipped_files(run.path),
+        "backbone": run.read_json("backbone.json", default=None),  # head mode (engine.backbone)
     }
     tdir = run.file("trajectory")
     if (tdir / "meta.json").exists():

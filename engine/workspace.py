@@ -50,7 +50,8 @@ def _is_run(p: Path) -> bool:
 def list_runs(workspace: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """One row per run in the workspace, newest first.
 
-    Columns: name, path (str), dataset, model, state (new | running | done | failed | ...),
+    Columns: name, path (str), dataset, model ("logreg on resnet18" in head mode), state (new |
+    running | done | failed | ...),
     val_acc, test_acc (last epoch's, NaN until an epoch finished), created (unix time).
     """
     ws = workspace_path(workspace)
@@ -89,7 +90,8 @@ def _run_row(p: Path) -> dict[str, object]:
         "name": p.name,
         "path": str(p),
         "dataset": str(data.get("dataset", "")),
-        "model": str(train.get("model", "")),
+        "model": str(train.get("model", ""))
+        + (f" on {train['backbone']}" if train.get("backbone") else ""),  # head mode
         "state": state,
         "val_acc": val_acc,
         "test_acc": test_acc,

@@ -70,7 +70,12 @@ def start_training(data: dict[str, Any], train: dict[str, Any], *, then_influenc
     from engine.config import ConfigError, TrainConfig
     from engine.data import DataSpec
 
-    TrainConfig.from_dict(train).validate()  # fail in the page, with the message, not in the job
+    cfg = TrainConfig.from_dict(train)
+    cfg.validate()  # fail in the page, with the message, not in the job
+    if cfg.backbone:
+        from engine.backbone import check_backbone
+
+        check_backbone(cfg.backbone, cfg.backbone_weights)
     spec = DataSpec.from_dict(data)
     if not 0 <= spec.noise < 1:
         raise ConfigError(f"label noise must be in [0, 1), got {spec.noise}")
@@ -239,6 +244,10 @@ def train_form() -> None:
         trigger = option_input(c[1], DataSpec, "trigger", key=f"{k}-trigger")
         bd_rate = option_input(c[2], DataSpec, "backdoor_rate", key=f"{k}-bdrate")
         optimizer = option_input(c[3], TrainConfig, "optimizer", key=f"{k}-optimizer")
+        c = st.columns([2, 2, 1])
+        backbone = option_input(c[0], TrainConfig, "backbone", key=f"{k}-backbone")
+        bb_weights = option_input(c[1], TrainConfig, "backbone_weights", key=f"{k}-bbweights")
+        bb_size = option_input(c[2], TrainConfig, "backbone_size", key=f"{k}-bbsize")
         c = st.columns(2)
         standardize = option_input(c[0], TrainConfig, "standardize", key=f"{k}-standardize")
         also = c[1].checkbox(
@@ -274,6 +283,11 @@ def train_form() -> None:
                     "weight_decay": float(wd), "seed": int(seed), "optimizer": optimizer,
                     "standardize": bool(standardize),
                 }  # fmt: skip
+                if str(backbone).strip():
+                    train.update(
+                        backbone=str(backbone).strip(), backbone_weights=str(bb_weights).strip(),
+                        backbone_size=int(bb_size),
+                    )  # fmt: skip
                 if optimizer != "sgd":
                     train["beta1"] = float(momentum) or 0.9
                 _check_source(data)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
 from engine.commands.executing import add_executor_flags
 from engine.commands.output import add_json_flag, print_json
+
+if TYPE_CHECKING:
+    from engine.backbone import BackboneSpec
 
 
 def run_fidelity_cmd(a: argparse.Namespace) -> int:
@@ -32,6 +36,7 @@ def run_fidelity_cmd(a: argparse.Namespace) -> int:
             log=log,
             optimizer=getattr(a, "optimizer", "sgd"),
             standardize=getattr(a, "inputs", "standardized") == "standardized",
+            backbone=_backbone(a),
         )
     summary = res.summary()
     if a.json:
@@ -50,6 +55,7 @@ def run_fidelity_cmd(a: argparse.Namespace) -> int:
         f"fidelity on digits 1 vs 7 (200 train, 160 validation), model {a.model}, {a.seeds} seed(s)"
         + f", {getattr(a, 'inputs', 'standardized')} inputs"
         + (f", optimizer {a.optimizer}" if getattr(a, "optimizer", "sgd") != "sgd" else "")
+        + (f", head mode on {a.backbone} features" if a.backbone else "")
     )
     print(f"{'method':<22} {'kendall tau':>16} {'jaccard (10+10)':>18} {'seconds':>8}")
     for m, row in summary.items():
@@ -60,6 +66,14 @@ def run_fidelity_cmd(a: argparse.Namespace) -> int:
         jac = f"{row['jaccard']:.3f} ± {row['jaccard_std']:.3f}"
         print(f"{m:<22} {tau:>16} {jac:>18} {row['seconds']:>8.2f}")
     return 0
+
+
+def _backbone(a: argparse.Namespace) -> BackboneSpec | None:
+    from engine.backbone import BackboneSpec
+
+    if not a.backbone:
+        return None
+    return BackboneSpec(a.backbone, a.backbone_weights, a.backbone_size)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -90,6 +104,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="keep the run directories here (default: a temporary folder)",
     )
     add_json_flag(p, '{method: {"kendall", "kendall_std", "jaccard", "jaccard_std"} or {"error"}}')
+    p.add_argument(
+        "--backbone", default="",
+        help="head mode: run the protocol on this frozen backbone's features (see retracer train)",
+    )  # fmt: skip
+    p.add_argument("--backbone-weights", default="", help="the backbone's weights file")
+    p.add_argument("--backbone-size", type=int, default=0, help="resize before the backbone")
     p.add_argument("--quiet", action="store_true", help="no per-seed lines on stderr")
     p.add_argument(
         "--optimizer",

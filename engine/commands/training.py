@@ -39,7 +39,10 @@ def run_train(a: argparse.Namespace) -> int:
     from engine.train import train
 
     data, cfg = data_spec_from_args(a), train_config_from_args(a)
-    res = train(a.run_dir, data, cfg, overwrite=a.overwrite, progress=progress_bar(a, "train"))
+    res = train(
+        a.run_dir, data, cfg, overwrite=a.overwrite, progress=progress_bar(a, "train"),
+        features_progress=progress_bar(a, "backbone features") if cfg.backbone else None,
+    )  # fmt: skip
     f = res.final
     if a.json:
         print_json(_train_result(res))
@@ -119,6 +122,11 @@ def run_info(a: argparse.Namespace) -> int:
         f"data      {d['dataset']}  train/val/test {info['sizes']['train']}/{info['sizes']['val']}/{info['sizes']['test']}  classes {info['n_classes']}  flipped {info['n_flipped']}"
     )
     print(f"model     {t['model']}  {info['n_params']} parameters  {t['dtype']}")
+    if info.get("backbone"):
+        b = info["backbone"]
+        print(
+            f"head mode on frozen {b['arch']} features ({b['features']} per image) from {b['weights']}"
+        )
     print(
         f"sgd       epochs {t['epochs']}  batch {t['batch_size']}  lr {t['lr']} ({t['schedule']})  momentum {t['momentum']}  weight decay {t['weight_decay']}"
     )

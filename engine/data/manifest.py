@@ -59,18 +59,43 @@ class ImageSet:
 
 @dataclass
 class Split:
-    """One split: ids (N,), images uint8 (N, C, H, W), labels int64 (N,) as used for training."""
+    """One split: ids (N,), images uint8 (N, C, H, W), labels int64 (N,) as used for training.
+
+    features: a head-mode run's model inputs (engine.backbone), float32 (N, D, 1, 1) computed once
+    by a frozen backbone; None for a run that trains on the images themselves. The images stay
+    what the pages show either way.
+    """
 
     ids: list[str]
     images: torch.Tensor
     labels: torch.Tensor
+    features: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def x(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Model input: float (N, C, H, W) in [0, 1]."""
-        return self.images.to(dtype) / 255.0
+        """Model input: the features (N, D, 1, 1) when there are any, else the images as float
+        (N, C, H, W) in [0, 1]."""
+        return self.x_rows(slice(None), dtype)
+
+    def x_rows(
+        self, rows: slice | torch.Tensor, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """Model input of some rows (a slice or an index tensor), as x()."""
+        if self.features is not None:
+            return self.features[rows].to(dtype)
+        return self.images[rows].to(dtype) / 255.0
+
+    def subset(self, rows: torch.Tensor) -> Split:
+        """The rows `rows` (an index tensor) of this split, features included."""
+        idx = rows.tolist()
+        return Split(
+            [self.ids[i] for i in idx],
+            self.images[rows],
+            self.labels[rows],
+            None if self.features is None else self.features[rows],
+        )
 
 
 @dataclass
@@ -100,7 +125,10 @@ class DataBundle:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.train.images.shape[1:]
+        """The model's input shape: (C, H, W) of the images, or (D, 1, 1) of a head-mode run's
+        features."""
+        src = self.train.images if self.train.features is None else self.train.features
+        c, h, w = src.shape[1:]
         return int(c), int(h), int(w)
 
     def split(self, name: str) -> Split:
@@ -130,9 +158,13 @@ class DataBundle:
             sp = self.split(s)
             tensors[f"{s}.images"] = sp.images
             tensors[f"{s}.labels"] = sp.labels
+            if sp.features is not None:
+                tensors[f"{s}.features"] = sp.features
         if self.attack is not None:
             tensors["attack.images"] = self.attack.images
             tensors["attack.labels"] = self.attack.labels
+            if self.attack.features is not None:
+                tensors["attack.features"] = self.attack.features
             tensors["attack.target"] = torch.tensor([int(self.attack_target or 0)])
             pos = {sid: i for i, sid in enumerate(self.test.ids)}
             tensors["attack.index"] = torch.tensor(
@@ -157,12 +189,12 @@ class DataBundle:
                 raise DataError(
                     f"{folder}: manifest and data.safetensors disagree on the {s} split"
                 )
-            splits[s] = Split(ids, images, labels)
+            splits[s] = Split(ids, images, labels, t.get(f"{s}.features"))
         attack, target = None, None
         if "attack.images" in t:  # a backdoored run (older runs have no test-2)
             test_ids = splits["test"].ids
             ids = [test_ids[i] + ATTACK_SUFFIX for i in t["attack.index"].tolist()]
-            attack = Split(ids, t["attack.images"], t["attack.labels"])
+            attack = Split(ids, t["attack.images"], t["attack.labels"], t.get("attack.features"))
             target = int(t["attack.target"][0])
         return cls(
             splits["train"],

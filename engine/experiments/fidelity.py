@@ -17,13 +17,14 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.stats import kendalltau
 
+from engine.backbone import BackboneSpec
 from engine.config import OPTIMIZERS, ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.experiments.loo import loo_changes
@@ -44,13 +45,20 @@ ADAM_LR = 0.01
 
 
 def protocol(
-    model: str, seed: int, *, optimizer: str = "sgd", standardize: bool = True
+    model: str,
+    seed: int,
+    *,
+    optimizer: str = "sgd",
+    standardize: bool = True,
+    backbone: BackboneSpec | None = None,
 ) -> TrainConfig:
     """Hara et al.'s Sec. 7.1 training protocol for `model` (logreg | dnn), float64, binary.
 
     optimizer: sgd (the paper's) | adam | adamw: the same protocol (schedule, batches, epochs,
     weight decay) with Adam(W) (betas .9 / .999, eps 1e-8) at lr ADAM_LR instead of SGD's.
     standardize: per-pixel StandardScaler inputs (the authors' code) or raw [0, 1] pixels.
+    backbone: head mode (engine.backbone): the same protocol on a frozen backbone's features
+    (standardised per feature when `standardize`).
     """
     if optimizer not in OPTIMIZERS:
         raise ConfigError(
@@ -59,6 +67,8 @@ def protocol(
         )
     cfg = _sgd_protocol(model, seed)
     cfg.standardize = standardize
+    if backbone is not None:
+        cfg = replace(cfg, **backbone.settings())
     if optimizer != "sgd":
         cfg.optimizer, cfg.lr = optimizer, ADAM_LR
     return cfg
@@ -187,12 +197,13 @@ def fidelity_seed(
     log: Log | None = None,
     optimizer: str = "sgd",
     standardize: bool = True,
+    backbone: BackboneSpec | None = None,
 ) -> tuple[SeedResult, np.ndarray, dict[str, np.ndarray]]:
     """Train one run, compute true LOO and every method's scores; (result, truth (N,), scores)."""
     from engine.loading import load_run
     from engine.train import train
 
-    cfg = protocol(model, seed, optimizer=optimizer, standardize=standardize)
+    cfg = protocol(model, seed, optimizer=optimizer, standardize=standardize, backbone=backbone)
     train(run_dir, data_spec(seed), cfg, overwrite=True)
     loaded = load_run(run_dir)
     t0 = time.perf_counter()
@@ -230,12 +241,14 @@ def run_fidelity(
     log: Log | None = None,
     optimizer: str = "sgd",
     standardize: bool = True,
+    backbone: BackboneSpec | None = None,
 ) -> FidelityResult:
     """The Sec. 7.1 experiment for `model` over `seeds` (a count: seeds 0..S-1, or a list).
 
     methods: registered names or 'name:key=value' variants (default: every query method).
     optimizer: sgd (the paper's protocol) | adam | adamw (see `protocol`).
     standardize: StandardScaler inputs (the authors' protocol) or raw [0, 1] pixels.
+    backbone: the protocol in head mode, on this frozen backbone's features.
     """
     protocol(model, 0, optimizer=optimizer)  # validates the model name and the optimiser
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
@@ -261,6 +274,7 @@ def run_fidelity(
                 log=log,
                 optimizer=optimizer,
                 standardize=standardize,
+                backbone=backbone,
             )
             results.append(res)
     return FidelityResult(model, names, results)

@@ -118,14 +118,14 @@ def query_inputs(
         col = torch.zeros(len(s), dtype=torch.long)
     elif query.kind == "test":
         pool = [b.test] + ([b.attack] if b.attack is not None else [])
-        images = torch.cat([p.images for p in pool])
+        inputs = torch.cat([p.x(dtype) for p in pool])
         labels = torch.cat([p.labels for p in pool])
         pos = {sid: i for i, sid in enumerate(i for p in pool for i in p.ids)}
         missing = [i for i in query.test_ids if i not in pos]
         if missing:
             raise ConfigError(f"unknown test sample id(s): {', '.join(missing[:5])}")
         idx = torch.tensor([pos[i] for i in query.test_ids], dtype=torch.long)
-        x = images[idx].to(device=dev, dtype=dtype) / 255.0
+        x = inputs[idx].to(dev)
         return x, labels[idx].to(dev), torch.arange(len(idx), device=dev)
     else:
         raise ConfigError("the self query has no fixed inputs; estimators handle it per sample")

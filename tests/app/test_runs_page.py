@@ -119,6 +119,42 @@ def test_standardise_checkbox_reaches_the_training_job(workspace: Path) -> None:
     assert load_run(run).cfg.standardize
 
 
+def test_head_mode_from_the_form_refuses_a_missing_file_then_trains_on_features(
+    workspace: Path, tmp_path: Path
+) -> None:
+    import torch
+    from torchvision.models import resnet18
+
+    at = AppTest.from_file(page("runs.py"), default_timeout=30).run()
+    at.selectbox(key="runs-source").set_value("scikit-learn digits (8x8)").run()
+    at.number_input(key="runs-digits-ntrain").set_value(60).run()
+    at.number_input(key="runs-digits-epochs").set_value(1).run()
+    at.selectbox(key="runs-digits-model").set_value("logreg").run()
+    at.text_input(key="runs-digits-backbone").set_value("resnet18").run()
+    at.text_input(key="runs-digits-bbweights").set_value(str(tmp_path / "none.pth")).run()
+    at.checkbox(key="runs-then").uncheck().run()
+    at.button(key="runs-train").click().run()
+    assert not at.exception
+    assert any("backbone weights not found" in e.value for e in at.error)
+    from engine.workspace import current_run
+
+    assert current_run(workspace) is None  # nothing was started
+    torch.save(resnet18().state_dict(), tmp_path / "r18.pth")
+    at.text_input(key="runs-digits-bbweights").set_value(str(tmp_path / "r18.pth")).run()
+    at.button(key="runs-train").click().run()
+    assert not at.exception
+    run = current_run(workspace)
+    assert run is not None
+    (job,) = list_jobs(run, kind="train")
+    assert wait_job(run, job["id"], timeout=180)["state"] == "done"
+    from engine.loading import load_run
+
+    assert load_run(run).problem.x.shape[1:] == (512, 1, 1)
+    at = AppTest.from_file(page("runs.py"), default_timeout=30).run()
+    assert not at.exception
+    assert "logreg on resnet18" in at.dataframe[0].value["model"].tolist()
+
+
 def test_the_executor_setting_is_saved_in_the_workspace(workspace: Path) -> None:
     from engine.executor import ExecutorSettings
     from engine.workspace import executor_settings
