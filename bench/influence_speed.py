@@ -49,7 +49,7 @@ def captum_tracin(
         m.load_state_dict(ck["state"])
         return float(ck["lr"])
 
-    train_ds = torch.utils.data.TensorDataset(problem.x, problem.y)
+    train_ds = torch.utils.data.TensorDataset(problem.x.all(), problem.y)
     val = loaded.bundle.val
     xv, yv = val.x(problem.x.dtype), val.labels
 

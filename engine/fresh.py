@@ -65,7 +65,7 @@ def train_fresh(
         y = changes.labels(y)
         if changes.n_drop:
             keep = changes.keep(x.shape[0]).to(x.device)
-            x, y = x[keep], y[keep]
+            x, y = x.subset(keep), y[keep]
     prob: Problem = replace(base, x=x, y=y)
     n = x.shape[0]
     if n == 0:

@@ -1,8 +1,8 @@
 """The training problem of a run: model, data tensors, optimiser settings, batches, evaluation.
 
 Shared by training (engine.train), replay (engine.loading) and fresh-seed retraining
-(engine.fresh). Images are uint8 (N, C, H, W) in the split; the problem holds them as float in
-[0, 1] on the run's device.
+(engine.fresh). Images are uint8 (N, C, H, W) in the split; the problem holds them so on the
+run's device and converts each batch to float in [0, 1] (engine.inputs.Inputs).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from torch.func import functional_call
 
 from engine.config import TrainConfig
 from engine.data import DataBundle, Split
+from engine.inputs import Inputs
 from engine.models import Standardize, build_model, penultimate, per_sample_loss, predict
 from engine.sgd import Problem
 from engine.trajectory import Params
@@ -57,7 +58,7 @@ def build_problem(bundle: DataBundle, cfg: TrainConfig) -> tuple[Problem, Params
     model = model.to(device=device, dtype=dtype)
     problem = Problem(
         model=model,
-        x=bundle.train.x(dtype).to(device),
+        x=Inputs.of(bundle.train.model_store(), dtype=dtype, device=device),
         y=bundle.train.labels.to(device),
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
@@ -117,7 +118,11 @@ def split_logits(
 
 @torch.no_grad()
 def penultimate_features(
-    problem: Problem, theta: Params, x: torch.Tensor | None = None, *, batch_size: int = 4096
+    problem: Problem,
+    theta: Params,
+    x: torch.Tensor | Inputs | None = None,
+    *,
+    batch_size: int = 4096,
 ) -> torch.Tensor:
     """Features (N, F) of the model without its last linear layer at `theta` (for logreg: the
     inputs). x: float inputs (N, C, H, W) in [0, 1] (default: the training split, problem.x)."""

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from engine.inputs import Inputs
 from engine.models import per_sample_loss
 from engine.threads import pinned_threads
 from engine.trajectory import Params, Trajectory
@@ -53,12 +54,14 @@ class Problem:
     """Everything one optimiser step needs besides the state.
 
     model: the architecture (its own parameters are ignored; steps use `theta`).
-    x: float (N, C, H, W) training inputs in [0, 1]; y: int64 (N,) labels as trained on.
+    x: the training inputs (engine.inputs.Inputs: uint8 images converted to float in [0, 1] per
+    batch, or a head-mode run's features), indexed as a float (N, C, H, W) tensor; y: int64 (N,)
+    labels as trained on.
     optimizer: sgd | adam | adamw; momentum is SGD's, beta1 / beta2 / eps Adam's.
     """
 
     model: nn.Module
-    x: torch.Tensor
+    x: Inputs
     y: torch.Tensor
     momentum: float
     weight_decay: float

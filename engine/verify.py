@@ -76,7 +76,8 @@ def run_info(run_dir: str | Path) -> dict[str, Any]:
         "trajectory_bytes": 0,
         "n_params": None,
         "skipped": skipped_files(run.path),
-        "backbone": run.read_json("backbone.json", default=None),  # head mode (engine.backbone)
+        # head mode (engine.backbone): the frozen backbone that made the features
+        "backbone": run.read_json("backbone.json") if run.file("backbone.json").exists() else None,
     }
     tdir = run.file("trajectory")
     if (tdir / "meta.json").exists():

@@ -87,6 +87,11 @@ class Split:
             return self.features[rows].to(dtype)
         return self.images[rows].to(dtype) / 255.0
 
+    def model_store(self) -> torch.Tensor:
+        """What the model's inputs are made of: the features, else the uint8 images
+        (engine.inputs.Inputs converts them per batch)."""
+        return self.images if self.features is None else self.features
+
     def subset(self, rows: torch.Tensor) -> Split:
         """The rows `rows` (an index tensor) of this split, features included."""
         idx = rows.tolist()

@@ -162,7 +162,7 @@ def autoencoder_scores(
     A (D -> hidden -> code -> hidden -> D) ReLU autoencoder, sigmoid output, trained with Adam
     on the flattened training images (float32, seeded, no labels used).
     """
-    x = loaded.problem.x.reshape(loaded.problem.x.shape[0], -1).float()
+    x = loaded.problem.x.all().reshape(loaded.problem.x.shape[0], -1).float()
     d = x.shape[1]
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

@@ -167,7 +167,7 @@ def test_self_influence_matches_naive_sum(tiny_run: LoadedRun) -> None:
     # the same as the ordinary pass with sample k's own final gradient as the query direction
     from engine.influence.pergrad import per_sample_grads
 
-    g_T = per_sample_grads(problem, theta_T, problem.x, problem.y)  # (N, P)
+    g_T = per_sample_grads(problem, theta_T, problem.x.all(), problem.y)  # (N, P)
     as_queries = parallel_pass(tiny_run, g_T.T.contiguous(), curvature="decay").numpy()
     assert rel_err(ours, np.diag(as_queries)) < 1e-10
     assert np.median(ours) > 0  # a sample's own training lowers its own loss

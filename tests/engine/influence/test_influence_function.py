@@ -57,7 +57,9 @@ def _dense(loaded: LoadedRun, damping: float = 0.0) -> tuple[torch.Tensor, torch
     th = loaded.final_theta
 
     def objective(vec: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(loaded.problem.model, unflatten_one(th, vec), (loaded.problem.x,))
+        logits = functional_call(
+            loaded.problem.model, unflatten_one(th, vec), (loaded.problem.x.all(),)
+        )
         return per_sample_loss(logits, loaded.problem.y).mean()
 
     h = torch.autograd.functional.hessian(objective, flat(th))
