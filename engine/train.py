@@ -47,17 +47,19 @@ def train(
     overwrite: bool = False,
     progress: Progress | None = None,
     features_progress: Progress | None = None,
+    prepare_progress: Progress | None = None,
     log_trajectory: bool = True,
 ) -> TrainResult:
     """Prepare the data, train with SGD, log the trajectory, and write the run directory.
 
+    prepare_progress counts the image files decoded (folder and CSV sources).
     Head mode (cfg.backbone): the frozen backbone's features of every image are computed first
     (features_progress, else progress, counts images) and stored with the data (engine.backbone).
     Raises ConfigError / DataError / BackboneError before anything is written, TrainingDiverged
     (status "failed", checkpoints kept) when the loss becomes NaN or infinite.
     """
     cfg.validate()
-    bundle = prepare_data(data)
+    bundle = prepare_data(data, progress=prepare_progress)
     cfg.validate(n_train=len(bundle.train), n_classes=bundle.n_classes)
     backbone: dict[str, Any] | None = None
     if cfg.backbone:

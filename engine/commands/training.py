@@ -42,6 +42,9 @@ def run_train(a: argparse.Namespace) -> int:
     res = train(
         a.run_dir, data, cfg, overwrite=a.overwrite, progress=progress_bar(a, "train"),
         features_progress=progress_bar(a, "backbone features") if cfg.backbone else None,
+        prepare_progress=progress_bar(a, "reading images")
+        if data.dataset.partition(":")[0] in ("imagefolder", "csv")
+        else None,
     )  # fmt: skip
     f = res.final
     if a.json:

@@ -14,6 +14,7 @@ from engine.data.manifest import DataBundle, DataError, ImageSet, Split
 from engine.data.noise import inject_label_noise
 from engine.data.sources import SourceOptions, load_source
 from engine.options import option, options
+from engine.progress import Progress
 
 
 @options
@@ -89,10 +90,14 @@ class DataSpec:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def prepare_data(spec: DataSpec) -> DataBundle:
-    """Load `spec.dataset` and turn it into a DataBundle, deterministically for a given seed."""
+def prepare_data(spec: DataSpec, *, progress: Progress | None = None) -> DataBundle:
+    """Load `spec.dataset` and turn it into a DataBundle, deterministically for a given seed.
+    progress counts the image files decoded (file sources)."""
     _check_spec(spec)
-    opts = SourceOptions(data_dir=spec.data_dir, image_size=spec.image_size, skip_bad=spec.skip_bad)
+    opts = SourceOptions(
+        data_dir=spec.data_dir, image_size=spec.image_size, skip_bad=spec.skip_bad,
+        progress=progress,
+    )  # fmt: skip
     src = load_source(spec.dataset, opts)
     known = known_label_errors(spec.dataset)
     src, class_names = _select_classes(src, spec.classes)
