@@ -80,3 +80,34 @@ def train_with_fallback(run_dir: Path, spec: Any, cfg: Any) -> tuple[Any, Any, s
         digits = DataSpec(dataset="digits", seed=0)
         note = f"{spec.dataset} unavailable ({e}); fell back to digits"
         return train(run_dir, digits, cfg, overwrite=True), digits, note
+
+
+def colour_folder(root: Path, *, n: int, size: int, seed: int = 0) -> Path:
+    """An ImageFolder of n RGB PNGs (size x size) made from Fashion-MNIST (digits when it is not
+    installed): each grey image tinted with a random colour on a random background and resized.
+    Written once; an existing complete folder is reused. Returns root."""
+    import numpy as np
+    from PIL import Image
+
+    from engine.data import SourceOptions, load_source
+
+    done = root / ".complete"
+    if done.exists():
+        return root
+    try:
+        src = load_source("fashion-mnist", SourceOptions())
+    except Exception:  # noqa: BLE001 - not installed: the bundled digits
+        src = load_source("digits", SourceOptions())
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(src.ids), size=n, replace=n > len(src.ids))
+    fg = rng.integers(0, 256, size=(n, 3))
+    bg = rng.integers(0, 256, size=(n, 3))
+    for j, i in enumerate(pick.tolist()):
+        g = src.images[i, 0].numpy().astype(np.float32)[..., None] / 255.0
+        rgb = (g * fg[j] + (1 - g) * bg[j]).astype(np.uint8)
+        img = Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR)
+        folder = root / src.class_names[int(src.labels[i])].replace("/", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        img.save(folder / f"img_{j:06d}.png")
+    done.write_text(str(n))
+    return root
