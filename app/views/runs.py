@@ -28,7 +28,10 @@ SAMPLE = ROOT / "sample_data" / "digits"
 SAMPLE_DATASET = f"csv:{SAMPLE / 'splits.csv'}"
 # After training: every candidate method that is cheap at the run's size, then the measured
 # recommendation of which one's suggestions help (engine.recommend.score_and_recommend).
-THEN = [{"kind": "score-and-recommend", "params": {}}]
+# after training: the scores and the recommendation, then the class heatmap's scores (hydra on
+# the per-test-class query, about a second at demo size), so no page is empty after the button
+HEATMAP_JOB = {"kind": "influence", "params": {"method": "hydra", "query": "class"}}
+THEN = [{"kind": "score-and-recommend", "params": {"then": [HEATMAP_JOB]}}]
 
 SOURCES = {
     "Bundled sample (digits with mislabeled images)": "sample",

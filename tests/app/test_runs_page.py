@@ -64,6 +64,12 @@ def test_demo_button_trains_in_a_background_job(workspace: Path) -> None:
     c = wait_job(run, chain, timeout=300)
     assert c["state"] == "done", c
     assert c["kind"] == "score-and-recommend"
+    (heat,) = c["next_jobs"]  # then the class heatmap's scores: no page is empty after the button
+    h = wait_job(run, heat, timeout=300)
+    assert h["state"] == "done" and h["kind"] == "influence", h
+    from engine.influence.scorestore import ScoreStore
+
+    assert ScoreStore(run).params("hydra", "class") is not None
     from engine.export import score_methods
     from engine.recommend import CANDIDATES, latest_recommendation
 
