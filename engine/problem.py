@@ -25,6 +25,7 @@ __all__ = [
     "aug_seed_for",
     "build_problem",
     "epoch_batches",
+    "eval_batch_size",
     "evaluate",
     "penultimate_features",
     "resolve_device",
@@ -90,9 +91,17 @@ def aug_seed_for(cfg: TrainConfig, step: int) -> int:
     )
 
 
+def eval_batch_size(input_shape: tuple[int, ...]) -> int:
+    """Images per forward pass when evaluating: 2048 for inputs of up to 1,024 values (digits,
+    MNIST-size), fewer for larger ones so the activations stay near 2**21 input values a batch
+    (a 2048-image batch of 96x96 RGB made LeNet-5's evaluation peak at 1.5 GB)."""
+    size = math.prod(input_shape)
+    return 2048 if size <= 1024 else max(64, (1 << 21) // size)
+
+
 @torch.no_grad()
 def evaluate(
-    problem: Problem, theta: Params, split: Split, *, batch_size: int = 2048
+    problem: Problem, theta: Params, split: Split, *, batch_size: int | None = None
 ) -> dict[str, float]:
     """Mean loss and accuracy of `theta` on `split` (no augmentation)."""
     logits = split_logits(problem, theta, split, batch_size=batch_size)
@@ -105,10 +114,12 @@ def evaluate(
 
 @torch.no_grad()
 def split_logits(
-    problem: Problem, theta: Params, split: Split, *, batch_size: int = 2048
+    problem: Problem, theta: Params, split: Split, *, batch_size: int | None = None
 ) -> torch.Tensor:
-    """Logits (N, K) of `theta` on every image of `split`."""
+    """Logits (N, K) of `theta` on every image of `split`, `batch_size` images at a time
+    (default: eval_batch_size of the input shape)."""
     dtype, device = problem.x.dtype, problem.x.device
+    batch_size = batch_size or eval_batch_size(tuple(problem.x.shape[1:]))
     out = []
     for i in range(0, len(split), batch_size):
         xb = split.x_rows(slice(i, i + batch_size), dtype).to(device)

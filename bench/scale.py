@@ -1,0 +1,150 @@
+"""Retracer at real size, next to a plain torchvision ImageFolder + DataLoader loop, in one process.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/scale.py [--sets rgb32,rgb96,fmnist] [--epochs 1]
+        [--skip-exact] [--work runs/scale]
+
+Sets: ``rgb32`` an ImageFolder of 50,000 RGB 32x32 PNGs, ``rgb96`` one of 5,000 RGB 96x96 PNGs
+(both colourised Fashion-MNIST, written once by bench/common.colour_folder), ``fmnist`` the full
+Fashion-MNIST from its IDX files (no folder; no plain-loop row). For each: preparing the data
+(decoding into uint8 storage, in parallel), training LeNet-5 with trajectory logging, the
+Hessian-free pass (hydra), the exact pass (sgd-influence), and the plain loop: torchvision's
+ImageFolder (ToTensor) and a DataLoader (2 workers, shuffled, batch as ours) training the same
+architecture with torch.optim.SGD for the same epochs, no logging. Time, images per second and
+peak resident memory above the level before each step (sampled every 5 ms) are printed side by
+side; the last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import PeakRSS, colour_folder
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+BATCH, LR, MOMENTUM = 64, 0.01, 0.9
+
+
+def measured(fn: Any) -> tuple[Any, float, float]:
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        out = fn()
+        sec = time.perf_counter() - t0
+    return out, sec, mem.peak_mb
+
+
+def plain_loop(root: Path, epochs: int, input_shape: tuple[int, int, int], n_classes: int) -> int:
+    """torchvision ImageFolder + DataLoader, the same LeNet-5, SGD with momentum; images seen."""
+    from torchvision import datasets, transforms
+
+    from engine.models import build_model, per_sample_loss
+
+    ds = datasets.ImageFolder(str(root), transform=transforms.ToTensor())
+    dl = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=2)
+    torch.manual_seed(0)
+    model = build_model("lenet5", input_shape=input_shape, n_outputs=n_classes)
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=1e-4)
+    seen = 0
+    for _ in range(epochs):
+        for x, y in dl:
+            loss = per_sample_loss(model(x), y).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seen += len(y)
+    return seen
+
+
+def one_set(name: str, work: Path, *, epochs: int, skip_exact: bool) -> dict[str, Any]:
+    from engine.config import TrainConfig
+    from engine.data import DataSpec, prepare_data
+    from engine.influence.methods import run_method
+    from engine.influence.queries import Query
+    from engine.loading import load_run
+    from engine.train import train
+
+    root: Path | None = None
+    if name == "rgb32":
+        root = colour_folder(work / "rgb32-50k", n=50_000, size=32)
+    elif name == "rgb96":
+        root = colour_folder(work / "rgb96-5k", n=5_000, size=96)
+    spec = (
+        DataSpec(dataset=f"imagefolder:{root}")
+        if root is not None
+        else DataSpec(dataset="fashion-mnist", data_dir=FMNIST)
+    )
+    cfg = TrainConfig(model="lenet5", epochs=epochs, batch_size=BATCH, lr=LR, momentum=MOMENTUM)
+    out: dict[str, Any] = {"set": name}
+    bundle, out["prepare_s"], out["prepare_mb"] = measured(lambda: prepare_data(spec))
+    n = len(bundle.train)
+    out["n_train"], out["input_shape"] = n, list(bundle.input_shape)
+    out["uint8_mb"] = bundle.train.images.numel() / 2**20
+    out["float32_copy_mb"] = 4 * out["uint8_mb"]
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        run = Path(tmp) / "run"
+        res, out["train_total_s"], out["train_mb"] = measured(lambda: train(run, spec, cfg))
+        out["train_loop_s"] = res.seconds
+        out["train_img_per_s"] = n * epochs / res.seconds
+        # the first epoch's SGD steps alone (its "seconds" are taken before it evaluates the splits)
+        out["steps_img_per_s"] = n / res.metrics[0]["seconds"]
+        out["test_acc"] = res.final["test_acc"]
+        out["run_mb"] = sum(f.stat().st_size for f in run.rglob("*") if f.is_file()) / 2**20
+        loaded = load_run(run)
+        _, out["hydra_s"], out["hydra_mb"] = measured(
+            lambda: run_method("hydra", loaded, Query("val"))
+        )
+        if not skip_exact:
+            _, out["exact_s"], out["exact_mb"] = measured(
+                lambda: run_method("sgd-influence", loaded, Query("val"))
+            )
+    if root is not None:
+        seen, out["plain_s"], out["plain_mb"] = measured(
+            lambda: plain_loop(root, epochs, bundle.input_shape, bundle.n_classes)
+        )
+        out["plain_img_per_s"] = seen / out["plain_s"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", default="rgb32,rgb96,fmnist")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--skip-exact", action="store_true")
+    ap.add_argument("--work", default="runs/scale")
+    a = ap.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in a.sets.split(","):
+        r = one_set(name.strip(), work, epochs=a.epochs, skip_exact=a.skip_exact)
+        rows.append(r)
+        print(
+            f"{r['set']}: {r['n_train']} train {r['input_shape']}; prepare {r['prepare_s']:.1f} s "
+            f"(+{r['prepare_mb']:.0f} MB; uint8 {r['uint8_mb']:.0f} MB, a float32 copy would be "
+            f"{r['float32_copy_mb']:.0f} MB); train {r['train_loop_s']:.1f} s loop / "
+            f"{r['train_total_s']:.1f} s with preparation, {r['train_img_per_s']:.0f} img/s "
+            f"({r['steps_img_per_s']:.0f} img/s in the steps, evaluation of the 3 splits aside), "
+            f"+{r['train_mb']:.0f} MB, test acc {r['test_acc']:.3f}, run folder {r['run_mb']:.0f} MB; "
+            f"hydra {r['hydra_s']:.1f} s (+{r['hydra_mb']:.0f} MB)"
+            + (f"; exact {r['exact_s']:.1f} s (+{r['exact_mb']:.0f} MB)" if "exact_s" in r else ""),
+            flush=True,
+        )
+        if "plain_s" in r:
+            print(
+                f"  plain torchvision ImageFolder + DataLoader: {r['plain_s']:.1f} s, "
+                f"{r['plain_img_per_s']:.0f} img/s, +{r['plain_mb']:.0f} MB; Retracer's loop is "
+                f"{r['train_img_per_s'] / r['plain_img_per_s']:.2f}x its throughput (steps alone "
+                f"{r['steps_img_per_s'] / r['plain_img_per_s']:.2f}x), with "
+                f"preparation {r['n_train'] * a.epochs / r['train_total_s'] / r['plain_img_per_s']:.2f}x",
+                flush=True,
+            )
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
