@@ -66,7 +66,7 @@ def epoch_checkpoints(loaded: LoadedRun) -> list[int]:
 
 def _data(loaded: LoadedRun) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     p, b = loaded.problem, loaded.bundle
-    return p.x, p.y, b.val.x(p.x.dtype), b.val.labels
+    return p.x.all(), p.y, b.val.x(p.x.dtype), b.val.labels
 
 
 def trak_scores(loaded: LoadedRun, *, proj_dim: int = 512, work: Path) -> np.ndarray:

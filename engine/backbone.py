@@ -108,7 +108,10 @@ def _user_backbone(spec: str) -> nn.Module:
         raise BackboneError(f"backbone file {file} failed to run: {type(e).__name__}: {e}") from e
     if not callable(make):
         raise BackboneError(f"backbone file {file} has no function {factory!r}", param="backbone")
-    net = make()
+    try:
+        net = make()
+    except Exception as e:  # noqa: BLE001 - the user's factory
+        raise BackboneError(f"{factory}() in {file} failed: {type(e).__name__}: {e}") from e
     if not isinstance(net, nn.Module):
         raise BackboneError(f"{factory} in {file} returned {type(net).__name__}, not an nn.Module")
     return net

@@ -9,8 +9,8 @@ engine.data.images builds the sources' loading on it.
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
 import struct
 import subprocess
 import sys
@@ -21,7 +21,16 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["Unreadable", "attempt", "decode", "decode_many", "probe_size", "resize"]
+__all__ = [
+    "Unreadable",
+    "attempt",
+    "decode",
+    "decode_many",
+    "probe_size",
+    "resize",
+    "serve",
+    "start_workers",
+]
 
 _R = TypeVar("_R")
 PROCESSES_FROM_FILES = 4096  # fewer files than this decode in the calling process
@@ -142,18 +151,42 @@ def _decode_chunk(paths: Sequence[str], size: tuple[int, int] | None) -> list[np
     return [one(Path(p)) for p in paths]
 
 
-def _send(stream: Any, obj: Any) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(struct.pack("<Q", len(data)) + data)
+def _send(stream: Any, head: Any, body: bytes = b"") -> None:
+    """One message: a length-prefixed JSON header, then `body` (its length is in the header)."""
+    data = json.dumps({"head": head, "body": len(body)}).encode()
+    stream.write(struct.pack("<Q", len(data)) + data + body)
     stream.flush()
 
 
-def _recv(stream: Any) -> Any:
-    head = stream.read(8)
-    if len(head) < 8:
+def _recv(stream: Any) -> tuple[Any, bytes]:
+    prefix = stream.read(8)
+    if len(prefix) < 8:
         raise EOFError("the decoding worker closed its pipe")
-    (n,) = struct.unpack("<Q", head)
-    return pickle.loads(stream.read(n))  # noqa: S301 - our own worker's answer
+    (n,) = struct.unpack("<Q", prefix)
+    msg = json.loads(stream.read(n))
+    body = stream.read(msg["body"]) if msg["body"] else b""
+    if len(body) != msg["body"]:
+        raise EOFError("the decoding worker's answer was cut short")
+    return msg["head"], body
+
+
+def _pack(got: list[np.ndarray | str]) -> tuple[list[Any], bytes]:
+    """Decoded chunk -> (per file: its array's shape or {"error": reason}, the arrays' bytes)."""
+    head: list[Any] = [list(a.shape) if isinstance(a, np.ndarray) else {"error": a} for a in got]
+    return head, b"".join(a.tobytes() for a in got if isinstance(a, np.ndarray))
+
+
+def _unpack(head: list[Any], body: bytes) -> list[np.ndarray | str]:
+    out: list[np.ndarray | str] = []
+    at = 0
+    for item in head:
+        if isinstance(item, dict):
+            out.append(str(item["error"]))
+            continue
+        n = int(np.prod(item))
+        out.append(np.frombuffer(body, dtype=np.uint8, count=n, offset=at).reshape(item).copy())
+        at += n
+    return out
 
 
 def serve() -> None:
@@ -161,10 +194,10 @@ def serve() -> None:
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     while True:
         try:
-            paths, size = _recv(inp)
+            (paths, size), _ = _recv(inp)
         except EOFError:
             return
-        _send(out, _decode_chunk(paths, size))
+        _send(out, *_pack(_decode_chunk(paths, None if size is None else tuple(size))))
 
 
 def _workers_for(n_files: int) -> int:
@@ -183,7 +216,8 @@ def decode_many(
     """decode(p, size) of every path (an unreadable file's reason as a string), in order.
 
     Many files: worker processes (one per core, at most 8) take chunks of _CHUNK files while
-    this process decodes too; a worker that fails leaves its chunk to this process. progress(k)
+    this process decodes too; a worker that fails leaves its chunk to this process. Requests and
+    answers are a JSON header plus raw uint8 bytes: nothing is unpickled. progress(k)
     is called with the number of files decoded so far."""
     n = len(paths)
     chunks = [[str(p) for p in paths[i : i + _CHUNK]] for i in range(0, n, _CHUNK)]
@@ -197,7 +231,7 @@ def decode_many(
         if progress is not None:
             progress(done)
 
-    procs = _start(_workers_for(n))
+    procs = start_workers(_workers_for(n))
     try:
         todo = list(range(len(chunks)))
         busy: dict[int, int] = {}  # worker -> chunk
@@ -217,8 +251,8 @@ def decode_many(
                     continue
                 i = busy.pop(w)
                 try:
-                    got = _recv(procs[w].stdout)
-                except (EOFError, OSError, pickle.UnpicklingError):
+                    got = _unpack(*_recv(procs[w].stdout))
+                except (EOFError, OSError, ValueError, KeyError):
                     todo.append(i)  # the worker died: its chunk is decoded here
                     continue
                 finished(i, got)
@@ -234,7 +268,7 @@ def decode_many(
     return [a for chunk in results for a in (chunk or [])]
 
 
-def _start(k: int) -> list[subprocess.Popen[bytes]]:
+def start_workers(k: int) -> list[subprocess.Popen[bytes]]:
     if k == 0:
         return []
     env = dict(os.environ)
@@ -250,7 +284,7 @@ def _start(k: int) -> list[subprocess.Popen[bytes]]:
 
 def _ask(proc: subprocess.Popen[bytes], chunk: list[str], size: tuple[int, int] | None) -> bool:
     try:
-        _send(proc.stdin, (chunk, size))
+        _send(proc.stdin, [chunk, size])
         return True
     except (BrokenPipeError, OSError):
         return False

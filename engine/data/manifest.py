@@ -132,8 +132,7 @@ class DataBundle:
     def input_shape(self) -> tuple[int, int, int]:
         """The model's input shape: (C, H, W) of the images, or (D, 1, 1) of a head-mode run's
         features."""
-        src = self.train.images if self.train.features is None else self.train.features
-        c, h, w = src.shape[1:]
+        c, h, w = self.train.model_store().shape[1:]
         return int(c), int(h), int(w)
 
     def split(self, name: str) -> Split:

@@ -26,6 +26,14 @@ def files(tmp_path: Path) -> list[Path]:
     return out
 
 
+@pytest.fixture()
+def two_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers from 10 files, 16 files a request, a 2-core machine."""
+    monkeypatch.setattr(imagedecode, "PROCESSES_FROM_FILES", 10)
+    monkeypatch.setattr(imagedecode, "_CHUNK", 16)
+    monkeypatch.setattr(imagedecode.os, "cpu_count", lambda: 2)
+
+
 def _same(a: list[np.ndarray | str], b: list[np.ndarray | str]) -> bool:
     return len(a) == len(b) and all(
         (x == y) if isinstance(x, str) else (isinstance(y, np.ndarray) and np.array_equal(x, y))
@@ -34,14 +42,11 @@ def _same(a: list[np.ndarray | str], b: list[np.ndarray | str]) -> bool:
 
 
 def test_workers_decode_the_same_arrays_in_order_and_report_bad_files(
-    files: list[Path], monkeypatch: pytest.MonkeyPatch
+    files: list[Path], monkeypatch: pytest.MonkeyPatch, two_workers: None
 ) -> None:
-    monkeypatch.setattr(imagedecode, "PROCESSES_FROM_FILES", 10)
-    monkeypatch.setattr(imagedecode, "_CHUNK", 16)
-    monkeypatch.setattr(imagedecode.os, "cpu_count", lambda: 2)
     started: list[int] = []
-    real_start = imagedecode._start
-    monkeypatch.setattr(imagedecode, "_start", lambda k: started.append(k) or real_start(k))
+    real_start = imagedecode.start_workers
+    monkeypatch.setattr(imagedecode, "start_workers", lambda k: started.append(k) or real_start(k))
     seen: list[int] = []
     got = decode_many(files, (4, 4), progress=seen.append)
     assert started == [2]  # two worker processes ran beside this one
@@ -57,18 +62,15 @@ def test_workers_decode_the_same_arrays_in_order_and_report_bad_files(
 
 
 def test_a_worker_that_dies_leaves_its_files_to_this_process(
-    files: list[Path], monkeypatch: pytest.MonkeyPatch
+    files: list[Path], monkeypatch: pytest.MonkeyPatch, two_workers: None
 ) -> None:
-    monkeypatch.setattr(imagedecode, "PROCESSES_FROM_FILES", 10)
-    monkeypatch.setattr(imagedecode, "_CHUNK", 16)
-    monkeypatch.setattr(imagedecode.os, "cpu_count", lambda: 2)
 
     def dying(k: int) -> list[subprocess.Popen[bytes]]:
         code = "import sys; sys.stdin.buffer.read(8); sys.exit(3)"
         return [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE) for _ in range(k)]  # fmt: skip
 
-    monkeypatch.setattr(imagedecode, "_start", dying)
+    monkeypatch.setattr(imagedecode, "start_workers", dying)
     got = decode_many(files, None)
     monkeypatch.setattr(imagedecode, "PROCESSES_FROM_FILES", 10**9)
     assert _same(got, decode_many(files, None))
