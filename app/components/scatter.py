@@ -54,16 +54,16 @@ def embedding_figure(
 ) -> go.Figure:
     """Scatter of df (sample_id, x, y and optional label_name, predicted_name, score, flipped).
 
-    color_by: "label" / "predicted" (one trace per class), "flipped" (noisy vs clean), "score"
-    (a diverging colour scale centred at 0; negative = harmful). Points in `selected_ids` (the
-    ticked set) are drawn with a black outline. Uses WebGL (Scattergl) above 3,000 points.
+        color_by: "label" / "predicted" (one trace per class), "flipped" (noisy vs clean), "score"
+        (a diverging colour scale centred at 0; negative = harmful). Points in `selected_ids` (the
+        ticked set) get a black outline, drawn as one extra trace on top (its customdata holds their ids
+    too, so a selection over them still reads). Uses WebGL (Scattergl) above 3,000 points.
     """
     if color_by not in COLOR_OPTIONS:
         raise ValueError(f"color_by must be one of {', '.join(COLOR_OPTIONS)}")
     scatter = go.Scattergl if len(df) > 3000 else go.Scatter
     size = 7 if len(df) <= 2000 else 4
     ticked = df["sample_id"].isin(selected_ids or set()).to_numpy()
-    line = {"width": np.where(ticked, 1.5, 0.0).tolist(), "color": "black"}
     fig = go.Figure()
     if color_by in ("label", "predicted", "flipped"):
         col = {"label": "label_name", "predicted": "predicted_name", "flipped": "flipped"}[color_by]
@@ -83,7 +83,6 @@ def embedding_figure(
                 if color_by == "flipped"
                 else _PALETTE[i % len(_PALETTE)]
             )
-            sub_ticked = ticked[(df[col].astype(str) == g).to_numpy()]
             fig.add_trace(
                 scatter(
                     x=part["x"],
@@ -92,15 +91,7 @@ def embedding_figure(
                     name=name,
                     customdata=cd,
                     hovertemplate=tmpl,
-                    marker={
-                        "size": size,
-                        "color": color,
-                        "opacity": 0.85,
-                        "line": {
-                            "width": np.where(sub_ticked, 1.5, 0.0).tolist(),
-                            "color": "black",
-                        },
-                    },
+                    marker={"size": size, "color": color, "opacity": 0.85},
                 )
             )
     else:
@@ -124,11 +115,20 @@ def embedding_figure(
                     "cmin": -vmax or -1,
                     "cmax": vmax or 1,
                     "colorbar": {"title": {"text": "score"}, "thickness": 12},
-                    "line": line,
                 },
                 showlegend=False,
             )
         )
+    if ticked.any():  # outlines on top, one small trace: no per-point width list over all N points
+        part = df[ticked]
+        fig.add_trace(
+            scatter(
+                x=part["x"], y=part["y"], mode="markers", name="ticked to drop",
+                customdata=part[["sample_id"]].to_numpy(dtype=object), hoverinfo="skip",
+                marker={"size": size + 2, "color": "rgba(0,0,0,0)",
+                        "line": {"width": 1.5, "color": "black"}},
+            )
+        )  # fmt: skip
     fig.update_layout(
         height=height,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
