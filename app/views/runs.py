@@ -247,10 +247,13 @@ def train_form() -> None:
         trigger = option_input(c[1], DataSpec, "trigger", key=f"{k}-trigger")
         bd_rate = option_input(c[2], DataSpec, "backdoor_rate", key=f"{k}-bdrate")
         optimizer = option_input(c[3], TrainConfig, "optimizer", key=f"{k}-optimizer")
-        c = st.columns([2, 2, 1])
+        c = st.columns([2, 2, 1, 1])
         backbone = option_input(c[0], TrainConfig, "backbone", key=f"{k}-backbone")
         bb_weights = option_input(c[1], TrainConfig, "backbone_weights", key=f"{k}-bbweights")
         bb_size = option_input(c[2], TrainConfig, "backbone_size", key=f"{k}-bbsize")
+        base_width = option_input(
+            c[3], TrainConfig, "base_width", key=f"{k}-basewidth", disabled="resnet" not in model
+        )
         c = st.columns(2)
         standardize = option_input(c[0], TrainConfig, "standardize", key=f"{k}-standardize")
         also = c[1].checkbox(
@@ -284,7 +287,7 @@ def train_form() -> None:
                     "epochs": int(epochs),
                     "batch_size": int(batch), "lr": float(lr), "momentum": float(momentum),
                     "weight_decay": float(wd), "seed": int(seed), "optimizer": optimizer,
-                    "standardize": bool(standardize),
+                    "standardize": bool(standardize), "base_width": int(base_width),
                 }  # fmt: skip
                 if str(backbone).strip():
                     train.update(

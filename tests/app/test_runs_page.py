@@ -161,6 +161,29 @@ def test_head_mode_from_the_form_refuses_a_missing_file_then_trains_on_features(
     assert "logreg on resnet18" in at.dataframe[0].value["model"].tolist()
 
 
+def test_the_resnet_width_reaches_the_training_job(workspace: Path) -> None:
+    at = AppTest.from_file(page("runs.py"), default_timeout=30).run()
+    at.selectbox(key="runs-source").set_value("scikit-learn digits (8x8)").run()
+    assert at.number_input(key="runs-digits-basewidth").disabled  # only the ResNets have one
+    at.selectbox(key="runs-digits-model").set_value("resnet9-gn").run()
+    at.number_input(key="runs-digits-basewidth").set_value(4).run()
+    at.number_input(key="runs-digits-ntrain").set_value(40).run()
+    at.number_input(key="runs-digits-epochs").set_value(1).run()
+    at.checkbox(key="runs-then").uncheck().run()
+    at.button(key="runs-train").click().run()
+    assert not at.exception
+    from engine.workspace import current_run
+
+    run = current_run(workspace)
+    assert run is not None
+    (job,) = list_jobs(run, kind="train")
+    assert (
+        job["params"]["train"]["base_width"] == 4
+        and job["params"]["train"]["model"] == "resnet9-gn"
+    )
+    assert wait_job(run, job["id"], timeout=180)["state"] == "done"
+
+
 def test_the_executor_setting_is_saved_in_the_workspace(workspace: Path) -> None:
     from engine.executor import ExecutorSettings
     from engine.workspace import executor_settings
