@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -104,6 +105,21 @@ def test_main_navigates_and_the_sidebar_switches_the_current_run(run_dir: Path) 
     assert any(c.key and c.key.startswith("harmful-top-drop-") for c in at.checkbox)
 
 
+def _train_and_wait(at: AppTest, workspace: Path) -> tuple[Path, dict[str, Any]]:
+    """Press Train without the chained scoring; (the new run, its finished training job)."""
+    from engine.workspace import current_run
+
+    at.checkbox(key="runs-then").uncheck().run()
+    at.button(key="runs-train").click().run()
+    assert not at.exception
+    run = current_run(workspace)
+    assert run is not None
+    (job,) = list_jobs(run, kind="train")
+    done = wait_job(run, job["id"], timeout=180)
+    assert done["state"] == "done", done
+    return run, job
+
+
 @pytest.mark.slow
 def test_standardise_checkbox_reaches_the_training_job(workspace: Path) -> None:
     at = AppTest.from_file(page("runs.py"), default_timeout=30).run()
@@ -111,17 +127,10 @@ def test_standardise_checkbox_reaches_the_training_job(workspace: Path) -> None:
     at.number_input(key="runs-digits-ntrain").set_value(60).run()
     at.number_input(key="runs-digits-epochs").set_value(1).run()
     at.checkbox(key="runs-digits-standardize").check().run()
-    at.checkbox(key="runs-then").uncheck().run()
-    at.button(key="runs-train").click().run()
-    assert not at.exception
-    from engine.loading import load_run
-    from engine.workspace import current_run
-
-    run = current_run(workspace)
-    assert run is not None
-    (job,) = list_jobs(run, kind="train")
+    run, job = _train_and_wait(at, workspace)
     assert job["params"]["train"]["standardize"] is True
-    assert wait_job(run, job["id"], timeout=180)["state"] == "done"
+    from engine.loading import load_run
+
     assert load_run(run).cfg.standardize
 
 
@@ -169,19 +178,9 @@ def test_the_resnet_width_reaches_the_training_job(workspace: Path) -> None:
     at.number_input(key="runs-digits-basewidth").set_value(4).run()
     at.number_input(key="runs-digits-ntrain").set_value(40).run()
     at.number_input(key="runs-digits-epochs").set_value(1).run()
-    at.checkbox(key="runs-then").uncheck().run()
-    at.button(key="runs-train").click().run()
-    assert not at.exception
-    from engine.workspace import current_run
-
-    run = current_run(workspace)
-    assert run is not None
-    (job,) = list_jobs(run, kind="train")
-    assert (
-        job["params"]["train"]["base_width"] == 4
-        and job["params"]["train"]["model"] == "resnet9-gn"
-    )
-    assert wait_job(run, job["id"], timeout=180)["state"] == "done"
+    _, job = _train_and_wait(at, workspace)
+    assert job["params"]["train"]["base_width"] == 4
+    assert job["params"]["train"]["model"] == "resnet9-gn"
 
 
 def test_the_executor_setting_is_saved_in_the_workspace(workspace: Path) -> None:
