@@ -47,7 +47,7 @@ def measure(out: Path, name: str, argv: list[str], seeds: int) -> dict[str, Any]
     run = out / "runs" / name
     res = noise_bench(data=data_spec_from_args(a), cfg=train_config_from_args(a), run_dir=run,
                       methods=METHODS.split(","), seeds=seeds)  # fmt: skip
-    names = [m for m in METHODS.split(",")]
+    names = METHODS.split(",")
     got: dict[str, Any] = {
         "setting": name,
         "n": res["n_flipped"],
@@ -68,11 +68,15 @@ def _key(row: dict[str, Any], objective: str) -> tuple[float, float]:
 
 
 def pick_single(m: dict[str, Any], objective: str) -> str | None:
-    """engine.recommend.choose's rule on one measurement: the best row that helps and beats random."""
-    rand = m["random"]
-    ok = [r for r in m["table"] if _key(r, objective) > (0.0, 0.0)
-          and _key(r, objective) > _key(rand, objective)]  # fmt: skip
-    return max(ok, key=lambda r: _key(r, objective))["method"] if ok else None
+    """engine.recommend.choose on one measurement (its table at one k): the best row that helps
+    and beats random removal."""
+    from engine.recommend import choose
+
+    # the stored "hurts" was judged by the objective the measurement ran with (acc); choose's own
+    # must-help test decides for `objective`
+    rows = [{**r, "hurts": False} for r in m["table"]]
+    best = choose(rows, {int(r["k"]): m["random"] for r in rows}, objective)
+    return None if best is None else str(best["method"])
 
 
 def rules(got: dict[str, Any]) -> dict[str, str | None]:
