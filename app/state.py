@@ -86,15 +86,36 @@ def predictions(run_dir: str | Path) -> pd.DataFrame:
     return _predictions(str(run_dir), run_version(run_dir))
 
 
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _train_table(path: str, version: float) -> pd.DataFrame:
+    m = _bundle(path, version).manifest
+    t = m[m["split"] == "train"].set_index("sample_id")
+    p = _predictions(path, version).set_index("sample_id")
+    return t.join(p[["predicted", "confidence", "prob_given"]], how="left")
+
+
 def train_table(run_dir: str | Path) -> pd.DataFrame:
     """The training samples with their manifest columns and predictions, indexed by sample_id.
 
     Columns: split, label, true_label, path, flipped, predicted, confidence, prob_given.
+    Cached and shared between sessions (0.17 s to build at 51k images): never mutate it.
     """
-    m = bundle(run_dir).manifest
-    t = m[m["split"] == "train"].set_index("sample_id")
-    p = predictions(run_dir).set_index("sample_id")
-    return t.join(p[["predicted", "confidence", "prob_given"]], how="left")
+    return _train_table(str(run_dir), run_version(run_dir))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _ranked(path: str, method: str, version: float, score_version: float) -> pd.DataFrame:
+    t = _train_table(path, version).join(_scores(path, method, score_version).rename("score"))
+    return t.dropna(subset=["score"]).sort_values("score", kind="stable")
+
+
+def ranked(run_dir: str | Path, method: str) -> pd.DataFrame:
+    """train_table joined with `method`'s validation scores as column ``score``, most harmful
+    (most negative) first; samples without a score left out. Cached and shared: never mutate it."""
+    from engine.influence.scorestore import ScoreStore
+
+    v = ScoreStore(run_dir).version(method)
+    return _ranked(str(run_dir), method, run_version(run_dir), v)
 
 
 def score_methods(run_dir: str | Path) -> list[str]:

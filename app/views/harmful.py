@@ -19,9 +19,7 @@ FALLBACK = ["combined", "margin", "sgd-influence", "hydra"]
 
 def filtered(run: Path, method: str) -> tuple[list[str], dict[str, float]]:
     """Ids after the class / disagreement filters, most harmful first, and their scores."""
-    t = state.train_table(run)
-    s = state.scores(run, method)
-    t = t.join(s.rename("score"), how="inner")
+    t = state.ranked(run, method)
     names = state.bundle(run).class_names
     c1, c2 = st.columns([3, 2])
     classes = c1.multiselect(
@@ -32,8 +30,7 @@ def filtered(run: Path, method: str) -> tuple[list[str], dict[str, float]]:
         t = t[t["label"].isin(classes)]
     if c2.checkbox("Only where given label ≠ predicted", key="harmful-disagree"):
         t = t[t["label"] != t["predicted"]]
-    t = t.sort_values("score", kind="stable")
-    return list(t.index), {k: float(v) for k, v in t["score"].items()}
+    return list(t.index), dict(zip(t.index, t["score"].to_numpy(dtype=float).tolist(), strict=True))
 
 
 def precision_line(ids: list[str], known: set[str], k: int) -> None:
@@ -81,9 +78,13 @@ st.caption(
     f"{len(sel.drop)} image(s) ticked to drop, {len(sel.relabel)} relabelled: they are saved at once; "
     "retrain without them on **Retrain & compare**, download them on **Export**."
 )
-harm, helpful = st.tabs(["Most harmful", "Most helpful"])
-with harm:
-    render_gallery(run, ids[:k], scores=scores, key="harmful-top", flipped=known or None)
-with helpful:
+# a choice, not tabs: tabs would build both galleries (48 tiles and their widgets) on every rerun
+side = st.radio(
+    "Show", ["Most harmful", "Most helpful"], key="harmful-side", horizontal=True,
+    label_visibility="collapsed",
+)  # fmt: skip
+if side == "Most helpful":
     render_gallery(run, ids[::-1][:k], scores=scores, key="harmful-help", flipped=known or None)
+else:
+    render_gallery(run, ids[:k], scores=scores, key="harmful-top", flipped=known or None)
 cluster_section(run)

@@ -32,6 +32,19 @@ def test_grid_shows_most_harmful_first_with_precision(run_dir: Path) -> None:
     assert any("Precision of the top-k" in x for x in labels)  # the tiny run has injected noise
 
 
+def test_only_the_chosen_side_is_built_and_helpful_shows_the_most_helpful_first(
+    run_dir: Path,
+) -> None:
+    at = AppTest.from_file(page("harmful.py"), default_timeout=30).run()
+    assert not any(c.key and c.key.startswith("harmful-help-") for c in at.checkbox)
+    at.radio(key="harmful-side").set_value("Most helpful").run()
+    assert not at.exception
+    best = method_scores(run_dir, TINY_METHOD).sort_values(kind="stable").index[-1]
+    drops = [c.key for c in at.checkbox if c.key and c.key.startswith("harmful-help-drop-")]
+    assert drops[0] == f"harmful-help-drop-{best}" and len(drops) == 24
+    assert not any(c.key and c.key.startswith("harmful-top-") for c in at.checkbox)
+
+
 def test_ticking_drop_and_relabel_persist_and_survive_a_new_session(run_dir: Path) -> None:
     at = AppTest.from_file(page("harmful.py"), default_timeout=30).run()
     drops = [c for c in at.checkbox if c.key and c.key.startswith("harmful-top-drop-")]

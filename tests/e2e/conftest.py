@@ -11,20 +11,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from app.serve import AppDidNotStart, AppServer, start_app, stop_app
+
 ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["AppServer", "publish", "screenshot", "settle"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = os.environ.get("RETRACER_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -57,89 +54,20 @@ def _missing() -> str:
     return ""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class AppServer:
-    url: str
-    workspace: Path
-    log: Path
-    proc: subprocess.Popen[bytes]
-
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-            return r.read().decode().strip() == "ok"
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     """`streamlit run app/main.py` on a free port, with its own workspace; stopped at the end."""
     workspace = tmp_path_factory.mktemp("e2e-workspace")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = ARTIFACTS / "streamlit.log"
-    env = dict(os.environ)
-    env["RETRACER_WORKSPACE"] = str(workspace)
-    env.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".cache" / "numba"))
-    env["PYTHONPATH"] = str(ROOT) + (
-        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
-    )
-    streamlit = Path(sys.executable).with_name("streamlit")
-    cmd = [str(streamlit)] if streamlit.exists() else [sys.executable, "-m", "streamlit"]
-    cmd += [
-        "run", "app/main.py",
-        "--server.headless", "true",
-        "--server.address", "127.0.0.1",
-        "--server.port", str(port),
-        "--server.fileWatcherType", "none",
-        "--browser.gatherUsageStats", "false",
-    ]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = AppServer(url, workspace, log, proc)
     try:
-        deadline = time.time() + 90
-        while not _healthy(url):
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}:\n{server.log_tail()}")
-            if time.time() > deadline:
-                pytest.fail(
-                    f"streamlit did not answer /_stcore/health within 90 s:\n{server.log_tail()}"
-                )
-            time.sleep(0.5)
+        server = start_app(workspace, log=ARTIFACTS / "streamlit.log")
+    except AppDidNotStart as e:
+        pytest.fail(str(e))
+    try:
         yield server
     finally:
-        _stop(proc)
+        stop_app(server)
         _stop_jobs(workspace)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
 
 
 def _stop_jobs(workspace: Path) -> None:

@@ -76,3 +76,30 @@ def test_cleaned_csv_keeps_the_source_format(tmp_path: Path) -> None:
     assert "im0.png" not in set(out["path"])
     assert out.set_index("path").at["im1.png", "label"] == "cat"
     assert out.set_index("path").at["im3.png", "label"] == "dog"
+
+
+def test_predictions_are_saved_once_and_recomputed_when_the_run_changes(
+    digits_run: Path, tmp_path: Path
+) -> None:
+    import os
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(digits_run, run)
+    for name in ("predictions.csv", "predictions.json"):
+        (run / name).unlink(missing_ok=True)
+    first = run_predictions(run)
+    assert (run / "predictions.csv").is_file()
+    saved = pd.read_csv(run / "predictions.csv")
+    saved.loc[0, "confidence"] = 0.123  # a marker: read back, not recomputed
+    saved.to_csv(run / "predictions.csv", index=False)
+    again = run_predictions(run)
+    assert again.loc[0, "confidence"] == 0.123
+    pd.testing.assert_frame_equal(again.drop(index=0), first.drop(index=0))
+
+    st = (run / "status.json").stat()  # as if retrained: a new status.json
+    os.utime(run / "status.json", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    pd.testing.assert_frame_equal(run_predictions(run), first)
+
+    (run / "predictions.csv").write_text("not,a\npredictions,file\n")  # damaged: computed again
+    pd.testing.assert_frame_equal(run_predictions(run), first)

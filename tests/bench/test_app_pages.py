@@ -1,0 +1,45 @@
+"""bench/app_pages.py in Chromium on a tiny scored run: every page settles and is timed, and the
+gallery's memory rows come back (the figures themselves are for BENCHMARKS.md, not asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.influence.api import compute_influence
+from tests.e2e.conftest import CHROMIUM
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "app_pages.py"
+
+
+def _browser_missing() -> str:
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"no Chromium at {CHROMIUM}"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is not installed"
+    return ""
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.skipif(bool(_browser_missing()), reason=_browser_missing() or "-")
+def test_every_page_settles_and_the_gallery_is_paged(tiny_copy: Path) -> None:
+    run = tiny_copy
+    compute_influence(run, "hydra")
+    got = subprocess.run(
+        [sys.executable, str(SCRIPT), "--run-dir", str(run), "--rounds", "2", "--gallery-pages", "2", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stdout[-3000:] + got.stderr[-3000:]
+    out = json.loads(got.stdout.strip().splitlines()[-1])
+    assert set(out["pages"]) >= {"Harmful images", "Embedding map", "Class heatmap", "Export"}
+    assert all(len(ts) == 2 and all(t >= 0 for t in ts) for ts in out["pages"].values())
+    assert [r["page"] for r in out["gallery"]] == [1, 2]
+    assert all(r["server_mb"] > 50 and r["chromium_mb"] > 50 for r in out["gallery"])
