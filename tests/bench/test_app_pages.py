@@ -4,7 +4,6 @@ gallery's memory rows come back (the figures themselves are for BENCHMARKS.md, n
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,24 +11,14 @@ from pathlib import Path
 import pytest
 
 from engine.influence.api import compute_influence
-from tests.e2e.conftest import CHROMIUM
+from tests.e2e.conftest import browser_missing
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "app_pages.py"
 
 
-def _browser_missing() -> str:
-    if not os.access(CHROMIUM, os.X_OK):
-        return f"no Chromium at {CHROMIUM}"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright Python package is not installed"
-    return ""
-
-
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.skipif(bool(_browser_missing()), reason=_browser_missing() or "-")
+@pytest.mark.skipif(bool(browser_missing()), reason=browser_missing() or "-")
 def test_every_page_settles_and_the_gallery_is_paged(tiny_copy: Path) -> None:
     run = tiny_copy
     compute_influence(run, "hydra")
