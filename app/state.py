@@ -7,8 +7,10 @@ Cache keys include the file's modification time, so a re-trained run or new scor
 
 from __future__ import annotations
 
+import base64
 import io
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -86,6 +88,34 @@ def predictions(run_dir: str | Path) -> pd.DataFrame:
     return _predictions(str(run_dir), run_version(run_dir))
 
 
+class Facts(NamedTuple):
+    """What a gallery tile shows about one image: given label, and at the final weights the
+    predicted class and its probability (predicted is -1 when the run has no prediction for it)."""
+
+    label: int
+    predicted: int
+    confidence: float
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _facts(path: str, version: float) -> dict[str, Facts]:
+    m = _bundle(path, version).manifest
+    p = _predictions(path, version)
+    pred = dict(zip(p["sample_id"], zip(p["predicted"], p["confidence"], strict=True), strict=True))
+    out = {}
+    for sid, label in zip(m["sample_id"].tolist(), m["label"].tolist(), strict=True):
+        k, c = pred.get(sid, (-1, float("nan")))
+        out[sid] = Facts(int(label), int(k), float(c))
+    return out
+
+
+def facts(run_dir: str | Path) -> dict[str, Facts]:
+    """sample_id -> Facts for every image of every split (cached and shared: never mutate it).
+    A dict, so a gallery page of 24 tiles looks them up in microseconds instead of indexing two
+    70k-row tables on every rerun."""
+    return _facts(str(run_dir), run_version(run_dir))
+
+
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _train_table(path: str, version: float) -> pd.DataFrame:
     m = _bundle(path, version).manifest
@@ -116,6 +146,24 @@ def ranked(run_dir: str | Path, method: str) -> pd.DataFrame:
 
     v = ScoreStore(run_dir).version(method)
     return _ranked(str(run_dir), method, run_version(run_dir), v)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _ranked_ids(
+    path: str, method: str, version: float, score_version: float
+) -> tuple[list[str], dict[str, float]]:
+    t = _ranked(path, method, version, score_version)
+    ids = t.index.to_numpy(dtype=object).tolist()
+    return ids, dict(zip(ids, t["score"].to_numpy(dtype=float).tolist(), strict=True))
+
+
+def ranked_ids(run_dir: str | Path, method: str) -> tuple[list[str], dict[str, float]]:
+    """ranked()'s ids, most harmful first, and sample_id -> score, as plain Python objects (cached
+    and shared: never mutate them; 0.08 s to build at 51k, once instead of on every rerun)."""
+    from engine.influence.scorestore import ScoreStore
+
+    v = ScoreStore(run_dir).version(method)
+    return _ranked_ids(str(run_dir), method, run_version(run_dir), v)
 
 
 def score_methods(run_dir: str | Path) -> list[str]:
@@ -179,6 +227,18 @@ def thumbnail(
 ) -> bytes:
     """A small PNG (longest side `px`) of one image; upscaled with nearest neighbour (cached)."""
     return _thumb(str(run_dir), run_version(run_dir), split, sample_id, px)
+
+
+def thumbnail_url(
+    run_dir: str | Path, sample_id: str, *, split: str = "train", px: int = THUMB_PX
+) -> str:
+    """thumbnail() as a ``data:image/png;base64,...`` URL ("" if the id is unknown).
+
+    st.image shows a data URL as it is: the PNG rides in the page's message instead of being
+    re-opened with PIL, stored in Streamlit's media manager and fetched by one HTTP request per
+    tile (24 per gallery page)."""
+    png = thumbnail(run_dir, sample_id, split=split, px=px)
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii") if png else ""
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

@@ -146,10 +146,12 @@ def visit(page: Any, label: str, title: str) -> float:
     return wait_settled(page, title, t0=t0)
 
 
-def page_times(page: Any, rounds: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {label: [] for label, _ in PAGES}
+def page_times(page: Any, rounds: int, only: list[str] | None = None) -> dict[str, list[float]]:
+    """Visit every page (or those labelled in `only`) `rounds` times: seconds per visit."""
+    pages = [(label, title) for label, title in PAGES if not only or label in only]
+    times: dict[str, list[float]] = {label: [] for label, _ in pages}
     for r in range(rounds):
-        for label, title in PAGES:
+        for label, title in pages:
             times[label].append(visit(page, label, title))
             print(f"round {r + 1}  {label:<18} {times[label][-1]:6.2f} s", flush=True)
     return times
@@ -207,13 +209,37 @@ def slope(rows: list[dict[str, float]], key: str) -> float:
     )
 
 
+def print_gallery(rows: list[dict[str, float]]) -> None:
+    first, last = rows[0], rows[-1]
+    for key in ("server_mb", "chromium_mb", "js_heap_mb"):
+        print(
+            f"{key:<12} page 1 {first[key]:7.1f}  page {last['page']} {last[key]:7.1f}  "
+            f"slope {slope(rows, key):+.2f} MiB/page (second half)"
+        )
+    # page 1 is already shown when "Top k" is set: its "turn" changes nothing
+    gallery_s = [r["seconds"] for r in rows[1:]] or [rows[0]["seconds"]]
+    print(
+        f"gallery page turn: median {statistics.median(gallery_s):.2f} s, max {max(gallery_s):.2f} s"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run-dir", required=True, type=Path)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--gallery-pages", type=int, default=30)
+    ap.add_argument(
+        "--only", default="", help="comma-separated sidebar labels: visit only these pages"
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     a = ap.parse_args()
+    only = [x.strip() for x in a.only.split(",") if x.strip()]
+    unknown = sorted(set(only) - {label for label, _ in PAGES})
+    if unknown:
+        ap.error(
+            f"--only: no page labelled {', '.join(unknown)}; labels: "
+            + ", ".join(label for label, _ in PAGES)
+        )
     from playwright.sync_api import sync_playwright
 
     run = a.run_dir.resolve()
@@ -230,8 +256,12 @@ def main() -> None:
                 page.set_default_timeout(120_000)
                 page.goto(server.url)
                 wait_settled(page, "Retracer")
-                times = page_times(page, a.rounds)
-                rows = gallery_memory(page, server.proc.pid, a.gallery_pages)
+                times = page_times(page, a.rounds, only)
+                rows = (
+                    gallery_memory(page, server.proc.pid, a.gallery_pages)
+                    if a.gallery_pages > 0
+                    else []
+                )
                 browser.close()
         finally:
             stop_app(server)
@@ -240,16 +270,8 @@ def main() -> None:
     for label, ts in times.items():
         later = ts[1:] or ts
         print(f"{label:<18} {ts[0]:10.2f}s {statistics.median(later):14.2f}s {max(later):11.2f}s")
-    first, last = rows[0], rows[-1]
-    for key in ("server_mb", "chromium_mb", "js_heap_mb"):
-        print(
-            f"{key:<12} page 1 {first[key]:7.1f}  page {last['page']} {last[key]:7.1f}  "
-            f"slope {slope(rows, key):+.2f} MiB/page (second half)"
-        )
-    gallery_s = [r["seconds"] for r in rows]
-    print(
-        f"gallery page turn: median {statistics.median(gallery_s):.2f} s, max {max(gallery_s):.2f} s"
-    )
+    if rows:
+        print_gallery(rows)
     if a.json:
         print(
             json.dumps(

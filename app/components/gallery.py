@@ -98,10 +98,8 @@ def render_gallery(
             args=(run, shown, False),
         )
 
-    b = state.bundle(run)
-    names = b.class_names
-    man = b.manifest.set_index("sample_id")
-    preds = state.predictions(run).set_index("sample_id") if show_predicted else None
+    names = state.bundle(run).class_names
+    facts = state.facts(run)
     sel = load_selections(run)
     sig = _signature(sel)
     # changed elsewhere (tick-all buttons, another page or tab): every tile takes the saved state
@@ -113,21 +111,22 @@ def render_gallery(
         for col, sid in zip(cols, shown[r : r + columns], strict=False):
             with col.container(border=True):
                 _tile(
-                    run, sid, split, names, man, preds, sel, scores, flipped, options, key, resync
-                )
+                    run, sid, split, names, facts.get(sid), show_predicted, sel, scores, flipped,
+                    options, key, resync,
+                )  # fmt: skip
     st.session_state[_synced_key(key)] = sig
 
 
-def _tile(run, sid, split, names, man, preds, sel, scores, flipped, options, key, resync) -> None:  # type: ignore[no-untyped-def]
-    png = state.thumbnail(run, sid, split=split)
-    if png:
-        st.image(png, width=state.THUMB_PX)
-    given = int(man.at[sid, "label"]) if sid in man.index else -1
+def _tile(run, sid, split, names, facts, show_predicted, sel, scores, flipped, options, key, resync) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    url = state.thumbnail_url(run, sid, split=split)
+    if url:
+        st.image(url, width=state.THUMB_PX)
+    given = facts.label if facts is not None else -1
     lines = [f"**{names[given] if given >= 0 else '?'}** given"]
-    if preds is not None and sid in preds.index:
-        p = int(preds.at[sid, "predicted"])
+    if show_predicted and facts is not None and facts.predicted >= 0:
+        p = facts.predicted
         mark = "" if p == given else " ≠"
-        lines.append(f"pred **{names[p]}**{mark} ({float(preds.at[sid, 'confidence']):.2f})")
+        lines.append(f"pred **{names[p]}**{mark} ({facts.confidence:.2f})")
     if scores is not None and sid in scores:
         lines.append(f"score {scores[sid]:+.3g}")
     if flipped is not None and sid in flipped:
@@ -152,3 +151,36 @@ def _tile(run, sid, split, names, man, preds, sel, scores, flipped, options, key
         args=(run, sid, rk, key),
         label_visibility="collapsed",
     )
+
+
+def render_two_sided(
+    run_dir: str | Path,
+    sides: dict[str, list[str]],
+    *,
+    key: str,
+    scores: dict[str, float] | None,
+    page_size: int = 24,
+    flipped: set[str] | None = None,
+    suffixes: tuple[str, ...] = ("harm", "help"),
+) -> None:
+    """A horizontal choice between galleries (label -> ids, e.g. harmful / helpful) and the one
+    chosen. The choice is the radio ``{key}-side`` (its value is the side's position); side i's
+    widgets are keyed ``{key}-{suffixes[i]}``.
+
+    A choice, not tabs: st.tabs would build every gallery (their thumbnails and tick boxes) on
+    every rerun and send them all to the browser, though only one is visible.
+    """
+    labels = list(sides)
+    if len(suffixes) < len(labels):
+        raise ValueError(f"{len(labels)} sides need as many key suffixes, got {suffixes}")
+    # the labels carry counts that change with the data: remember the side by position
+    pos_key = f"{key}-side"
+    pos = st.radio(
+        "Show", range(len(labels)), format_func=lambda i: labels[i], key=pos_key,
+        horizontal=True, label_visibility="collapsed",
+    )  # fmt: skip
+    i = int(pos) if pos is not None else 0
+    render_gallery(
+        run_dir, sides[labels[i]], scores=scores, key=f"{key}-{suffixes[i]}",
+        page_size=page_size, flipped=flipped,
+    )  # fmt: skip

@@ -9,7 +9,7 @@ import streamlit as st
 from app import state
 from app.components.analysis import cluster_section
 from app.components.common import SIGN_LINE, require_run, require_scores
-from app.components.gallery import render_gallery
+from app.components.gallery import render_two_sided
 from app.components.recommendation import latest, pick_method, trust_note, why_line
 from engine.selections import load_selections, set_drop
 
@@ -28,9 +28,13 @@ def filtered(run: Path, method: str) -> tuple[list[str], dict[str, float]]:
     )  # fmt: skip
     if classes:
         t = t[t["label"].isin(classes)]
-    if c2.checkbox("Only where given label ≠ predicted", key="harmful-disagree"):
+    disagree = c2.checkbox("Only where given label ≠ predicted", key="harmful-disagree")
+    if disagree:
         t = t[t["label"] != t["predicted"]]
-    return list(t.index), dict(zip(t.index, t["score"].to_numpy(dtype=float).tolist(), strict=True))
+    if not classes and not disagree:
+        return state.ranked_ids(run, method)
+    ids = t.index.to_numpy(dtype=object).tolist()
+    return ids, state.ranked_ids(run, method)[1]
 
 
 def precision_line(ids: list[str], known: set[str], k: int) -> None:
@@ -78,13 +82,8 @@ st.caption(
     f"{len(sel.drop)} image(s) ticked to drop, {len(sel.relabel)} relabelled: they are saved at once; "
     "retrain without them on **Retrain & compare**, download them on **Export**."
 )
-# a choice, not tabs: tabs would build both galleries (48 tiles and their widgets) on every rerun
-side = st.radio(
-    "Show", ["Most harmful", "Most helpful"], key="harmful-side", horizontal=True,
-    label_visibility="collapsed",
+render_two_sided(
+    run, {"Most harmful": ids[:k], "Most helpful": ids[::-1][:k]}, key="harmful", scores=scores,
+    flipped=known or None, suffixes=("top", "help"),
 )  # fmt: skip
-if side == "Most helpful":
-    render_gallery(run, ids[::-1][:k], scores=scores, key="harmful-help", flipped=known or None)
-else:
-    render_gallery(run, ids[:k], scores=scores, key="harmful-top", flipped=known or None)
 cluster_section(run)

@@ -16,7 +16,7 @@ import streamlit as st
 
 from app import state
 from app.components.common import require_run, show_user_error
-from app.components.gallery import render_gallery
+from app.components.gallery import render_two_sided
 from app.components.heatmap import cell_from_event, heatmap_figure, top_cells
 from app.components.progress import active_jobs
 from engine import jobs
@@ -42,9 +42,10 @@ def _matrix(
     return np.asarray(m, dtype=np.float64), list(names)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_resource(max_entries=16, show_spinner=False)
 def _class_scores(path: str, method: str, version: float) -> pd.DataFrame:
-    """The class-query scores (N_train rows, one column per test class), indexed by sample_id."""
+    """The class-query scores (N_train rows, one column per test class), indexed by sample_id.
+    Shared, not copied per rerun (51k x 10 at full Fashion-MNIST): never mutate it."""
     from engine.influence.api import load_scores
 
     df = load_scores(path, method, "class").set_index("sample_id")
@@ -115,13 +116,17 @@ def cell_gallery(run: Path, method: str, names: list[str], a: int, b: int, value
         f"Cell value {value:.4g}. Score = estimated change of test class {names[b]}'s summed loss "
         "if the image is removed: **negative = it raises that loss (harmful)**."
     )
-    harm, helpful = st.tabs(["Raise its loss (harmful)", "Lower its loss (helpful)"])
-    with harm:
-        ids = list(s[s < 0].sort_values(kind="stable").index)
-        render_gallery(run, ids, scores=s.to_dict(), key=f"{K}-harm", page_size=12, flipped=flipped)
-    with helpful:
-        ids = list(s[s > 0].sort_values(ascending=False, kind="stable").index)
-        render_gallery(run, ids, scores=s.to_dict(), key=f"{K}-help", page_size=12, flipped=flipped)
+    harm = s[s < 0].sort_values(kind="stable").index.tolist()
+    helpful = s[s > 0].sort_values(ascending=False, kind="stable").index.tolist()
+    render_two_sided(
+        run,
+        {
+            f"Raise its loss — harmful ({len(harm)})": harm,
+            f"Lower its loss — helpful ({len(helpful)})": helpful,
+        },
+        key=K, scores=dict(zip(s.index.tolist(), s.tolist(), strict=True)), page_size=12,
+        flipped=flipped,
+    )  # fmt: skip
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import streamlit as st
 
 from app import state
 from app.components.common import require_run, show_user_error
-from app.components.gallery import render_gallery
+from app.components.gallery import render_two_sided
 from app.components.progress import active_jobs
 from engine import jobs
 from engine.influence.methods import fast_methods, query_methods
@@ -124,9 +124,9 @@ def misclassified_grid(
     cols = st.columns(8)
     for i, sid in enumerate(shown):
         with cols[i % 8].container(border=True):
-            png = state.thumbnail(run, sid, split=split)
-            if png:
-                st.image(png, width=state.THUMB_PX)
+            url = state.thumbnail_url(run, sid, split=split)
+            if url:
+                st.image(url, width=state.THUMB_PX)
             r = table.loc[sid]
             st.markdown(
                 f"true **{names[int(r['label'])]}** · pred **{names[int(r['predicted'])]}**"
@@ -238,13 +238,14 @@ def influencers_section(run: Path, sid: str, method: str, k: int, exact: bool) -
     st.plotly_chart(
         influencers_figure(df), key=f"{K}-bars", width="stretch", config={"displaylogo": False}
     )
-    tab1, tab2 = st.tabs(
-        [f"Raise its loss — harmful ({len(harmful)})", f"Lower its loss — helpful ({len(helpful)})"]
-    )
-    with tab1:
-        render_gallery(run, harmful, scores=scores, key=f"{K}-harm", page_size=12, flipped=flipped)
-    with tab2:
-        render_gallery(run, helpful, scores=scores, key=f"{K}-help", page_size=12, flipped=flipped)
+    render_two_sided(
+        run,
+        {
+            f"Raise its loss — harmful ({len(harmful)})": harmful,
+            f"Lower its loss — helpful ({len(helpful)})": helpful,
+        },
+        key=K, scores=scores, page_size=12, flipped=flipped,
+    )  # fmt: skip
 
 
 def main() -> None:

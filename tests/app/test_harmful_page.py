@@ -37,7 +37,7 @@ def test_only_the_chosen_side_is_built_and_helpful_shows_the_most_helpful_first(
 ) -> None:
     at = AppTest.from_file(page("harmful.py"), default_timeout=30).run()
     assert not any(c.key and c.key.startswith("harmful-help-") for c in at.checkbox)
-    at.radio(key="harmful-side").set_value("Most helpful").run()
+    at.radio(key="harmful-side").set_value(1).run()  # the second side: "Most helpful"
     assert not at.exception
     best = method_scores(run_dir, TINY_METHOD).sort_values(kind="stable").index[-1]
     drops = [c.key for c in at.checkbox if c.key and c.key.startswith("harmful-help-drop-")]

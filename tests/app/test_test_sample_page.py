@@ -38,7 +38,8 @@ def test_index_job_then_influencers_of_a_picked_image(run_dir: Path) -> None:
     assert len(at.get("plotly_chart")) == 1
     harm = [c for c in at.checkbox if c.key and c.key.startswith("test-harm-drop-")]
     assert len(harm) == 12  # k = 12 most harmful, each with a drop tick box
-    assert any(t.label.startswith("Raise its loss") for t in at.tabs)
+    side = at.radio(key="test-side")
+    assert side.value == 0 and side.options[0].startswith("Raise its loss")
     harm[0].check().run()
     assert not at.exception
     assert harm[0].key.split("-drop-", 1)[1] in load_selections(run_dir).drop
