@@ -12,15 +12,17 @@ from engine.selections import load_selections
 from tests.app.conftest import page
 
 
-def _chart_selection(ids: list[str]) -> dict[str, object]:
-    """What st.plotly_chart(on_select="rerun") reports after a lasso around `ids`."""
+def _chart_selection(rows: list[int]) -> dict[str, object]:
+    """What st.plotly_chart(on_select="rerun") reports after a lasso around the map's `rows`
+    (customdata = [row, score])."""
     points = [
-        {"curve_number": 0, "point_index": i, "customdata": [sid]} for i, sid in enumerate(ids)
+        {"curve_number": 0, "point_index": i, "customdata": [float(r), 0.0]}
+        for i, r in enumerate(rows)
     ]
     return {
         "selection": {
             "points": points,
-            "point_indices": list(range(len(ids))),
+            "point_indices": list(range(len(rows))),
             "box": [],
             "lasso": [{}],
         }
@@ -41,10 +43,11 @@ def test_pca_map_then_lasso_ticks_the_selection(run_dir: Path) -> None:
     assert any("PCA of 90 training images" in c.value for c in at.caption)
     # no selection yet: nothing is ticked and the page says how to select
     assert load_selections(run_dir).drop == set()
-    from engine.data import DataBundle
+    from engine.embedding import load_embedding
 
-    ids = DataBundle.load(run_dir).train.ids[:4]
-    at.session_state["embedding-chart"] = _chart_selection(ids)
+    rows = [5, 0, 17, 3]
+    ids = load_embedding(run_dir)["sample_id"].iloc[rows].tolist()  # the map's row order
+    at.session_state["embedding-chart"] = _chart_selection(rows)
     at.run()
     assert not at.exception
     assert any("4 images selected" in m.value for m in at.markdown)
