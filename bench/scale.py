@@ -1,7 +1,7 @@
 """Retracer at real size, next to a plain torchvision ImageFolder + DataLoader loop, in one process.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/scale.py [--sets rgb32,rgb96,fmnist] [--epochs 1]
-        [--skip-exact] [--work runs/scale]
+        [--skip-exact] [--work runs/scale] [--app-pages]
 
 Sets: ``rgb32`` an ImageFolder of 50,000 RGB 32x32 PNGs, ``rgb96`` one of 5,000 RGB 96x96 PNGs
 (both colourised Fashion-MNIST, written once by bench/common.colour_folder), ``fmnist`` the full
@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -60,9 +63,32 @@ def plain_loop(root: Path, epochs: int, input_shape: tuple[int, int, int], n_cla
     return seen
 
 
-def one_set(name: str, work: Path, *, epochs: int, skip_exact: bool) -> dict[str, Any]:
+def app_pages(run: Path) -> dict[str, Any]:
+    """bench/app_pages.py on `run`: per page the first visit and the later visits' median (s),
+    and the gallery's page-turn median."""
+    script = Path(__file__).resolve().parent / "app_pages.py"
+    got = subprocess.run(
+        [sys.executable, str(script), "--run-dir", str(run), "--rounds", "2", "--gallery-pages",
+         "10", "--json"],
+        capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    if got.returncode != 0:
+        raise RuntimeError(f"bench/app_pages.py failed:\n{got.stdout[-2000:]}{got.stderr[-2000:]}")
+    res = json.loads(got.stdout.strip().splitlines()[-1])
+    turns = [r["seconds"] for r in res["gallery"][1:]]
+    return {
+        "pages": {k: {"first_s": v[0], "later_s": statistics.median(v[1:] or v)}
+                  for k, v in res["pages"].items()},
+        "gallery_turn_s": statistics.median(turns) if turns else None,
+    }  # fmt: skip
+
+
+def one_set(
+    name: str, work: Path, *, epochs: int, skip_exact: bool, pages: bool = False
+) -> dict[str, Any]:
     from engine.config import TrainConfig
     from engine.data import DataSpec, prepare_data
+    from engine.influence.api import compute_influence
     from engine.influence.methods import run_method
     from engine.influence.queries import Query
     from engine.loading import load_run
@@ -95,13 +121,18 @@ def one_set(name: str, work: Path, *, epochs: int, skip_exact: bool) -> dict[str
         out["test_acc"] = res.final["test_acc"]
         out["run_mb"] = sum(f.stat().st_size for f in run.rglob("*") if f.is_file()) / 2**20
         loaded = load_run(run)
-        _, out["hydra_s"], out["hydra_mb"] = measured(
-            lambda: run_method("hydra", loaded, Query("val"))
+        # stored when the app is to be timed on the run; the in-memory pass otherwise
+        score: Any = (
+            (lambda m: compute_influence(run, m))
+            if pages
+            else (lambda m: run_method(m, loaded, Query("val")))
         )
+        _, out["hydra_s"], out["hydra_mb"] = measured(lambda: score("hydra"))
         if not skip_exact:
-            _, out["exact_s"], out["exact_mb"] = measured(
-                lambda: run_method("sgd-influence", loaded, Query("val"))
-            )
+            _, out["exact_s"], out["exact_mb"] = measured(lambda: score("sgd-influence"))
+        if pages:
+            compute_influence(run, "hydra", query="class")
+            out["app"] = app_pages(run)
     if root is not None:
         seen, out["plain_s"], out["plain_mb"] = measured(
             lambda: plain_loop(root, epochs, bundle.input_shape, bundle.n_classes)
@@ -116,12 +147,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--skip-exact", action="store_true")
     ap.add_argument("--work", default="runs/scale")
+    ap.add_argument(
+        "--app-pages", action="store_true", help="store the scores and time the app on each run"
+    )
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in a.sets.split(","):
-        r = one_set(name.strip(), work, epochs=a.epochs, skip_exact=a.skip_exact)
+        r = one_set(name.strip(), work, epochs=a.epochs, skip_exact=a.skip_exact, pages=a.app_pages)
         rows.append(r)
         print(
             f"{r['set']}: {r['n_train']} train {r['input_shape']}; prepare {r['prepare_s']:.1f} s "
@@ -141,6 +175,16 @@ def main() -> None:
                 f"{r['train_img_per_s'] / r['plain_img_per_s']:.2f}x its throughput (steps alone "
                 f"{r['steps_img_per_s'] / r['plain_img_per_s']:.2f}x), with "
                 f"preparation {r['n_train'] * a.epochs / r['train_total_s'] / r['plain_img_per_s']:.2f}x",
+                flush=True,
+            )
+        if "app" in r:
+            print(
+                "  app (first visit / later visits): "
+                + ", ".join(
+                    f"{k} {v['first_s']:.2f}/{v['later_s']:.2f} s"
+                    for k, v in r["app"]["pages"].items()
+                )
+                + f"; gallery page turn {r['app']['gallery_turn_s']:.2f} s",
                 flush=True,
             )
     print(json.dumps(rows))

@@ -30,39 +30,37 @@ _PALETTE = [
 _SCORE_SCALE = [[0.0, "#b2182b"], [0.5, "#e0e0e0"], [1.0, "#2166ac"]]
 
 
-def _hover_lines(df: pd.DataFrame, group: dict[str, str]) -> str:
-    """The hover template of one trace. Given and predicted class are the same for every point of
-    a trace (traces are split by them: `group` maps those columns to the trace's values), so they
-    are literal text, not per-point data."""
-    lines = ["%{hovertext}"]
-    for col, label in (("label_name", "given"), ("predicted_name", "predicted")):
-        if col in group:
-            lines.append(f"{label}: {_escape(group[col])}")
-    if "score" in df.columns:
-        lines.append("score: %{customdata[1]:.3g}")
-    return "<br>".join(lines) + "<extra></extra>"
+def _hover_lines(df: pd.DataFrame) -> str:
+    """The hover template: the point's hovertext (id, classes), then its score from customdata."""
+    score = "<br>score: %{customdata[1]:.3g}" if "score" in df.columns else ""
+    return "%{hovertext}" + score + "<extra></extra>"
 
 
 def _escape(s: str) -> str:
-    """A class name as literal text in a hover template (plotly reads %{...} and HTML in it)."""
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("%", "&#37;")
+    """A class name as literal text in a hover label (plotly renders HTML tags in it)."""
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _point_data(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Per point: customdata (N, 2) float32 = (row of df, exact below 2**24; score or NaN), sent to
-    the browser as one binary array; hover text (N,) = the sample id, marked when it is a known
-    label error."""
+    the browser as one binary array; hover text (N,) = "id<br>given: A<br>predicted: B", and a
+    last line when the image is a known label error."""
     score = (
         df["score"].to_numpy(dtype=np.float64)
         if "score" in df.columns
         else np.full(len(df), np.nan)
     )
     cd = np.column_stack([np.arange(len(df), dtype=np.float64), score]).astype(np.float32)
-    ids = df["sample_id"].astype(str).to_numpy(dtype=object)
+    text = df["sample_id"].astype(str).to_numpy(dtype=object)
+    for col, label in (("label_name", "given"), ("predicted_name", "predicted")):
+        if col in df.columns:
+            names = df[col].astype(str)
+            escaped = names.map({n: _escape(n) for n in names.unique()})
+            text = text + f"<br>{label}: " + escaped.to_numpy(dtype=object)
     if "flipped" in df.columns:
         flipped = df["flipped"].fillna(False).astype(bool).to_numpy()
-        ids = np.where(flipped, ids + "  ⚑ known label error", ids)
-    return cd, ids
+        text = np.where(flipped, text + "<br>⚑ known label error", text)
+    return cd, text
 
 
 def embedding_figure(
@@ -77,14 +75,16 @@ def embedding_figure(
 
     color_by: "label" / "predicted" (one colour per class), "flipped" (noisy vs clean), "score"
     (a diverging colour scale centred at 0; negative = harmful). Each point's ``customdata`` is
-    ``[row of df, score]`` (ids_from_event maps rows back to sample ids) and its ``hovertext`` the
-    sample id. Points are split into traces by colour, given and predicted class so those two
-    names are literal in each trace's hover template. At 51k points (bench/app_pages.py) this
-    sends 2.8 MB instead of 5.3 MB, builds and serialises in 0.3 s instead of 0.85 s, and the page
-    settles in 0.45 s instead of 3.3 s: the ids go in ``hovertext``, not ``text``, because scattergl
-    lays out a ``text`` array on load (1.5 s in Chromium at 51k) even with mode="markers". Points in `selected_ids` (the
-    ticked set) get a black outline, drawn as one extra trace on top. Uses WebGL (Scattergl)
-    above 3,000 points.
+    ``[row of df, score]``, one binary float32 array (ids_from_event maps rows back to sample
+    ids); its ``hovertext`` the sample id and classes. One trace per colour (one for "score",
+    on a shared colour axis). Points in `selected_ids` (the ticked set) get a black outline, drawn
+    as one extra trace on top. Uses WebGL (Scattergl) above 3,000 points.
+
+    Why this shape (51k points, bench/app_pages.py): the strings go in ``hovertext``, not
+    ``text``, because scattergl lays a ``text`` array out on load even with mode="markers" (1.5 s
+    in Chromium); numbers in customdata instead of a per-point object array halve what is sent
+    and cut building plus serialising from 0.85 s to about 0.3 s; one trace per colour, not per
+    (given, predicted) pair, mounts faster (89 traces: about 0.4 s more).
     """
     if color_by not in COLOR_OPTIONS:
         raise ValueError(f"color_by must be one of {', '.join(COLOR_OPTIONS)}")
@@ -99,27 +99,19 @@ def embedding_figure(
     size = 7 if len(df) <= 2000 else 4
     cd, hover = _point_data(df)
     xy = df[["x", "y"]].to_numpy(dtype=np.float32)
-    split = [c for c in ("label_name", "predicted_name") if c in df.columns]
-    by = list(dict.fromkeys([colour_col, *split] if colour_col else split))  # colour first
-    keys = df[by].astype(str)
-    groups: list[tuple[str, ...]] = []
-    rows_of: dict[Any, np.ndarray] = {}
-    if by:
-        groups = sorted(keys.drop_duplicates().itertuples(index=False, name=None), key=_natural_key)
-        rows_of = keys.groupby(by, sort=False).indices
+    groups: dict[str, np.ndarray] = {"": np.arange(len(df))}
+    if colour_col:
+        col = df[colour_col].astype(str).to_numpy()
+        groups = {c: np.flatnonzero(col == c) for c in sorted(set(col.tolist()), key=_natural)}
     traces: list[Any] = []
-    shown: set[str] = set()
-    colours = sorted(df[colour_col].astype(str).unique(), key=_natural) if colour_col else []
     vmax = 1.0
     if color_by == "score":
         s = df["score"].to_numpy(dtype=np.float64)
         vmax = float(np.nanmax(np.abs(s))) if np.isfinite(s).any() else 1.0
-    for g in groups or [()]:
-        rows = rows_of[g if len(g) > 1 else g[0]] if g else np.arange(len(df))
+    for i, (c, rows) in enumerate(groups.items()):
         marker: dict[str, Any] = {"size": size, "opacity": 0.85}
         legend: dict[str, Any] = {"showlegend": False}
         if colour_col:
-            c = g[0]
             name = (
                 {"True": "injected noise", "False": "clean"}.get(c, c)
                 if color_by == "flipped"
@@ -128,17 +120,16 @@ def embedding_figure(
             marker["color"] = (
                 ("#d62728" if c == "True" else "#9e9e9e")
                 if color_by == "flipped"
-                else _PALETTE[colours.index(c) % len(_PALETTE)]
+                else _PALETTE[i % len(_PALETTE)]
             )
-            legend = {"name": name, "legendgroup": name, "showlegend": name not in shown}
-            shown.add(name)
+            legend = {"name": name}
         else:
             marker.update(color=np.nan_to_num(cd[rows, 1]), coloraxis="coloraxis")
             legend["name"] = "score"
         traces.append(
             dict(
                 type=kind, x=xy[rows, 0], y=xy[rows, 1], mode="markers", customdata=cd[rows],
-                hovertext=hover[rows], hovertemplate=_hover_lines(df, dict(zip(by, g, strict=True))),
+                hovertext=hover[rows], hovertemplate=_hover_lines(df),
                 marker=marker, **legend,
             )
         )  # fmt: skip
@@ -170,10 +161,6 @@ def embedding_figure(
             }
         )  # fmt: skip
     return fig
-
-
-def _natural_key(group: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
-    return tuple(_natural(g) for g in group)
 
 
 def _natural(s: str) -> tuple[int, str]:

@@ -1,4 +1,4 @@
-"""The embedding map's figure: every point once, rows that map back to ids, literal class names."""
+"""The embedding map's figure: every point once, rows that map back to ids, hover text per point."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _map(n: int = 40, seed: int = 0) -> pd.DataFrame:
 
 
 def _esc(name: str) -> str:
-    return name.replace("<", "&lt;").replace(">", "&gt;").replace("%", "&#37;")
+    return name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 @pytest.mark.parametrize("color_by", ["label", "predicted", "flipped", "score"])
@@ -44,22 +44,18 @@ def test_every_point_once_with_its_row_score_and_class_names(color_by: str) -> N
         r = cd[:, 0].astype(int)
         np.testing.assert_allclose(cd[:, 1], df["score"].to_numpy()[r], rtol=1e-6)
         np.testing.assert_allclose(t.x, df["x"].to_numpy()[r], rtol=1e-6)
-        # one given and one predicted class per trace, written into its hover template
-        (given,) = set(df["label_name"].to_numpy()[r])
-        (pred,) = set(df["predicted_name"].to_numpy()[r])
-        assert t.hovertemplate.startswith("%{hovertext}<br>")
-        assert f"<br>given: {_esc(given)}<br>predicted: {_esc(pred)}<br>" in t.hovertemplate
-        hover = list(t.hovertext)
-        flipped = df["flipped"].to_numpy()[r]
-        ids = df["sample_id"].to_numpy()[r]
-        assert [h.split()[0] for h in hover] == list(ids)
-        assert ["known label error" in h for h in hover] == flipped.tolist()
+        assert t.hovertemplate.startswith("%{hovertext}<br>score: %{customdata[1]")
+        for h, i in zip(t.hovertext, r, strict=True):  # id, classes (HTML-escaped), error mark
+            row = df.iloc[i]
+            want = f"{row.sample_id}<br>given: {_esc(row.label_name)}<br>predicted: "
+            want += _esc(row.predicted_name) + ("<br>⚑ known label error" if row.flipped else "")
+            assert h == want
     if color_by == "score":
         assert fig.layout.coloraxis.cmin == -fig.layout.coloraxis.cmax
         assert all(t.marker.coloraxis == "coloraxis" for t in points)
-    else:  # one legend entry per colour, not per trace
-        names = [t.name for t in points if t.showlegend]
-        assert len(names) == len(set(names)) == len({t.legendgroup for t in points})
+    else:  # one trace, and legend entry, per colour
+        col = {"label": "label_name", "predicted": "predicted_name", "flipped": "flipped"}[color_by]
+        assert len(points) == df[col].nunique() == len({t.marker.color for t in points})
 
 
 def test_a_selection_maps_rows_back_to_ids_in_order_without_repeats() -> None:
