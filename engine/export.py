@@ -60,7 +60,7 @@ def method_scores(run_dir: str | Path, method: str) -> pd.Series:
 
 
 _PRED_FILE, _PRED_KEY = "predictions.csv", "predictions.json"
-_PRED_COLUMNS = ["sample_id", "split", "predicted", "confidence", "prob_given"]
+_PRED_COLUMNS = ["sample_id", "split", "predicted", "confidence", "prob_given", "loss"]
 # the files whose change means new final weights or new images / labels
 _PRED_INPUTS = (
     "config.json",
@@ -86,7 +86,8 @@ def run_predictions(run_dir: str | Path) -> pd.DataFrame:
     """Predictions of the final weights on every split, saved in the run once computed.
 
     Columns: sample_id, split, predicted (class index), confidence (probability of the predicted
-    class), prob_given (probability of the given label). A forward pass over every image (12 s
+    class), prob_given (probability of the given label), loss (the training loss of the given label,
+    engine.models.per_sample_loss, its float32 values kept exactly). A forward pass over every image (12 s
     at 70k Fashion-MNIST images, torch's import included) the first time; afterwards read back
     from R/predictions.csv (0.3 s at 70k) while the run's weights, images and labels are unchanged
     (R/predictions.json holds the sizes and times of the files they come from). A run folder
@@ -116,8 +117,10 @@ def run_predictions(run_dir: str | Path) -> pd.DataFrame:
 
 
 def _compute_predictions(run_dir: str | Path) -> pd.DataFrame:
+    import torch
+
     from engine.loading import load_run
-    from engine.models import probabilities
+    from engine.models import per_sample_loss, probabilities
     from engine.problem import split_logits
 
     lr = load_run(run_dir, trusted=False)  # every image, against the labels as given
@@ -125,7 +128,10 @@ def _compute_predictions(run_dir: str | Path) -> pd.DataFrame:
     frames = []
     for s in ("train", "val", "test"):
         sp = lr.bundle.split(s)
-        probs = probabilities(split_logits(lr.problem, theta, sp)).detach().cpu().double()
+        with torch.no_grad():
+            logits = split_logits(lr.problem, theta, sp)
+            loss = per_sample_loss(logits, sp.labels.to(logits.device)).cpu().double().numpy()
+            probs = probabilities(logits).cpu().double()
         pred = probs.argmax(dim=1)
         y = sp.labels.long()
         frames.append(
@@ -136,6 +142,7 @@ def _compute_predictions(run_dir: str | Path) -> pd.DataFrame:
                     "predicted": pred.numpy(),
                     "confidence": probs.max(dim=1).values.numpy(),
                     "prob_given": probs.gather(1, y[:, None]).squeeze(1).numpy(),
+                    "loss": loss,
                 }
             )
         )

@@ -5,12 +5,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import torch
 
 from engine.config import ConfigError
-from engine.loading import load_run
-from engine.models import per_sample_loss
-from engine.problem import split_logits
+from engine.export import run_predictions
 from engine.trusted import SPLITS, load_trusted
 
 __all__ = ["RANDOM_EVERY", "review_queue"]
@@ -27,14 +24,14 @@ def review_queue(
     rest. Ranked with the given labels, whatever was checked already."""
     if split not in SPLITS:
         raise ConfigError(f"split must be val or test, got {split!r}")
-    loaded = load_run(os.fspath(run_dir), trusted=False)
-    sp = loaded.bundle.split(split)
-    done = load_trusted(loaded.run.path)
-    with torch.no_grad():
-        logits = split_logits(loaded.problem, loaded.final_theta, sp)
-        loss = per_sample_loss(logits, sp.labels.to(logits.device)).cpu().numpy()
-    todo = list(range(len(sp.ids)))  # order them all, so the order stays put as labels are checked
-    by_loss = sorted(todo, key=lambda i: (-loss[i], sp.ids[i]))
+    # the final weights' losses on the given labels, as saved in the run (no forward pass)
+    preds = run_predictions(run_dir)
+    part = preds[preds["split"] == split]
+    ids: list[str] = part["sample_id"].tolist()
+    loss = part["loss"].to_numpy(dtype=np.float64)
+    done = load_trusted(os.fspath(run_dir))
+    todo = list(range(len(ids)))  # order them all, so the order stays put as labels are checked
+    by_loss = sorted(todo, key=lambda i: (-loss[i], ids[i]))
     rng = np.random.default_rng([seed, 2_718])
     shuffled = [todo[i] for i in rng.permutation(len(todo))]
     out: list[int] = []
@@ -55,4 +52,4 @@ def review_queue(
     while len(out) < len(todo):
         first = "random" if (len(out) + 1) % RANDOM_EVERY == 0 else "loss"
         take(first) or take("loss" if first == "random" else "random")
-    return [sp.ids[i] for i in out if sp.ids[i] not in done]
+    return [ids[i] for i in out if ids[i] not in done]

@@ -49,7 +49,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.stats import rankdata
 
 from engine.config import ConfigError
 from engine.influence.registry import Components, register_method
@@ -67,6 +66,9 @@ RULES = ("fisher", "mean", "stouffer", "max", "rrf")
 
 def percentiles(suspicion: np.ndarray) -> np.ndarray:
     """Rank percentiles (N,) in (0, 1] of a suspicion vector (N,): 1 = most suspicious; ties averaged."""
+    # imported here: scipy.stats takes 1.5 s to import, on the app's first page otherwise
+    from scipy.stats import rankdata
+
     s = np.asarray(suspicion, dtype=np.float64)
     return rankdata(s, method="average") / len(s)
 
