@@ -25,7 +25,7 @@ def review_queue(
     if split not in SPLITS:
         raise ConfigError(f"split must be val or test, got {split!r}")
     # the final weights' losses on the given labels, as saved in the run (no forward pass)
-    preds = run_predictions(run_dir)
+    preds = run_predictions(os.fspath(run_dir))
     part = preds[preds["split"] == split]
     ids: list[str] = part["sample_id"].tolist()
     loss = part["loss"].to_numpy(dtype=np.float64)
