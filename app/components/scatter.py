@@ -32,8 +32,7 @@ _SCORE_SCALE = [[0.0, "#b2182b"], [0.5, "#e0e0e0"], [1.0, "#2166ac"]]
 
 def _hover_lines(df: pd.DataFrame) -> str:
     """The hover template: the point's hovertext (id, classes), then its score from customdata."""
-    score = "<br>score: %{customdata[1]:.3g}" if "score" in df.columns else ""
-    return "%{hovertext}" + score + "<extra></extra>"
+    return "%{hovertext}<extra></extra>"
 
 
 def _escape(s: str) -> str:
@@ -41,8 +40,8 @@ def _escape(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _point_data(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Per point: customdata (N, 2) float32 = (row of df, exact below 2**24; score or NaN), sent to
+def _point_data(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per point: customdata (N,) float32 = row of df (exact below 2**24), sent to
     the browser as one binary array; hover text (N,) = "id<br>given: A<br>predicted: B", and a
     last line when the image is a known label error."""
     score = (
@@ -50,17 +49,21 @@ def _point_data(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         if "score" in df.columns
         else np.full(len(df), np.nan)
     )
-    cd = np.column_stack([np.arange(len(df), dtype=np.float64), score]).astype(np.float32)
+    # 1-D: a selection event reports each point's customdata as a plain number (a 2-D binary
+    # array's rows come back as typed arrays that do not survive the trip to the server)
+    cd = np.arange(len(df), dtype=np.float32)
     text = df["sample_id"].astype(str).to_numpy(dtype=object)
     for col, label in (("label_name", "given"), ("predicted_name", "predicted")):
         if col in df.columns:
             names = df[col].astype(str)
             escaped = names.map({n: _escape(n) for n in names.unique()})
             text = text + f"<br>{label}: " + escaped.to_numpy(dtype=object)
+    if "score" in df.columns:
+        text = text + np.array([f"<br>score: {v:.3g}" for v in score.tolist()], dtype=object)
     if "flipped" in df.columns:
         flipped = df["flipped"].fillna(False).astype(bool).to_numpy()
         text = np.where(flipped, text + "<br>⚑ known label error", text)
-    return cd, text
+    return cd, text, score
 
 
 def embedding_figure(
@@ -75,7 +78,7 @@ def embedding_figure(
 
     color_by: "label" / "predicted" (one colour per class), "flipped" (noisy vs clean), "score"
     (a diverging colour scale centred at 0; negative = harmful). Each point's ``customdata`` is
-    ``[row of df, score]``, one binary float32 array (ids_from_event maps rows back to sample
+    its row in df, one binary float32 array (ids_from_event maps rows back to sample
     ids); its ``hovertext`` the sample id and classes. One trace per colour (one for "score",
     on a shared colour axis). Points in `selected_ids` (the ticked set) get a black outline, drawn
     as one extra trace on top. Uses WebGL (Scattergl) above 3,000 points.
@@ -97,7 +100,7 @@ def embedding_figure(
         raise ValueError(f"the map has no {colour_col!r} column to colour by")
     kind = "scattergl" if len(df) > 3000 else "scatter"
     size = 7 if len(df) <= 2000 else 4
-    cd, hover = _point_data(df)
+    cd, hover, score = _point_data(df)
     xy = df[["x", "y"]].to_numpy(dtype=np.float32)
     groups: dict[str, np.ndarray] = {"": np.arange(len(df))}
     if colour_col:
@@ -124,7 +127,9 @@ def embedding_figure(
             )
             legend = {"name": name}
         else:
-            marker.update(color=np.nan_to_num(cd[rows, 1]), coloraxis="coloraxis")
+            marker.update(
+                color=np.nan_to_num(score[rows]).astype(np.float32), coloraxis="coloraxis"
+            )
             legend["name"] = "score"
         traces.append(
             dict(

@@ -14,10 +14,9 @@ from tests.app.conftest import page
 
 def _chart_selection(rows: list[int]) -> dict[str, object]:
     """What st.plotly_chart(on_select="rerun") reports after a lasso around the map's `rows`
-    (customdata = [row, score])."""
+    (customdata = the row)."""
     points = [
-        {"curve_number": 0, "point_index": i, "customdata": [float(r), 0.0]}
-        for i, r in enumerate(rows)
+        {"curve_number": 0, "point_index": i, "customdata": float(r)} for i, r in enumerate(rows)
     ]
     return {
         "selection": {

@@ -37,18 +37,17 @@ def test_every_point_once_with_its_row_score_and_class_names(color_by: str) -> N
     fig = embedding_figure(df, color_by=color_by, selected_ids={"s001", "s002"})
     *points, ticked = fig.data
     assert ticked.name == "ticked to drop" and len(ticked.x) == 2
-    rows = np.concatenate([np.asarray(t.customdata)[:, 0] for t in points]).astype(int)
+    rows = np.concatenate([np.asarray(t.customdata) for t in points]).astype(int)
     assert sorted(rows.tolist()) == list(range(len(df)))  # each point exactly once
     for t in points:
-        cd = np.asarray(t.customdata)
-        r = cd[:, 0].astype(int)
-        np.testing.assert_allclose(cd[:, 1], df["score"].to_numpy()[r], rtol=1e-6)
+        r = np.asarray(t.customdata).astype(int)
         np.testing.assert_allclose(t.x, df["x"].to_numpy()[r], rtol=1e-6)
-        assert t.hovertemplate.startswith("%{hovertext}<br>score: %{customdata[1]")
+        assert t.hovertemplate == "%{hovertext}<extra></extra>"
         for h, i in zip(t.hovertext, r, strict=True):  # id, classes (HTML-escaped), error mark
             row = df.iloc[i]
             want = f"{row.sample_id}<br>given: {_esc(row.label_name)}<br>predicted: "
-            want += _esc(row.predicted_name) + ("<br>⚑ known label error" if row.flipped else "")
+            want += _esc(row.predicted_name) + f"<br>score: {row.score:.3g}"
+            want += "<br>⚑ known label error" if row.flipped else ""
             assert h == want
     if color_by == "score":
         assert fig.layout.coloraxis.cmin == -fig.layout.coloraxis.cmax
@@ -63,8 +62,8 @@ def test_a_selection_maps_rows_back_to_ids_in_order_without_repeats() -> None:
     ids = df["sample_id"].tolist()
     fig = embedding_figure(df, color_by="label")
     t = max(fig.data, key=lambda tr: len(tr.x))  # a trace with at least 3 points
-    picked = [t.customdata[2], t.customdata[0], t.customdata[2], [10_000.0, 0.0], ["x"]]
-    event = {"selection": {"points": [{"customdata": list(c)} for c in picked]}}
-    want = [ids[int(t.customdata[2][0])], ids[int(t.customdata[0][0])]]
+    picked = [t.customdata[2], t.customdata[0], t.customdata[2], 10_000.0, "x"]
+    event = {"selection": {"points": [{"customdata": float(c) if c != "x" else c} for c in picked]}}
+    want = [ids[int(t.customdata[2])], ids[int(t.customdata[0])]]
     assert ids_from_event(event, ids) == want
     assert ids_from_event(None, ids) == [] and ids_from_event({"selection": {}}, ids) == []
