@@ -1,6 +1,6 @@
 """The embedding map: a plotly scatter of the training set you can box- or lasso-select.
 
-Each point carries its row in the map's table in ``customdata[0]``, so ``ids_from_event`` turns
+Each point carries its row in the map's table as its ``customdata``, so ``ids_from_event`` turns
 the selection ``st.plotly_chart(..., on_select="rerun", selection_mode=("points", "box",
 "lasso"))`` returns into sample ids. Plotly hover labels cannot show images, so the page shows the thumbnails of the
 selection below the map.
@@ -30,9 +30,7 @@ _PALETTE = [
 _SCORE_SCALE = [[0.0, "#b2182b"], [0.5, "#e0e0e0"], [1.0, "#2166ac"]]
 
 
-def _hover_lines(df: pd.DataFrame) -> str:
-    """The hover template: the point's hovertext (id, classes), then its score from customdata."""
-    return "%{hovertext}<extra></extra>"
+_HOVER = "%{hovertext}<extra></extra>"  # every line of a point's hover label is in its hovertext
 
 
 def _escape(s: str) -> str:
@@ -42,8 +40,9 @@ def _escape(s: str) -> str:
 
 def _point_data(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per point: customdata (N,) float32 = row of df (exact below 2**24), sent to
-    the browser as one binary array; hover text (N,) = "id<br>given: A<br>predicted: B", and a
-    last line when the image is a known label error."""
+    the browser as one binary array; hover text (N,) = "id<br>given: A<br>predicted: B<br>score:
+    S", each line only when df has the column, and a last line for a known label error; score
+    (N,) float64, NaN without scores."""
     score = (
         df["score"].to_numpy(dtype=np.float64)
         if "score" in df.columns
@@ -79,15 +78,15 @@ def embedding_figure(
     color_by: "label" / "predicted" (one colour per class), "flipped" (noisy vs clean), "score"
     (a diverging colour scale centred at 0; negative = harmful). Each point's ``customdata`` is
     its row in df, one binary float32 array (ids_from_event maps rows back to sample
-    ids); its ``hovertext`` the sample id and classes. One trace per colour (one for "score",
+    ids); its ``hovertext`` the sample id, classes and score. One trace per colour (one for "score",
     on a shared colour axis). Points in `selected_ids` (the ticked set) get a black outline, drawn
     as one extra trace on top. Uses WebGL (Scattergl) above 3,000 points.
 
     Why this shape (51k points, bench/app_pages.py): the strings go in ``hovertext``, not
     ``text``, because scattergl lays a ``text`` array out on load even with mode="markers" (1.5 s
-    in Chromium); numbers in customdata instead of a per-point object array halve what is sent
-    and cut building plus serialising from 0.85 s to about 0.3 s; one trace per colour, not per
-    (given, predicted) pair, mounts faster (89 traces: about 0.4 s more).
+    in Chromium); building plus serialising takes 0.5 s instead of 0.85 s (the figure is 7.1 MB
+    of JSON, 5.3 MB before: the hover strings are longer); one trace per colour, not per
+    (given, predicted) pair, mounts faster (89 traces: 0.4-0.8 s more).
     """
     if color_by not in COLOR_OPTIONS:
         raise ValueError(f"color_by must be one of {', '.join(COLOR_OPTIONS)}")
@@ -109,8 +108,7 @@ def embedding_figure(
     traces: list[Any] = []
     vmax = 1.0
     if color_by == "score":
-        s = df["score"].to_numpy(dtype=np.float64)
-        vmax = float(np.nanmax(np.abs(s))) if np.isfinite(s).any() else 1.0
+        vmax = float(np.nanmax(np.abs(score))) if np.isfinite(score).any() else 1.0
     for i, (c, rows) in enumerate(groups.items()):
         marker: dict[str, Any] = {"size": size, "opacity": 0.85}
         legend: dict[str, Any] = {"showlegend": False}
@@ -134,7 +132,7 @@ def embedding_figure(
         traces.append(
             dict(
                 type=kind, x=xy[rows, 0], y=xy[rows, 1], mode="markers", customdata=cd[rows],
-                hovertext=hover[rows], hovertemplate=_hover_lines(df),
+                hovertext=hover[rows], hovertemplate=_HOVER,
                 marker=marker, **legend,
             )
         )  # fmt: skip
@@ -176,7 +174,7 @@ def ids_from_event(event: Any, ids: Sequence[str]) -> list[str]:
     """The sample ids of the points a plotly_chart selection event holds (in selection order).
 
     `ids` are the sample ids of the figure's df, in its row order (embedding_figure puts the row
-    in customdata[0]); a row outside it is ignored."""
+    in customdata); a row outside it is ignored."""
     if event is None:
         return []
     sel = event.get("selection") if isinstance(event, dict) else getattr(event, "selection", None)
