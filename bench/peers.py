@@ -43,6 +43,7 @@ import torch
 from common import PeakRSS
 
 from engine.experiments.lds import bootstrap_ci, ground_truth, lds_score, subset
+from engine.influence.methods import parse_method_spec
 from engine.loading import LoadedRun, load_run
 from engine.models import per_sample_loss
 
@@ -259,7 +260,11 @@ def main() -> None:
     ap.add_argument("--fresh-subsets", type=int, default=50, help="fresh-seed subsets (alpha 0.5)")
     ap.add_argument("--fresh-seeds", type=int, default=3)
     ap.add_argument("--peers", default=",".join(PEERS))
-    ap.add_argument("--methods", default="sgd-influence,sgd-influence-last,hydra,loss,combined")
+    ap.add_argument(
+        "--methods",
+        default="sgd-influence,sgd-influence-last,hydra,loss,combined",
+        help="ours, comma-separated, each optionally name:key=value (timed from scratch)",
+    )
     ap.add_argument("--proj-dim", type=int, default=512)
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="peers-"))
@@ -289,9 +294,10 @@ def main() -> None:
 
     store = ScoreStore(run)
     for m in [s.strip() for s in a.methods.split(",") if s.strip()]:
+        name, opts = parse_method_spec(m)
         with PeakRSS() as mem:
-            t = time.perf_counter()
-            s = store.get_or_compute(m, "val", options={})["score"].to_numpy(np.float64)
+            t = time.perf_counter()  # computed here, never read back from the store
+            s = store.run(name, "val", **opts)[:, 0]
             secs = time.perf_counter() - t
         rows[m] = {**row_for(loaded, s, truths, subsets), "seconds": secs, "peak_mb": mem.peak_mb}
     for name in [s.strip() for s in a.peers.split(",") if s.strip()]:
@@ -311,8 +317,9 @@ def main() -> None:
             "peak_mb": mem.peak_mb,
         }
     cols = [f"single {f:g}" for f in (0.01, 0.1, 0.5)] + ["fresh 0.5"]
+    width = max(20, *(len(n) + 2 for n in rows))
     print(
-        f"{'method':<20}"
+        f"{'method':<{width}}"
         + "".join(f"{c:>22}" for c in cols)
         + f"{'AUROC':>8}{'seconds':>9}{'peak MB':>9}"
     )
@@ -320,7 +327,7 @@ def main() -> None:
         cells = [f"{r[c]['lds']:+.2f} [{r[c]['ci'][0]:+.2f},{r[c]['ci'][1]:+.2f}]" for c in cols]
         auroc = f"{r['auroc']:.3f}" if "auroc" in r else "-"
         print(
-            f"{name:<20}"
+            f"{name:<{width}}"
             + "".join(f"{c:>22}" for c in cells)
             + f"{auroc:>8}{r['seconds']:>9.1f}{r['peak_mb']:>9.0f}"
         )

@@ -14,6 +14,7 @@ step T (the final weights). Storage is O((T/K) P) for a checkpoint every K steps
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,6 +126,20 @@ class Trajectory:
         self.n_steps: int = int(self.meta["n_steps"])
         self.steps_per_epoch: int = int(self.meta["steps_per_epoch"])
         self.checkpoints: list[int] = [int(c) for c in self.meta["checkpoints"]]
+        # per-sample weights (N,) this trajectory was trained with; None: every weight 1 (the run)
+        self.weights: torch.Tensor | None = None
+        self._held: dict[int, tuple[Params, Params]] = {}
+
+    def reweighted(
+        self, weights: torch.Tensor, states: dict[int, tuple[Params, Params]]
+    ) -> Trajectory:
+        """A view of the same logged steps trained with per-sample weights (N,) instead of 1:
+        its checkpoints are `states` {step: (theta, v)}, held in memory (engine.influence.walk's
+        reweighted_trajectory replays them); nothing on disk changes."""
+        view = copy.copy(self)
+        view.weights, view._held = weights, dict(states)
+        view.checkpoints = sorted(states)
+        return view
 
     @property
     def complete(self) -> bool:
@@ -168,6 +183,12 @@ class Trajectory:
         """(theta_step, v_step) as dicts of tensors keyed by parameter name."""
         if step not in self.checkpoints:
             raise RunError(f"no checkpoint at step {step}; have {self.checkpoints[:5]}...")
+        if step in self._held:
+            th, v = self._held[step]
+            return (
+                {k: x.to(device, copy=True) for k, x in th.items()},
+                {k: x.to(device, copy=True) for k, x in v.items()},
+            )
         t = load_tensors(self.folder / ckpt_name(step))
         # copy=True: tensors read by safetensors may sit at any offset of its buffer, and some CPU
         # kernels round differently on memory that is not 64-byte aligned (seen with a 1-output

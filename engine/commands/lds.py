@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from engine.commands.executing import add_executor_flags
 from engine.commands.output import add_json_flag, print_json, print_saved, progress_bar
+
+CEILING = "additive ceiling"  # the row (and JSON key) of --ceiling; not a method name
 
 
 def run_lds(a: argparse.Namespace) -> int:
@@ -21,12 +24,16 @@ def run_lds(a: argparse.Namespace) -> int:
         query=a.query,
         n_test=a.n_test,
         progress=progress_bar(a, "lds ground truth"),
+        ceiling=a.ceiling,
     )
+    rows: dict[str, dict[str, dict[str, Any]]] = {
+        m: {f: {"lds": c["lds"], "ci": c["ci"]} for f, c in row.items()}
+        for m, row in res["methods"].items()
+    }
+    if "ceiling" in res:
+        rows[CEILING] = {f: {"lds": c["r_max"], "ci": c["ci"]} for f, c in res["ceiling"].items()}
     if a.json:
-        print_json(
-            {m: {f: {"lds": c["lds"], "ci": c["ci"]} for f, c in row.items()}
-             for m, row in res["methods"].items()}
-        )  # fmt: skip
+        print_json(rows)
         return 0
     what = (
         "mean validation loss"
@@ -40,10 +47,14 @@ def run_lds(a: argparse.Namespace) -> int:
     )
     print(f"LDS ({res['setting']}: {how}; query {what}; {res['subsets']} random subsets per fraction; "
           f"{res['retrains']} new ground-truth retrains, {res['seconds']:.1f}s)")  # fmt: skip
-    print(f"{'method':<22}" + "".join(f"{'drop ' + f:>22}" for f in res["fractions"]))
-    for m, row in res["methods"].items():
+    width = max(22, *(len(m) + 2 for m in rows))
+    print(f"{'method':<{width}}" + "".join(f"{'drop ' + f:>22}" for f in res["fractions"]))
+    for m, row in rows.items():
         cells = [f"{c['lds']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]" for c in row.values()]
-        print(f"{m:<22}" + "".join(f"{c:>22}" for c in cells))
+        print(f"{m:<{width}}" + "".join(f"{c:>22}" for c in cells))
+    if "ceiling" in res:
+        print(f"{CEILING}: the best LDS any sum of per-sample scores can reach here (the part of "
+              "a group's effect that is additive; retracer lds --help)")  # fmt: skip
     print_saved(res)
     return 0
 
@@ -57,13 +68,28 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "(LDS) with a bootstrap 95%% interval.",
     )
     p.add_argument("--run-dir", required=True)
-    p.add_argument("--methods", required=True, help="comma-separated methods")
+    p.add_argument(
+        "--methods",
+        required=True,
+        help="comma-separated methods, each optionally with options (computed, not stored), "
+        "e.g. sgd-influence:group_fraction=0.5",
+    )
     p.add_argument("--fraction", default="0.01,0.1,0.5", help="fractions removed, comma-separated")
     p.add_argument("--subsets", type=int, default=30, help="random subsets per fraction")
     p.add_argument("--setting", default="single", help="single (counterfactual all) | fresh")
     p.add_argument("--seeds", type=int, default=3, help="fresh retrains per subset (fresh only)")
     p.add_argument("--query", default="val", help="val (mean loss) | test (per test image)")
     p.add_argument("--n-test", type=int, default=50, help="test images of the test query")
-    add_json_flag(p, '{method: {fraction: {"lds": x, "ci": [lo, hi]}}}, fractions as given')
+    p.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also retrain without unions of two subsets (subsets/2 per fraction) and report the "
+        "additivity ceiling: the best LDS any sum of per-sample scores can reach on this run",
+    )
+    add_json_flag(
+        p,
+        '{method: {fraction: {"lds": x, "ci": [lo, hi]}}}, fractions as given; with --ceiling '
+        'also "additive ceiling": {fraction: {"lds": r_max, "ci": [lo, hi]}}',
+    )
     add_executor_flags(p)
     p.set_defaults(func=run_lds)

@@ -28,7 +28,7 @@ from engine.backbone import BackboneSpec
 from engine.config import OPTIMIZERS, ConfigError, TrainConfig
 from engine.data import DataSpec
 from engine.experiments.loo import loo_changes
-from engine.influence.methods import get_method, method_names, run_method
+from engine.influence.methods import get_method, method_names, parse_method_spec, run_method
 from engine.influence.queries import Query
 
 MODELS = ("logreg", "dnn")
@@ -100,29 +100,6 @@ def data_spec(seed: int) -> DataSpec:
 def default_methods() -> list[str]:
     """Every registered method that uses the query (influence-function among them)."""
     return [m for m in method_names() if get_method(m).uses_query]
-
-
-def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """'name' or 'name:key=value:key=value' (values parsed as int, float, else str) -> (name, options).
-
-    Lets one table compare variants, e.g. 'influence-function:damping=1' (Hara et al.'s damping
-    for the DNN) beside plain 'influence-function'.
-    """
-    name, *pairs = spec.split(":")
-    opts: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"method option must look like key=value, got {pair!r} in {spec!r}")
-        value: Any = text
-        for conv in (int, float):
-            try:
-                value = conv(text)
-                break
-            except ValueError:
-                continue
-        opts[key.replace("-", "_")] = value
-    return name, opts
 
 
 def kendall(scores: np.ndarray, truth: np.ndarray) -> float:

@@ -18,6 +18,12 @@ Settings (the ground truth):
 - ``fresh``: ``seeds`` new seeds per subset (new initial weights and batch order, the removed
   samples really gone; TRAK's alpha-subset protocol, alpha = 1 - f), the query averaged over seeds.
 
+How much of a group's effect is additive at all (``ceiling``): if the truth were a sum of
+per-sample effects, F(A u B) = F(A) + F(B) for disjoint groups. Retraining without the unions of
+subsets j and j + M/2 measures the non-additive part, and from it the best correlation any sum of
+per-sample scores can reach on this run (``additive_ceiling``). On a chaotic run (large steps,
+heavy momentum) most of a group's effect is not additive, and no estimator can predict it.
+
 The ground truth is cached in the run (``<run>/lds/truth-<setting>-<query>-s<seeds>.json``, keyed
 by fraction and subset, tagged with the run's fingerprint) and reused across methods and calls; a
 call that asks for more subsets retrains only the new ones. Confidence intervals: a percentile
@@ -38,7 +44,7 @@ from engine.config import ConfigError
 from engine.counterfactual import query_values
 from engine.executor import current_executor
 from engine.fingerprint import run_fingerprint
-from engine.influence.methods import get_method
+from engine.influence.methods import check_method_options, get_method, parse_method_spec
 from engine.influence.scorestore import ScoreStore
 from engine.loading import LoadedRun, load_run
 from engine.progress import Progress
@@ -47,6 +53,9 @@ from engine.tasks import changes_of
 
 __all__ = [
     "QUERIES",
+    "Ceiling",
+    "additive_ceiling",
+    "ceilings",
     "SETTINGS",
     "LdsResult",
     "bootstrap_ci",
@@ -71,6 +80,13 @@ class Cell(TypedDict):
     n_subsets: int
 
 
+class Ceiling(TypedDict):
+    r_max: float  # the best correlation any sum of per-sample scores can reach (module docstring)
+    ci: list[float]
+    noise_share: float  # Var(non-additive part) / Var(F)
+    pairs: int
+
+
 class LdsResult(TypedDict, total=False):
     kind: str  # "lds"
     run_dir: str
@@ -81,6 +97,7 @@ class LdsResult(TypedDict, total=False):
     fractions: list[str]  # as given
     test_ids: list[str]  # the test images of the "test" query ([] for "val")
     methods: dict[str, dict[str, Cell]]  # method -> fraction (as given) -> cell
+    ceiling: dict[str, Ceiling]  # fraction (as given) -> the additivity ceiling (ceiling=True)
     retrains: int  # ground-truth retrains this call ran (0 when all were cached)
     seconds: float
     id: str
@@ -111,6 +128,58 @@ def _cache_path(run_dir: Path, setting: str, query: str, seeds: int) -> Path:
     return run_dir / "lds" / f"truth-{setting}-{query}-s{seeds}.json"
 
 
+def _measured(
+    loaded: LoadedRun,
+    groups: dict[str, np.ndarray],
+    *,
+    setting: str,
+    seeds: int,
+    query: str,
+    test_ids: list[str],
+    progress: Progress | None,
+) -> tuple[dict[str, np.ndarray], int]:
+    """({key: (Q,) query values after retraining without the group}, retrains run now), each
+    group's value cached in the run under its key (module docstring) and measured only once."""
+    path = _cache_path(loaded.run.path, setting, query, seeds)
+    fp = run_fingerprint(loaded.run.path)
+    cached: dict[str, list[float]] = {}
+    if path.is_file():
+        old = read_json(path)
+        if old.get("fingerprint") == fp and old.get("test_ids") == test_ids:
+            cached = dict(old.get("entries", {}))
+    todo = [key for key in groups if key not in cached]
+    per = seeds if setting == "fresh" else 1
+    jobs = [
+        tasks.retrain("all" if setting == "single" else "fresh", changes_of(groups[key]),
+                      seed=None if setting == "single" else loaded.cfg.seed + FRESH_SEED_OFFSET + s,
+                      measure="query", query=query, test_ids=test_ids)
+        for key in todo
+        for s in range(per)
+    ]  # fmt: skip
+    got: dict[int, list[float]] = {}
+
+    def save() -> None:
+        with loaded.run.lock("lds"):
+            atomic_write_json(path, {"fingerprint": fp, "setting": setting, "query": query,
+                                     "seeds": seeds, "test_ids": test_ids, "entries": cached})  # fmt: skip
+
+    def finished(i: int, values: list[float]) -> None:
+        """A retrain is done: a group whose seeds are all done goes in the cache (saved every
+        10 groups, so a killed run keeps what it measured)."""
+        got[i] = values
+        first = i - i % per
+        if all(x in got for x in range(first, first + per)):
+            mean = np.mean([got[x] for x in range(first, first + per)], axis=0)
+            cached[todo[first // per]] = [float(v) for v in mean]
+            if len(cached) % 10 == 0:
+                save()
+
+    if jobs:
+        current_executor().map(loaded.run.path, jobs, progress=progress, on_result=finished)
+        save()
+    return {key: np.array(cached[key]) for key in groups}, len(jobs)
+
+
 def ground_truth(
     loaded: LoadedRun,
     fractions: Sequence[float],
@@ -128,47 +197,67 @@ def ground_truth(
     The cache is per setting, query and seed count; entries made for another state of the run
     (its fingerprint) or for other test images are dropped.
     """
-    ids = test_ids or []
-    path = _cache_path(loaded.run.path, setting, query, seeds)
-    fp = run_fingerprint(loaded.run.path)
-    cached: dict[str, list[float]] = {}
-    if path.is_file():
-        old = read_json(path)
-        if old.get("fingerprint") == fp and old.get("test_ids") == ids:
-            cached = dict(old.get("entries", {}))
-    todo = [(f, j) for f in fractions for j in range(subsets) if f"{f!r}/{j}" not in cached]
-    per = seeds if setting == "fresh" else 1
-    jobs = [
-        tasks.retrain("all" if setting == "single" else "fresh", changes_of(subset(loaded, f, j)),
-                      seed=None if setting == "single" else loaded.cfg.seed + FRESH_SEED_OFFSET + s,
-                      measure="query", query=query, test_ids=ids)
-        for f, j in todo
-        for s in range(per)
-    ]  # fmt: skip
-    got: dict[int, list[float]] = {}
+    groups = {f"{f!r}/{j}": subset(loaded, f, j) for f in fractions for j in range(subsets)}
+    opts = {"setting": setting, "seeds": seeds, "query": query, "test_ids": test_ids or []}
+    vals, n = _measured(loaded, groups, progress=progress, **opts)  # type: ignore[arg-type]
+    return {f: np.stack([vals[f"{f!r}/{j}"] for j in range(subsets)]) for f in fractions}, n
 
-    def save() -> None:
-        with loaded.run.lock("lds"):
-            atomic_write_json(path, {"fingerprint": fp, "setting": setting, "query": query,
-                                     "seeds": seeds, "test_ids": ids, "entries": cached})  # fmt: skip
 
-    def finished(i: int, values: list[float]) -> None:
-        """A retrain is done: a subset whose seeds are all done goes in the cache (saved every
-        10 subsets, so a killed run keeps what it measured)."""
-        got[i] = values
-        first = i - i % per
-        if all(x in got for x in range(first, first + per)):
-            f, j = todo[first // per]
-            mean = np.mean([got[x] for x in range(first, first + per)], axis=0)
-            cached[f"{f!r}/{j}"] = [float(v) for v in mean]
-            if len(cached) % 10 == 0:
-                save()
+def additive_ceiling(
+    changes: np.ndarray, union: np.ndarray, *, draws: int = 1000, seed: int = 0
+) -> Ceiling:
+    """The additivity ceiling from changes F (2P, Q) of groups A_1..A_P, B_1..B_P and F (P, Q)
+    of the unions A_j u B_j (all relative to the unchanged run; Q queries averaged).
 
-    if jobs:
-        current_executor().map(loaded.run.path, jobs, progress=progress, on_result=finished)
-        save()
-    out = {f: np.array([cached[f"{f!r}/{j}"] for j in range(subsets)]) for f in fractions}
-    return out, len(jobs)
+    Model: F(D) = sum_{k in D} a_k + eps(D), eps independent between groups with variance s2.
+    The non-additive part e = F(A u B) - F(A) - F(B) has variance 3 s2, so no additive predictor
+    correlates with F better than r_max = sqrt(1 - s2 / Var F). Interval: bootstrap over pairs.
+    """
+    p = union.shape[0]
+    fa, fb = changes[:p], changes[p : 2 * p]
+
+    def one(pick: np.ndarray) -> tuple[float, float]:
+        err = union[pick] - fa[pick] - fb[pick]
+        var_f = np.var(np.concatenate([fa[pick], fb[pick]]), axis=0)
+        share = np.where(var_f > 0, np.var(err, axis=0) / 3 / np.where(var_f > 0, var_f, 1), 1.0)
+        return float(np.mean(np.sqrt(np.clip(1 - share, 0, 1)))), float(np.mean(share))
+
+    r, share = one(np.arange(p))
+    rng = np.random.default_rng([seed, 104_729])
+    boot = [one(np.asarray(rng.integers(0, p, size=p)))[0] for _ in range(draws)]
+    ci = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+    return Ceiling(r_max=r, ci=ci, noise_share=share, pairs=p)
+
+
+def ceilings(
+    loaded: LoadedRun,
+    truth: dict[float, np.ndarray],
+    *,
+    setting: str,
+    seeds: int,
+    query: str,
+    test_ids: list[str],
+    bootstrap: int,
+    progress: Progress | None = None,
+) -> tuple[dict[float, Ceiling], int]:
+    """The additivity ceiling at each fraction of `truth` ({fraction: (M, Q)}): the unions of
+    subsets j and j + M // 2 retrained (cached like the truth) and additive_ceiling."""
+    m = next(iter(truth.values())).shape[0]
+    p = m // 2
+    groups: dict[str, np.ndarray] = {"base": np.zeros(0, dtype=np.int64)}
+    for f in truth:
+        for j in range(p):
+            groups[f"{f!r}/{j}+{j + p}"] = np.union1d(
+                subset(loaded, f, j), subset(loaded, f, j + p)
+            )
+    opts = {"setting": setting, "seeds": seeds, "query": query, "test_ids": test_ids}
+    vals, n = _measured(loaded, groups, progress=progress, **opts)  # type: ignore[arg-type]
+    base = vals["base"]
+    out = {}
+    for f, t in truth.items():
+        union = np.stack([vals[f"{f!r}/{j}+{j + p}"] for j in range(p)]) - base
+        out[f] = additive_ceiling(t[: 2 * p] - base, union, draws=bootstrap, seed=loaded.cfg.seed)
+    return out, n
 
 
 def _spearman_columns(f: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -208,13 +297,21 @@ def _scores(
     store: ScoreStore, loaded: LoadedRun, method: str, query: str, test_ids: list[str]
 ) -> np.ndarray:
     """(N, Q) the method's scores for the query: its val scores, or one column per test image
-    (a method that ignores the query has one column, used for every test image)."""
-    spec = get_method(method)
-    if query == "val" or not spec.uses_query:
-        s = store.get_or_compute(method, "val")["score"].to_numpy(np.float64)[:, None]
-        return np.repeat(s, 1 if query == "val" else len(test_ids), axis=1)
-    frame = store.get_or_compute(method, "test:" + ",".join(test_ids))
-    return frame[[f"test:{t}" for t in test_ids]].to_numpy(np.float64)
+    (a method that ignores the query has one column, used for every test image).
+
+    method: a name (its stored scores, computed and stored when missing) or 'name:key=value...'
+    (a variant: computed with those options, never stored, so the run's scores stay as they are).
+    """
+    name, opts = parse_method_spec(method)
+    spec = get_method(name)
+    q = "val" if query == "val" or not spec.uses_query else "test:" + ",".join(test_ids)
+    if opts:
+        vals = store.run(name, q, **opts)
+    else:  # sample_id, then one column per query column
+        vals = store.get_or_compute(name, q).iloc[:, 1:].to_numpy(np.float64)
+    if q == "val":
+        return np.repeat(vals[:, :1], 1 if query == "val" else len(test_ids), axis=1)
+    return vals
 
 
 def lds(
@@ -230,10 +327,14 @@ def lds(
     bootstrap: int = 1000,
     progress: Progress | None = None,
     save: bool = True,
+    ceiling: bool = False,
 ) -> LdsResult:
     """The LDS of each method at each fraction removed, with bootstrap 95% intervals (module
     docstring). fractions: floats in (0, 1) or their texts ("0.1"), reported as given. seeds: fresh
-    retrains per subset (setting "fresh" only). n_test: test images of the "test" query."""
+    retrains per subset (setting "fresh" only). n_test: test images of the "test" query.
+    methods: names, or 'name:key=value...' variants (computed with those options, not stored).
+    ceiling: also the additivity ceiling at each fraction (additive_ceiling; subsets // 2 more
+    retrains per fraction, cached)."""
     if setting not in SETTINGS:
         raise ConfigError(f"setting must be single or fresh, got {setting!r}", param="setting")
     if query not in QUERIES:
@@ -255,8 +356,9 @@ def lds(
         ) from e
     if not all(0 < v < 1 for v in values):
         raise ConfigError(f"fraction must be in (0, 1), got {labels}", param="fraction")
-    for m in methods:
-        get_method(m)  # unknown methods fail before any retrain
+    for m in methods:  # unknown methods and options fail before any retrain
+        name, opts = parse_method_spec(m)
+        check_method_options(get_method(name), opts)
     t0 = time.perf_counter()
     loaded = load_run(run_dir)
     ids = test_ids_for(loaded, n_test) if query == "test" else []
@@ -265,6 +367,14 @@ def lds(
         loaded, values, subsets, setting=setting, seeds=seeds, query=query, test_ids=ids,
         progress=progress,
     )  # fmt: skip
+    ceil: dict[str, Ceiling] = {}
+    if ceiling:
+        got, more = ceilings(
+            loaded, truth, setting=setting, seeds=seeds, query=query, test_ids=ids,
+            bootstrap=bootstrap, progress=progress,
+        )  # fmt: skip
+        ceil = {label: got[v] for v, label in zip(values, labels, strict=True)}
+        retrains += more
     store = ScoreStore(loaded.run.path)
     table: dict[str, dict[str, Cell]] = {}
     for m in methods:
@@ -282,6 +392,8 @@ def lds(
         seeds=seeds, subsets=subsets, fractions=labels, test_ids=ids,
         methods=table, retrains=retrains, seconds=time.perf_counter() - t0,
     )  # fmt: skip
+    if ceiling:
+        res["ceiling"] = ceil
     if save:
         from engine.experiments.report import new_experiment_dir, save_result
 

@@ -29,6 +29,14 @@ Exact curvature walks the trajectory backwards segment by segment: replay one ch
 forward into memory (theta_t only), then walk it backward. No per-step weight file is written.
 Augmented runs use the same augmented inputs as training: Problem.batch_inputs(idx, aug_seed(t)).
 
+Groups (``group_fraction`` f): the pass above linearises f around the run itself (w = 1), which
+is exact for one sample but drifts for the groups people remove. With f > 0 it linearises around
+the centre of the random groups of that size instead: the logged steps are replayed with every
+sample weighted 1 - f (the expected weights when a random fraction f is removed, the 1/B_t kept),
+and the same walk runs on that trajectory (weighted batch Hessians, unweighted per-sample
+gradients), so score_k = -d f / d w_k at w = (1 - f) 1. For a quadratic response this is the best
+linear predictor of a random group's removal up to the samples' own second-order terms.
+
 Adam / AdamW runs use the same pass with Adam's per-step preconditioner frozen: see
 engine.influence.adam (parallel_pass and exact_pass hand such runs to adam_pass).
 """
@@ -36,7 +44,7 @@ engine.influence.adam (parallel_pass and exact_pass hand such runs to adam_pass)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,6 +59,7 @@ from engine.influence.selfinfluence import self_parallel_pass
 from engine.influence.walk import (
     CURVATURES,
     hvp_and_dots,
+    reweighted_trajectory,
     scalar_coefficients,
     segments_from,
     states_backward,
@@ -158,7 +167,8 @@ def exact_pass(
                 idx = traj.batch(t)
                 xb, yb = problem.batch_inputs(idx, traj.aug_seed(t))
                 c = {k: b[k] - eta * a[k] for k in a}
-                hc, d = hvp_and_dots(problem, theta_t, xb, yb, c)
+                wb = None if traj.weights is None else traj.weights[idx.to(traj.weights.device)]
+                hc, d = hvp_and_dots(problem, theta_t, xb, yb, c, wb)
                 scores[idx.to(scores.device), q0 : q0 + q_chunk] -= d.T.to(torch.float64) / len(idx)
                 rho = hessian_scale if t >= curved_from else 0.0
                 if rho != 1.0:
@@ -173,6 +183,24 @@ def exact_pass(
                 if progress is not None:
                     progress(done, total, None)
     return scores
+
+
+def centred_run(loaded: LoadedRun, fraction: float, *, curvature: str = "exact") -> LoadedRun:
+    """The run as if every training sample weighed 1 - fraction: the same LoadedRun with its
+    trajectory replayed with those weights (walk.reweighted_trajectory; held in memory)."""
+    if not (isinstance(fraction, int | float) and 0.0 <= fraction < 1.0):
+        raise ConfigError(
+            f"group_fraction must be in [0, 1), got {fraction!r}", param="group_fraction"
+        )
+    if curvature != "exact":
+        raise ConfigError(
+            f"group_fraction needs the exact curvature (sgd-influence); curvature is {curvature}",
+            param="group_fraction",
+        )
+    if loaded.problem.is_adam:
+        raise ConfigError("group_fraction applies to SGD runs only", param="group_fraction")
+    w = torch.full((loaded.problem.x.shape[0],), 1.0 - float(fraction), dtype=torch.float64)
+    return replace(loaded, traj=reweighted_trajectory(loaded.problem, loaded.traj, w))
 
 
 # -- the registered methods ---------------------------------------------------------------------------
@@ -202,6 +230,12 @@ class AdjointOptions:
     exact_epochs: int | None = option(
         None, help="exact curvature only: H_t over the last K epochs, H := 0 before (None: all)"
     )
+    group_fraction: float = option(
+        0.0,
+        help="exact curvature, SGD runs: linearise around removing a random fraction f of the "
+        "training set (the steps replayed with every sample weighted 1 - f) instead of around "
+        "the run (0); the estimate for groups of that size",
+    )
     preconditioner: str = option(
         "full",
         choices=("full", "frozen"),
@@ -221,12 +255,15 @@ def adjoint_scores(
     preconditioner: str = "full",
     hessian_scale: float = 1.0,
     exact_epochs: int | None = None,
+    group_fraction: float = 0.0,
 ) -> np.ndarray:
     """Scores (N_train, Q) of the adjoint pass for `query` (see the module docstring).
 
     u: optional precomputed query gradients (P, Q) (skips flat_query_gradients).
     preconditioner: Adam / AdamW runs only: frozen (P_t a constant) | full (engine.influence.adam).
     hessian_scale, exact_epochs: exact curvature only (exact_pass).
+    group_fraction f: exact curvature, SGD: the scores at sample weights w = (1 - f) 1 (module
+    docstring), u then taken at that trajectory's final weights.
     """
     if curvature not in CURVATURES:
         raise ConfigError(f"curvature must be one of {', '.join(CURVATURES)}, got {curvature!r}")
@@ -235,6 +272,9 @@ def adjoint_scores(
             f"hessian_scale and exact_epochs bend the exact curvature; curvature is {curvature}",
             param="hessian_scale",
         )
+    if group_fraction:
+        loaded = centred_run(loaded, group_fraction, curvature=curvature)
+        u = None  # the query's gradient at the centred run's final weights
     if query.kind == "self":
         if curvature == "exact":
             raise ConfigError(
@@ -266,6 +306,13 @@ register_method(
     "sgd-influence-last",
     description="SGD-Influence over the last epoch only (Hara's approximate version)",
     options=AdjointOptions(curvature="exact", last_epochs=1),
+    inputs=("u",),
+)(adjoint_scores)
+register_method(
+    "sgd-influence-group",
+    description="SGD-Influence for groups: exact, linearised around removing a random 10% "
+    "(group_fraction) instead of around the run",
+    options=AdjointOptions(curvature="exact", group_fraction=0.1),
     inputs=("u",),
 )(adjoint_scores)
 register_method(

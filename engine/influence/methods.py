@@ -36,6 +36,7 @@ __all__ = [
     "get_method",
     "method_options",
     "method_names",
+    "parse_method_spec",
     "query_methods",
     "run_method",
 ]
@@ -130,3 +131,26 @@ def run_method(
     if out.ndim == 1:
         out = out[:, None]
     return out
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """'name' or 'name:key=value:key=value' (values parsed as int, float, else str) -> (name, options).
+
+    Lets one table compare variants, e.g. 'influence-function:damping=1' (Hara et al.'s damping
+    for the DNN) beside plain 'influence-function'.
+    """
+    name, *pairs = spec.split(":")
+    opts: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"method option must look like key=value, got {pair!r} in {spec!r}")
+        value: Any = text
+        for conv in (int, float):
+            try:
+                value = conv(text)
+                break
+            except ValueError:
+                continue
+        opts[key.replace("-", "_")] = value
+    return name, opts

@@ -19,7 +19,7 @@ from torch.func import functional_call, grad, jvp, vmap
 
 from engine.config import ConfigError
 from engine.models import per_sample_loss
-from engine.sgd import Problem, clone_params, sgd_step
+from engine.sgd import Problem, clone_params, run_steps, sgd_step
 from engine.trajectory import Params, Trajectory
 
 if TYPE_CHECKING:
@@ -76,13 +76,33 @@ def scalar_coefficients(loaded: LoadedRun, curvature: str, start: int) -> np.nda
     return step_coefficients(loaded.traj, momentum=p.momentum, weight_decay=lam, start=start)
 
 
+def reweighted_trajectory(problem: Problem, traj: Trajectory, weights: torch.Tensor) -> Trajectory:
+    """The run's logged steps replayed from theta_0 with per-sample weights (N,) (the batches, 1/B_t,
+    learning rates and augmentation of the run; sample k's loss term weighted w_k): a view of
+    `traj` whose checkpoints (at the same steps) are held in memory (Trajectory.reweighted)."""
+    dev = problem.x.device
+    w = weights.to(device=dev, dtype=problem.x.dtype)
+    theta, v = traj.load_checkpoint(0, device=dev)
+    states = {0: (clone_params(theta), clone_params(v))}
+    for s, e in traj.segments():
+        run_steps(problem, traj, theta, v, start=s, stop=e, weights=w)
+        states[e] = (clone_params(theta), clone_params(v))
+    return traj.reweighted(w, states)
+
+
 def hvp_and_dots(
-    problem: Problem, theta: Params, xb: torch.Tensor, yb: torch.Tensor, c: Params
+    problem: Problem,
+    theta: Params,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    c: Params,
+    w: torch.Tensor | None = None,
 ) -> tuple[Params, torch.Tensor]:
     """(H c {name: (Q, *shape)}, D (Q, B) = <c_q, grad l(z_k; theta)>) for directions c {name: (Q, *shape)}.
 
-    H is the Hessian of the batch loss (1/B) sum_k l(z_k; theta). One forward-over-reverse pass,
-    vmapped over the Q directions.
+    H is the Hessian of the batch loss (1/B) sum_k w_k l(z_k; theta) (w: the batch's (B,) sample
+    weights, 1 for None); D holds the unweighted per-sample gradients (d/dw_k of the batch loss).
+    One forward-over-reverse pass, vmapped over the Q directions.
     """
     model = problem.model
     bsz = xb.shape[0]
@@ -90,7 +110,7 @@ def hvp_and_dots(
 
     def inner(p: Params) -> tuple[torch.Tensor, torch.Tensor]:
         losses = per_sample_loss(functional_call(model, p, (xb,)), yb)
-        return losses.sum() / bsz, losses
+        return (losses if w is None else losses * w).sum() / bsz, losses
 
     def gradient(p: Params) -> tuple[Params, torch.Tensor]:
         return grad(inner, has_aux=True)(p)  # type: ignore[no-any-return]
@@ -127,18 +147,23 @@ def states_backward(
     each block is replayed again when the walk reaches it.
     """
     dev = problem.x.device
+    w = traj.weights  # a reweighted trajectory replays with its weights
 
     def advance(t: int, th: Params, v: Params, last: bool) -> Any:
         if step_fn is not None:
             return step_fn(t, th, v)
         if not last:
-            sgd_step(problem, th, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t))
+            sgd_step(
+                problem, th, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t), weights=w
+            )
         return None
 
     theta, v = traj.load_checkpoint(s, device=dev)
     lo = max(s, start)
     for t in range(s, lo):
-        sgd_step(problem, theta, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t))
+        sgd_step(
+            problem, theta, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t), weights=w
+        )
     n = e - lo
     if n <= max_states:  # the whole segment fits: one forward replay into memory
         states: list[tuple[Params, Any]] = []
@@ -154,7 +179,15 @@ def states_backward(
         if (t - lo) % block == 0:
             anchors.append((t, clone_params(theta), clone_params(v)))
         if t + 1 < e:
-            sgd_step(problem, theta, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t))
+            sgd_step(
+                problem,
+                theta,
+                v,
+                traj.batch(t),
+                lr=traj.lr(t),
+                aug_seed=traj.aug_seed(t),
+                weights=w,
+            )
     for a_t, a_theta, a_v in reversed(anchors):
         stop = min(a_t + block, e)
         states = []

@@ -20,11 +20,10 @@ from engine.experiments.fidelity import (
     extremes,
     jaccard,
     kendall,
-    parse_method_spec,
     protocol,
     run_fidelity,
 )
-from engine.influence.methods import get_method
+from engine.influence.methods import get_method, parse_method_spec
 
 
 def test_extremes_and_jaccard() -> None:

@@ -12,7 +12,14 @@ from scipy.stats import spearmanr
 
 from engine.cli import main
 from engine.config import ConfigError
-from engine.experiments.lds import LdsResult, ground_truth, lds, query_values, subset
+from engine.experiments.lds import (
+    LdsResult,
+    additive_ceiling,
+    ground_truth,
+    lds,
+    query_values,
+    subset,
+)
 from engine.influence.api import load_scores
 from engine.loading import load_run
 from engine.retrain import retrain
@@ -99,9 +106,76 @@ def test_per_test_image_lds_and_fresh_seeds(tiny_copy: Path) -> None:
     assert (tiny_copy / "lds" / "truth-fresh-val-s2.json").is_file()
 
 
+def test_a_method_variant_is_scored_with_its_options_and_not_stored(tiny_copy: Path) -> None:
+    """'name:key=value' specs: the variant's own scores (run_method with those options) give its
+    LDS, beside the plain method's; only the plain method's scores land in the run."""
+    from engine.influence.methods import run_method
+    from engine.influence.queries import Query
+
+    spec = "sgd-influence:group_fraction=0.5"
+    res = quick(tiny_copy, methods=["sgd-influence", spec], fractions=[0.5], subsets=6)
+    loaded = load_run(tiny_copy)
+    truth, _ = ground_truth(loaded, [0.5], 6)
+    for m, s in (
+        (spec, run_method("sgd-influence", loaded, Query("val"), group_fraction=0.5)[:, 0]),
+        ("sgd-influence", load_scores(tiny_copy, "sgd-influence")["score"].to_numpy()),
+    ):
+        pred = [s[subset(loaded, 0.5, j)].sum() for j in range(6)]
+        want = spearmanr(truth[0.5][:, 0], pred).statistic
+        assert res["methods"][m]["0.5"]["lds"] == pytest.approx(want, abs=1e-12)
+    stored = json.loads(
+        (tiny_copy / "influence" / "sgd-influence" / "val" / "params.json").read_text()
+    )
+    assert stored["options"]["group_fraction"] == 0.0
+
+
+def test_additive_ceiling_is_one_for_additive_changes_and_falls_with_non_additive_noise() -> None:
+    rng = np.random.default_rng(0)
+    fa, fb = rng.normal(size=(2, 200, 1))
+    exact = additive_ceiling(np.concatenate([fa, fb]), fa + fb, draws=50)
+    assert exact["noise_share"] == pytest.approx(0, abs=1e-12) and exact["r_max"] == pytest.approx(
+        1
+    )
+    # F = an additive part (variance 1) + independent noise (variance 1) in each of the 3 groups
+    la, lb, na, nb, nab = rng.normal(size=(5, 20_000, 1))
+    noisy = additive_ceiling(np.concatenate([la + na, lb + nb]), la + lb + nab, draws=50)
+    assert noisy["noise_share"] == pytest.approx(0.5, abs=0.03)
+    assert noisy["r_max"] == pytest.approx(0.5**0.5, abs=0.03)
+    assert noisy["ci"][0] <= noisy["r_max"] <= noisy["ci"][1] and noisy["pairs"] == 20_000
+
+
+def test_the_ceiling_retrains_the_unions_of_paired_subsets(
+    tiny_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--ceiling: subsets j and j + M/2 are retrained together (cached like the truth), and the
+    ceiling is additive_ceiling of those changes; an independent retrain gives the same union."""
+    res = quick(tiny_copy, methods=["loss"], fractions=[0.1], subsets=6, ceiling=True)
+    assert res["retrains"] == 6 + 3 + 1  # the subsets, 3 unions, the unchanged run
+    loaded = load_run(tiny_copy)
+    union = np.union1d(subset(loaded, 0.1, 1), subset(loaded, 0.1, 4))
+    cache = json.loads((tiny_copy / "lds" / "truth-single-val-s1.json").read_text())["entries"]
+    after = retrain(
+        loaded, drop=[loaded.bundle.train.ids[i] for i in union], control=None, save=False
+    )
+    assert cache["0.1/1+4"][0] == pytest.approx(
+        after["after"]["summary"]["val_loss"]["mean"], rel=1e-6
+    )
+    truth, _ = ground_truth(loaded, [0.1], 6)
+    base = np.array(cache["base"])
+    unions = np.stack([cache[f"0.1/{j}+{j + 3}"] for j in range(3)]) - base
+    want = additive_ceiling(truth[0.1] - base, unions, draws=50, seed=loaded.cfg.seed)
+    assert res["ceiling"]["0.1"] == want
+    assert main(["lds", "--run-dir", str(tiny_copy), "--methods", "loss", "--fraction", "0.1",
+                 "--subsets", "6", "--ceiling", "--json"]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == ["loss", "additive ceiling"]
+    assert out["additive ceiling"]["0.1"]["lds"] == pytest.approx(want["r_max"])
+
+
 def test_bad_requests_are_refused_before_any_retrain(tiny_copy: Path) -> None:
     for kw, match in (({"fractions": [1.5]}, "fraction must be in"), ({"setting": "both"}, "setting must be"),
-                      ({"subsets": 2}, "at least 3"), ({"methods": ["nope"]}, "unknown method")):  # fmt: skip
+                      ({"subsets": 2}, "at least 3"), ({"methods": ["nope"]}, "unknown method"),
+                      ({"methods": ["hydra:bogus=1"]}, "has no option")):  # fmt: skip
         args = {"methods": ["loss"], "save": False, **kw}
         with pytest.raises(ConfigError, match=match):
             lds(tiny_copy, **args)  # type: ignore[arg-type]

@@ -37,13 +37,30 @@ def sample_grad(loaded: LoadedRun, theta: Params, x: torch.Tensor, y: torch.Tens
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(leaves.values()))])
 
 
-def unrolled_scores(loaded: LoadedRun, query: Query, *, start: int = 0) -> np.ndarray:
-    """-d f(theta_T) / d w (N, Q) by autograd through steps start..T-1 with per-sample weights w."""
+def unrolled_scores(
+    loaded: LoadedRun, query: Query, *, start: int = 0, at: float = 1.0
+) -> np.ndarray:
+    """-d f(theta_T) / d w (N, Q) by autograd through steps start..T-1 with per-sample weights w,
+    taken at w = at * 1 (every sample weighted `at` from step 0)."""
     problem, traj = loaded.problem, loaded.traj
-    theta, v = replay_to(problem, traj, start)
+    if at == 1.0:
+        theta, v = replay_to(problem, traj, start)
+    else:
+        theta, v = traj.load_checkpoint(0)
+        w0 = torch.full((problem.x.shape[0],), at, dtype=problem.x.dtype)
+        for t in range(start):
+            sgd_step(
+                problem,
+                theta,
+                v,
+                traj.batch(t),
+                lr=traj.lr(t),
+                aug_seed=traj.aug_seed(t),
+                weights=w0,
+            )
     th = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
     vv = dict(v)
-    w = torch.ones(problem.x.shape[0], dtype=problem.x.dtype, requires_grad=True)
+    w = torch.full((problem.x.shape[0],), at, dtype=problem.x.dtype, requires_grad=True)
     lam, mom = problem.weight_decay, problem.momentum
     for t in range(start, traj.n_steps):
         idx = traj.batch(t)
@@ -221,6 +238,36 @@ def test_damped_and_windowed_curvature_span_hydra_to_sgd_influence(tiny_run: Loa
         run_method("sgd-influence", tiny_run, q, hessian_scale=1.5)
     with pytest.raises(ConfigError, match="bend the exact curvature"):
         run_method("hydra", tiny_run, q, hessian_scale=0.5)
+
+
+@pytest.mark.parametrize("query", ["val", "class"])
+def test_group_centred_pass_equals_autograd_at_the_centre(tiny_run: LoadedRun, query: str) -> None:
+    """group_fraction f: -d f / d w at w = (1 - f) 1, by autograd through training weighted 1 - f;
+    with a window, a few stored states and query chunks too; f = 0 is the plain pass."""
+    q = Query(query)
+    ours = run_method("sgd-influence", tiny_run, q, group_fraction=0.3)
+    ref = unrolled_scores(tiny_run, q, at=0.7)
+    assert rel_err(ours, ref) < 1e-9
+    assert rel_err(ours, run_method("sgd-influence", tiny_run, q)) > 1e-3  # a different point
+    t0 = window_start(tiny_run.traj, 1)
+    last = run_method("sgd-influence-last", tiny_run, q, group_fraction=0.3)
+    assert rel_err(last, unrolled_scores(tiny_run, q, start=t0, at=0.7)) < 1e-9
+    zero = run_method("sgd-influence", tiny_run, q, group_fraction=0.0)
+    np.testing.assert_array_equal(zero, run_method("sgd-influence", tiny_run, q))
+
+
+def test_group_centred_pass_refuses_what_it_cannot_do(tiny_run: LoadedRun) -> None:
+    q = Query("val")
+    with pytest.raises(ConfigError, match="group_fraction must be in"):
+        run_method("sgd-influence", tiny_run, q, group_fraction=1.0)
+    with pytest.raises(ConfigError, match="needs the exact curvature"):
+        run_method("hydra", tiny_run, q, group_fraction=0.1)
+    before = tiny_run.final_theta
+    run_method("sgd-influence", tiny_run, q, group_fraction=0.5)
+    # the run is untouched: the centred trajectory is a view held in memory
+    assert tiny_run.traj.weights is None
+    for k, t in tiny_run.final_theta.items():
+        assert torch.equal(t, before[k])
 
 
 def test_sgd_influence_on_a_resnet_with_groupnorm_equals_autograd(resnet_run: LoadedRun) -> None:
