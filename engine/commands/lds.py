@@ -50,7 +50,12 @@ def run_lds(a: argparse.Namespace) -> int:
     width = max(22, *(len(m) + 2 for m in rows))
     print(f"{'method':<{width}}" + "".join(f"{'drop ' + f:>22}" for f in res["fractions"]))
     for m, row in rows.items():
-        cells = [f"{c['lds']:+.2f} [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]" for c in row.values()]
+        cells = [
+            f"{row[f]['lds']:+.2f} [{row[f]['ci'][0]:+.2f}, {row[f]['ci'][1]:+.2f}]"
+            if f in row
+            else "-"
+            for f in res["fractions"]
+        ]
         print(f"{m:<{width}}" + "".join(f"{c:>22}" for c in cells))
     if "ceiling" in res:
         print(f"{CEILING}: the best LDS any sum of per-sample scores can reach here (the part of "
@@ -83,8 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--ceiling",
         action="store_true",
-        help="also retrain without unions of two subsets (subsets/2 per fraction) and report the "
-        "additivity ceiling: the best LDS any sum of per-sample scores can reach on this run",
+        help="also retrain without unions of two subsets (subsets/2 per fraction up to 0.2) and "
+        "report the additivity ceiling: the best LDS any sum of per-sample scores can reach on "
+        "this run",
     )
     add_json_flag(
         p,

@@ -149,8 +149,9 @@ def test_the_ceiling_retrains_the_unions_of_paired_subsets(
 ) -> None:
     """--ceiling: subsets j and j + M/2 are retrained together (cached like the truth), and the
     ceiling is additive_ceiling of those changes; an independent retrain gives the same union."""
-    res = quick(tiny_copy, methods=["loss"], fractions=[0.1], subsets=6, ceiling=True)
-    assert res["retrains"] == 6 + 3 + 1  # the subsets, 3 unions, the unchanged run
+    res = quick(tiny_copy, methods=["loss"], fractions=[0.1, 0.5], subsets=6, ceiling=True)
+    assert res["retrains"] == 12 + 3 + 1  # the subsets, 3 unions at 0.1 (none at 0.5), the run
+    assert list(res["ceiling"]) == ["0.1"]
     loaded = load_run(tiny_copy)
     union = np.union1d(subset(loaded, 0.1, 1), subset(loaded, 0.1, 4))
     cache = json.loads((tiny_copy / "lds" / "truth-single-val-s1.json").read_text())["entries"]
@@ -160,7 +161,7 @@ def test_the_ceiling_retrains_the_unions_of_paired_subsets(
     assert cache["0.1/1+4"][0] == pytest.approx(
         after["after"]["summary"]["val_loss"]["mean"], rel=1e-6
     )
-    truth, _ = ground_truth(loaded, [0.1], 6)
+    truth, _ = ground_truth(loaded, [0.1, 0.5], 6)
     base = np.array(cache["base"])
     unions = np.stack([cache[f"0.1/{j}+{j + 3}"] for j in range(3)]) - base
     want = additive_ceiling(truth[0.1] - base, unions, draws=50, seed=loaded.cfg.seed)
