@@ -149,21 +149,22 @@ def states_backward(
     dev = problem.x.device
     w = traj.weights  # a reweighted trajectory replays with its weights
 
+    def step(t: int, th: Params, state: Params) -> None:
+        sgd_step(
+            problem, th, state, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t), weights=w
+        )
+
     def advance(t: int, th: Params, v: Params, last: bool) -> Any:
         if step_fn is not None:
             return step_fn(t, th, v)
         if not last:
-            sgd_step(
-                problem, th, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t), weights=w
-            )
+            step(t, th, v)
         return None
 
     theta, v = traj.load_checkpoint(s, device=dev)
     lo = max(s, start)
     for t in range(s, lo):
-        sgd_step(
-            problem, theta, v, traj.batch(t), lr=traj.lr(t), aug_seed=traj.aug_seed(t), weights=w
-        )
+        step(t, theta, v)
     n = e - lo
     if n <= max_states:  # the whole segment fits: one forward replay into memory
         states: list[tuple[Params, Any]] = []
@@ -179,15 +180,7 @@ def states_backward(
         if (t - lo) % block == 0:
             anchors.append((t, clone_params(theta), clone_params(v)))
         if t + 1 < e:
-            sgd_step(
-                problem,
-                theta,
-                v,
-                traj.batch(t),
-                lr=traj.lr(t),
-                aug_seed=traj.aug_seed(t),
-                weights=w,
-            )
+            step(t, theta, v)
     for a_t, a_theta, a_v in reversed(anchors):
         stop = min(a_t + block, e)
         states = []

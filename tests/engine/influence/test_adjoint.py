@@ -13,7 +13,7 @@ from engine.influence.queries import Query, flat_query_gradients, query_losses
 from engine.influence.walk import step_coefficients, window_start
 from engine.loading import LoadedRun
 from engine.models import per_sample_loss
-from engine.sgd import batch_loss, clone_params, replay_to, sgd_step
+from engine.sgd import batch_loss, clone_params, replay_to, run_steps, sgd_step
 from engine.trajectory import Params
 
 
@@ -48,16 +48,7 @@ def unrolled_scores(
     else:
         theta, v = traj.load_checkpoint(0)
         w0 = torch.full((problem.x.shape[0],), at, dtype=problem.x.dtype)
-        for t in range(start):
-            sgd_step(
-                problem,
-                theta,
-                v,
-                traj.batch(t),
-                lr=traj.lr(t),
-                aug_seed=traj.aug_seed(t),
-                weights=w0,
-            )
+        run_steps(problem, traj, theta, v, start=0, stop=start, weights=w0)
     th = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
     vv = dict(v)
     w = torch.full((problem.x.shape[0],), at, dtype=problem.x.dtype, requires_grad=True)
