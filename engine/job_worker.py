@@ -31,6 +31,7 @@ from engine.recommend import recommend, score_and_recommend
 from engine.retrain import retrain
 from engine.selections import load_selections
 from engine.train import resume, train
+from engine.warmup import warm_run
 
 
 class _Reporter:
@@ -60,12 +61,16 @@ def _train(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
         run_dir, DataSpec.from_dict(params.get("data", {})), TrainConfig.from_dict(params.get("train", {})),
         overwrite=bool(params.get("overwrite", False)), progress=rep,
     )  # fmt: skip
+    rep.stage = "predictions and PCA map"
+    warm_run(run_dir)
     return {"final": res.final, "seconds": res.seconds}
 
 
 def _resume(run_dir: Path, rep: _Reporter, **params: Any) -> Any:
     rep.stage = "training step"
     res = resume(run_dir, progress=rep, **params)
+    rep.stage = "predictions and PCA map"
+    warm_run(run_dir)
     return {"final": res.final, "seconds": res.seconds}
 
 

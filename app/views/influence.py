@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from app import state
 from app.components.analysis import agreement_section
 from app.components.common import SIGN_LINE, require_run
+from app.components.histogram import histogram_figure
 from app.components.progress import active_jobs
 from app.components.recommendation import hurting, latest, render_table, trust_note
 from engine import jobs
@@ -80,14 +80,7 @@ def results_section(run: Path) -> None:
     pick = st.multiselect(
         "Score distribution of", methods, default=methods[:1], key="influence-hist"
     )
-    fig = go.Figure()
-    for m in pick:
-        fig.add_histogram(x=state.scores(run, m).to_numpy(), name=m, opacity=0.6, nbinsx=60)
-    fig.add_vline(x=0, line_dash="dash", line_color="grey")
-    fig.update_layout(
-        barmode="overlay", xaxis_title="score (negative = harmful)", yaxis_title="training images",
-        height=360, margin=dict(l=10, r=10, t=30, b=10),
-    )  # fmt: skip
+    fig = histogram_figure({m: state.scores(run, m).to_numpy() for m in pick})
     st.plotly_chart(fig, key="influence-histogram")
 
 

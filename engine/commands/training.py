@@ -9,6 +9,7 @@ from engine.commands.output import add_json_flag, json_out, print_json, progress
 from engine.config import TrainConfig
 from engine.data import DataSpec
 from engine.options import add_arguments, values_from_args
+from engine.warmup import warm_run
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -46,6 +47,7 @@ def run_train(a: argparse.Namespace) -> int:
         if data.dataset.partition(":")[0] in ("imagefolder", "csv")
         else None,
     )  # fmt: skip
+    warm_run(res.run_dir)
     f = res.final
     if a.json:
         print_json(_train_result(res))
@@ -86,6 +88,7 @@ def run_resume(a: argparse.Namespace) -> int:
     from engine.train import resume
 
     res = resume(a.run_dir, progress=progress_bar(a, "resume"))
+    warm_run(res.run_dir)
     f = res.final
     if a.json:
         print_json(_train_result(res))
