@@ -21,8 +21,9 @@ Settings (the ground truth):
 How much of a group's effect is additive at all (``ceiling``): if the truth were a sum of
 per-sample effects, F(A u B) = F(A) + F(B) for disjoint groups. Retraining without the unions of
 subsets j and j + M/2 (fractions up to 0.2) measures the non-additive part, and from it the best
-correlation any sum of per-sample scores can reach on this run (``additive_ceiling``). On a chaotic run (large steps,
-heavy momentum) most of a group's effect is not additive, and no estimator can predict it.
+correlation any sum of per-sample scores can reach on this run (``additive_ceiling``). On a
+chaotic run (large steps, heavy momentum) most of a group's effect is not additive, and no
+estimator can predict it.
 
 The ground truth is cached in the run (``<run>/lds/truth-<setting>-<query>-s<seeds>.json``, keyed
 by fraction and subset, tagged with the run's fingerprint) and reused across methods and calls; a
@@ -199,8 +200,10 @@ def ground_truth(
     (its fingerprint) or for other test images are dropped.
     """
     groups = {f"{f!r}/{j}": subset(loaded, f, j) for f in fractions for j in range(subsets)}
-    opts = {"setting": setting, "seeds": seeds, "query": query, "test_ids": test_ids or []}
-    vals, n = _measured(loaded, groups, progress=progress, **opts)  # type: ignore[arg-type]
+    vals, n = _measured(
+        loaded, groups, setting=setting, seeds=seeds, query=query, test_ids=test_ids or [],
+        progress=progress,
+    )  # fmt: skip
     return {f: np.stack([vals[f"{f!r}/{j}"] for j in range(subsets)]) for f in fractions}, n
 
 
@@ -258,8 +261,10 @@ def ceilings(
             groups[f"{f!r}/{j}+{j + p}"] = np.union1d(
                 subset(loaded, f, j), subset(loaded, f, j + p)
             )
-    opts = {"setting": setting, "seeds": seeds, "query": query, "test_ids": test_ids}
-    vals, n = _measured(loaded, groups, progress=progress, **opts)  # type: ignore[arg-type]
+    vals, n = _measured(
+        loaded, groups, setting=setting, seeds=seeds, query=query, test_ids=test_ids,
+        progress=progress,
+    )  # fmt: skip
     base = vals["base"]
     out = {}
     for f, t in truth.items():
