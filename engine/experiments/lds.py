@@ -21,11 +21,11 @@ Settings (the ground truth):
 How much of a group's effect is additive at all (``ceiling``): if the truth were a sum of
 per-sample effects, F(A u B) = F(A) + F(B) for disjoint groups. Retraining without the unions of
 subsets j and j + M/2 (fractions up to 0.2) measures the non-additive part, and from it the best
-correlation any sum of per-sample scores can reach on this run (``additive_ceiling``). On a
+correlation any sum of per-sample scores can reach on this run (engine.experiments.additivity). On a
 chaotic run (large steps, heavy momentum) most of a group's effect is not additive, and no
 estimator can predict it.
 
-The ground truth is cached in the run (``<run>/lds/truth-<setting>-<query>-s<seeds>.json``, keyed
+The ground truth (engine.experiments.truth) is cached in the run (``<run>/lds/truth-<setting>-<query>-s<seeds>.json``, keyed
 by fraction and subset, tagged with the run's fingerprint) and reused across methods and calls; a
 call that asks for more subsets retrains only the new ones. Confidence intervals: a percentile
 bootstrap over the subsets (the LDS's own sampling error; about +-0.18 at 30 subsets).
@@ -40,23 +40,17 @@ from typing import TypedDict
 
 import numpy as np
 
-from engine import tasks
 from engine.config import ConfigError
 from engine.counterfactual import query_values
-from engine.executor import current_executor
-from engine.fingerprint import run_fingerprint
+from engine.experiments.additivity import Ceiling, ceilings
+from engine.experiments.truth import ground_truth, subset
 from engine.influence.methods import check_method_options, get_method, parse_method_spec
 from engine.influence.scorestore import ScoreStore
 from engine.loading import LoadedRun, load_run
 from engine.progress import Progress
-from engine.runs import atomic_write_json, read_json
-from engine.tasks import changes_of
 
 __all__ = [
     "QUERIES",
-    "Ceiling",
-    "additive_ceiling",
-    "ceilings",
     "SETTINGS",
     "LdsResult",
     "bootstrap_ci",
@@ -70,23 +64,12 @@ __all__ = [
 
 SETTINGS = ("single", "fresh")
 QUERIES = ("val", "test")
-CEILING_MAX_FRACTION = 0.2  # the union removes twice the fraction: above this it leaves the scale
-FRESH_SEED_OFFSET = (
-    2001  # fresh ground-truth seeds: run seed + 2001.. (none of retrain's or recommend's)
-)
 
 
 class Cell(TypedDict):
     lds: float
     ci: list[float]
     n_subsets: int
-
-
-class Ceiling(TypedDict):
-    r_max: float  # the best correlation any sum of per-sample scores can reach (module docstring)
-    ci: list[float]
-    noise_share: float  # Var(non-additive part) / Var(F)
-    pairs: int
 
 
 class LdsResult(TypedDict, total=False):
@@ -106,15 +89,6 @@ class LdsResult(TypedDict, total=False):
     path: str
 
 
-def subset(loaded: LoadedRun, fraction: float, j: int) -> np.ndarray:
-    """Training indices (sorted) of subset j at `fraction`: round(fraction * N) samples (at least
-    one), drawn from a generator seeded by the run's seed, the fraction and j."""
-    n = len(loaded.bundle.train)
-    size = max(1, round(fraction * n))
-    rng = np.random.default_rng([loaded.cfg.seed, 15_485_863, round(fraction * 1_000_000), j])
-    return np.sort(rng.choice(n, size=size, replace=False))
-
-
 def test_ids_for(loaded: LoadedRun, n_test: int | None) -> list[str]:
     """n_test test images spread evenly over the test split (all of them for None)."""
     ids = list(loaded.bundle.test.ids)
@@ -124,153 +98,6 @@ def test_ids_for(loaded: LoadedRun, n_test: int | None) -> list[str]:
         raise ConfigError(f"n_test must be positive, got {n_test}", param="n_test")
     pick = np.linspace(0, len(ids) - 1, n_test).round().astype(int)
     return [ids[i] for i in dict.fromkeys(pick.tolist())]
-
-
-def _cache_path(run_dir: Path, setting: str, query: str, seeds: int) -> Path:
-    return run_dir / "lds" / f"truth-{setting}-{query}-s{seeds}.json"
-
-
-def _measured(
-    loaded: LoadedRun,
-    groups: dict[str, np.ndarray],
-    *,
-    setting: str,
-    seeds: int,
-    query: str,
-    test_ids: list[str],
-    progress: Progress | None,
-) -> tuple[dict[str, np.ndarray], int]:
-    """({key: (Q,) query values after retraining without the group}, retrains run now), each
-    group's value cached in the run under its key (module docstring) and measured only once."""
-    path = _cache_path(loaded.run.path, setting, query, seeds)
-    fp = run_fingerprint(loaded.run.path)
-    cached: dict[str, list[float]] = {}
-    if path.is_file():
-        old = read_json(path)
-        if old.get("fingerprint") == fp and old.get("test_ids") == test_ids:
-            cached = dict(old.get("entries", {}))
-    todo = [key for key in groups if key not in cached]
-    per = seeds if setting == "fresh" else 1
-    jobs = [
-        tasks.retrain("all" if setting == "single" else "fresh", changes_of(groups[key]),
-                      seed=None if setting == "single" else loaded.cfg.seed + FRESH_SEED_OFFSET + s,
-                      measure="query", query=query, test_ids=test_ids)
-        for key in todo
-        for s in range(per)
-    ]  # fmt: skip
-    got: dict[int, list[float]] = {}
-
-    def save() -> None:
-        with loaded.run.lock("lds"):
-            atomic_write_json(path, {"fingerprint": fp, "setting": setting, "query": query,
-                                     "seeds": seeds, "test_ids": test_ids, "entries": cached})  # fmt: skip
-
-    def finished(i: int, values: list[float]) -> None:
-        """A retrain is done: a group whose seeds are all done goes in the cache (saved every
-        10 groups, so a killed run keeps what it measured)."""
-        got[i] = values
-        first = i - i % per
-        if all(x in got for x in range(first, first + per)):
-            mean = np.mean([got[x] for x in range(first, first + per)], axis=0)
-            cached[todo[first // per]] = [float(v) for v in mean]
-            if len(cached) % 10 == 0:
-                save()
-
-    if jobs:
-        current_executor().map(loaded.run.path, jobs, progress=progress, on_result=finished)
-        save()
-    return {key: np.array(cached[key]) for key in groups}, len(jobs)
-
-
-def ground_truth(
-    loaded: LoadedRun,
-    fractions: Sequence[float],
-    subsets: int,
-    *,
-    setting: str = "single",
-    seeds: int = 1,
-    query: str = "val",
-    test_ids: list[str] | None = None,
-    progress: Progress | None = None,
-) -> tuple[dict[float, np.ndarray], int]:
-    """({fraction: (subsets, Q) measured query values}, retrains run now (subsets x seeds for
-    fresh)), cached in the run.
-
-    The cache is per setting, query and seed count; entries made for another state of the run
-    (its fingerprint) or for other test images are dropped.
-    """
-    groups = {f"{f!r}/{j}": subset(loaded, f, j) for f in fractions for j in range(subsets)}
-    vals, n = _measured(
-        loaded, groups, setting=setting, seeds=seeds, query=query, test_ids=test_ids or [],
-        progress=progress,
-    )  # fmt: skip
-    return {f: np.stack([vals[f"{f!r}/{j}"] for j in range(subsets)]) for f in fractions}, n
-
-
-def additive_ceiling(
-    changes: np.ndarray, union: np.ndarray, *, draws: int = 1000, seed: int = 0
-) -> Ceiling:
-    """The additivity ceiling from changes F (2P, Q) of groups A_1..A_P, B_1..B_P and F (P, Q)
-    of the unions A_j u B_j (all relative to the unchanged run; Q queries averaged).
-
-    Model: F(D) = sum_{k in D} a_k + eps(D), eps independent between groups with variance s2.
-    The non-additive part e = F(A u B) - F(A) - F(B) has variance 3 s2, so no additive predictor
-    correlates with F better than r_max = sqrt(1 - s2 / Var F). Interval: bootstrap over pairs.
-    """
-    p = union.shape[0]
-    fa, fb = changes[:p], changes[p : 2 * p]
-
-    def one(pick: np.ndarray) -> tuple[float, float]:
-        err = union[pick] - fa[pick] - fb[pick]
-        var_f = np.var(np.concatenate([fa[pick], fb[pick]]), axis=0)
-        share = np.where(var_f > 0, np.var(err, axis=0) / 3 / np.where(var_f > 0, var_f, 1), 1.0)
-        return float(np.mean(np.sqrt(np.clip(1 - share, 0, 1)))), float(np.mean(share))
-
-    r, share = one(np.arange(p))
-    rng = np.random.default_rng([seed, 104_729])
-    boot = [one(np.asarray(rng.integers(0, p, size=p)))[0] for _ in range(draws)]
-    ci = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
-    return Ceiling(r_max=r, ci=ci, noise_share=share, pairs=p)
-
-
-def ceilings(
-    loaded: LoadedRun,
-    truth: dict[float, np.ndarray],
-    *,
-    setting: str,
-    seeds: int,
-    query: str,
-    test_ids: list[str],
-    bootstrap: int,
-    progress: Progress | None = None,
-) -> tuple[dict[float, Ceiling], int]:
-    """The additivity ceiling at each fraction of `truth` ({fraction: (M, Q)}) up to
-    CEILING_MAX_FRACTION: the unions of subsets j and j + M // 2 retrained (cached like the truth)
-    and additive_ceiling. Larger fractions get none: their unions (2f removed) measure how the
-    effect bends between f and 2f, which a linearisation around f (group_fraction) does not need,
-    so the bound would not hold there (measured: .32 at 50% on the demo, where a score centred at
-    50% reaches .76)."""
-    truth = {f: t for f, t in truth.items() if f <= CEILING_MAX_FRACTION}
-    if not truth:
-        return {}, 0
-    m = next(iter(truth.values())).shape[0]
-    p = m // 2
-    groups: dict[str, np.ndarray] = {"base": np.zeros(0, dtype=np.int64)}
-    for f in truth:
-        for j in range(p):
-            groups[f"{f!r}/{j}+{j + p}"] = np.union1d(
-                subset(loaded, f, j), subset(loaded, f, j + p)
-            )
-    vals, n = _measured(
-        loaded, groups, setting=setting, seeds=seeds, query=query, test_ids=test_ids,
-        progress=progress,
-    )  # fmt: skip
-    base = vals["base"]
-    out = {}
-    for f, t in truth.items():
-        union = np.stack([vals[f"{f!r}/{j}+{j + p}"] for j in range(p)]) - base
-        out[f] = additive_ceiling(t[: 2 * p] - base, union, draws=bootstrap, seed=loaded.cfg.seed)
-    return out, n
 
 
 def _spearman_columns(f: np.ndarray, g: np.ndarray) -> np.ndarray:

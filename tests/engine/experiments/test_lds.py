@@ -12,9 +12,9 @@ from scipy.stats import spearmanr
 
 from engine.cli import main
 from engine.config import ConfigError
+from engine.experiments.additivity import additive_ceiling
 from engine.experiments.lds import (
     LdsResult,
-    additive_ceiling,
     ground_truth,
     lds,
     query_values,
