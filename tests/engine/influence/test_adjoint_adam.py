@@ -192,6 +192,8 @@ def test_scalar_coefficient_routes_are_refused(adam_run: LoadedRun) -> None:
         run_method("hydra", adam_run, Query("self"))
     with pytest.raises(ConfigError, match="SGD runs only"):
         build_store(adam_run, "hydra", dim=16)
+    with pytest.raises(ConfigError, match="group_fraction applies to SGD runs only"):
+        run_method("sgd-influence-group", adam_run, Query("val"))
 
 
 def test_true_leave_one_out_reruns_adam(adam_run: LoadedRun) -> None:
