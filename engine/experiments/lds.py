@@ -21,13 +21,14 @@ Settings (the ground truth):
 How much of a group's effect is additive at all (``ceiling``): if the truth were a sum of
 per-sample effects, F(A u B) = F(A) + F(B) for disjoint groups. Retraining without the unions of
 subsets j and j + M/2 (fractions up to 0.2) measures the non-additive part, and from it the best
-correlation any sum of per-sample scores can reach on this run (engine.experiments.additivity). On a
-chaotic run (large steps, heavy momentum) most of a group's effect is not additive, and no
+correlation any sum of per-sample scores can reach on this run (engine.experiments.additivity).
+On a chaotic run (large steps, heavy momentum) most of a group's effect is not additive, and no
 estimator can predict it.
 
-The ground truth (engine.experiments.truth) is cached in the run (``<run>/lds/truth-<setting>-<query>-s<seeds>.json``, keyed
-by fraction and subset, tagged with the run's fingerprint) and reused across methods and calls; a
-call that asks for more subsets retrains only the new ones. Confidence intervals: a percentile
+The ground truth (engine.experiments.truth) is cached in the run
+(``<run>/lds/truth-<setting>-<query>-s<seeds>.json``, keyed by fraction and subset, tagged with
+the run's fingerprint) and reused across methods and calls; a call that asks for more subsets
+retrains only the new ones. Confidence intervals: a percentile
 bootstrap over the subsets (the LDS's own sampling error; about +-0.18 at 30 subsets).
 """
 
@@ -145,10 +146,11 @@ def _scores(
     name, opts = parse_method_spec(method)
     spec = get_method(name)
     q = "val" if query == "val" or not spec.uses_query else "test:" + ",".join(test_ids)
-    if opts:
+    cols = ["score"] if q == "val" else [f"test:{t}" for t in test_ids]
+    if opts:  # run_method's columns come in the query's order
         vals = store.run(name, q, **opts)
-    else:  # sample_id, then one column per query column
-        vals = store.get_or_compute(name, q).iloc[:, 1:].to_numpy(np.float64)
+    else:
+        vals = store.get_or_compute(name, q)[cols].to_numpy(np.float64)
     if q == "val":
         return np.repeat(vals[:, :1], 1 if query == "val" else len(test_ids), axis=1)
     return vals
