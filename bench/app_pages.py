@@ -5,13 +5,15 @@ while paging through the harmful-images gallery.
 
 R is a finished run with scores (e.g. the full Fashion-MNIST run of bench/scale.py, then
 `retracer influence` for hydra, loss, combined, margin and `--method hydra --query class`).
-The app is started (app/serve.py) with a fresh temporary workspace whose current run is R, and
-Chromium (Debian's, through Playwright) clicks through every page in the sidebar's order,
+The app is started (app/serve.py) with a fresh temporary workspace that holds R (a symlink, so
+the landing page lists it and draws its training curves, as a user's own workspace would) and
+whose current run is R, and Chromium (Debian's, through Playwright) clicks through every page in the sidebar's order,
 `--rounds` times. A page has *settled* when its title is shown, no script is running (the status
 widget has been gone for 250 ms), no spinner or skeleton is left, every plotly chart has drawn and
-every image has loaded; the time is from the click to that moment. Round 1 is the first visit
-after the server started (imports and cached loads included); later rounds are what a user
-paging between pages waits for.
+every image has loaded; the time is from the click to that moment. The landing page's first load (from
+opening the URL) is timed too. Round 1 is the first visit after the server started (imports,
+cached loads and the browser's first use of a widget's code included); later rounds are what a
+user paging between pages waits for.
 
 Then the gallery: "Top k" is set to 24 x `--gallery-pages` and the page number is stepped through
 every page; after each, the resident memory of the server and of Chromium's processes and the
@@ -245,7 +247,8 @@ def main() -> None:
     run = a.run_dir.resolve()
     with tempfile.TemporaryDirectory(prefix="retracer-pages-") as tmp:
         ws = Path(tmp)
-        set_current_run(run, workspace=ws)
+        (ws / run.name).symlink_to(run, target_is_directory=True)
+        set_current_run(ws / run.name, workspace=ws)
         server = start_app(ws, log=ws / "streamlit.log")
         try:
             with sync_playwright() as pw:
@@ -254,8 +257,10 @@ def main() -> None:
                 )
                 page = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
                 page.set_default_timeout(120_000)
+                t0 = time.perf_counter()
                 page.goto(server.url)
-                wait_settled(page, "Retracer")
+                landing = wait_settled(page, "Retracer", t0=t0)
+                print(f"landing page (first load)   {landing:6.2f} s", flush=True)
                 times = page_times(page, a.rounds, only)
                 rows = (
                     gallery_memory(page, server.proc.pid, a.gallery_pages)
@@ -266,6 +271,7 @@ def main() -> None:
         finally:
             stop_app(server)
     print()
+    print(f"landing page (first load): {landing:.2f}s")
     print(f"{'page':<18} {'first visit':>11} {'later (median)':>15} {'later (max)':>12}")
     for label, ts in times.items():
         later = ts[1:] or ts
@@ -277,6 +283,7 @@ def main() -> None:
             json.dumps(
                 {
                     "run_dir": str(run),
+                    "landing": landing,
                     "pages": times,
                     "gallery": rows,
                     "slopes": {

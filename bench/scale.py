@@ -64,8 +64,8 @@ def plain_loop(root: Path, epochs: int, input_shape: tuple[int, int, int], n_cla
 
 
 def app_pages(run: Path) -> dict[str, Any]:
-    """bench/app_pages.py on `run`: per page the first visit and the later visits' median (s),
-    and the gallery's page-turn median."""
+    """bench/app_pages.py on `run`: the landing page's first load, per page the first visit and
+    the later visits' median (s), and the gallery's page-turn median."""
     script = Path(__file__).resolve().parent / "app_pages.py"
     got = subprocess.run(
         [sys.executable, str(script), "--run-dir", str(run), "--rounds", "2", "--gallery-pages",
@@ -77,6 +77,7 @@ def app_pages(run: Path) -> dict[str, Any]:
     res = json.loads(got.stdout.strip().splitlines()[-1])
     turns = [r["seconds"] for r in res["gallery"][1:]]
     return {
+        "landing_s": res["landing"],
         "pages": {k: {"first_s": v[0], "later_s": statistics.median(v[1:] or v)}
                   for k, v in res["pages"].items()},
         "gallery_turn_s": statistics.median(turns) if turns else None,
@@ -179,7 +180,7 @@ def main() -> None:
             )
         if "app" in r:
             print(
-                "  app (first visit / later visits): "
+                f"  app: landing {r['app']['landing_s']:.2f} s; (first visit / later visits) "
                 + ", ".join(
                     f"{k} {v['first_s']:.2f}/{v['later_s']:.2f} s"
                     for k, v in r["app"]["pages"].items()
