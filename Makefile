@@ -25,7 +25,7 @@ dev: $(STAMP_DEV)
 
 demo: $(STAMP)
 	$(BIN)/python -m engine.sample_data --check
-	$(BIN)/streamlit run app/main.py --server.address 127.0.0.1 --server.fileWatcherType none --browser.gatherUsageStats false
+	$(BIN)/python -m app.launch --server.address 127.0.0.1 --server.fileWatcherType none --browser.gatherUsageStats false
 
 chromium:
 	@if [ -x /usr/bin/chromium ]; then :; \

@@ -1,4 +1,5 @@
-"""Start and stop the app as a child process: `streamlit run app/main.py` on a free local port.
+"""Start and stop the app as a child process: `python -m app.launch` (`streamlit run app/main.py`
+with the pages' imports done first) on a free local port.
 
 Used by the browser tests (tests/e2e) and the page-speed bench (bench/app_pages.py); it does not
 import Streamlit itself. The server gets its own workspace (RETRACER_WORKSPACE) and runs in its
@@ -65,10 +66,8 @@ def start_app(workspace: Path, *, log: Path, timeout_s: float = 90.0) -> AppServ
     env["PYTHONPATH"] = str(ROOT) + (
         os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
     )
-    streamlit = Path(sys.executable).with_name("streamlit")
-    cmd = [str(streamlit)] if streamlit.exists() else [sys.executable, "-m", "streamlit"]
-    cmd += [
-        "run", "app/main.py",
+    cmd = [
+        sys.executable, "-m", "app.launch",
         "--server.headless", "true",
         "--server.address", "127.0.0.1",
         "--server.port", str(port),

@@ -19,7 +19,7 @@ def test_streamlit_config_binds_to_localhost_only() -> None:
 
 
 def test_make_demo_binds_to_localhost() -> None:
-    demo = [ln for ln in (ROOT / "Makefile").read_text().splitlines() if "streamlit run" in ln]
+    demo = [ln for ln in (ROOT / "Makefile").read_text().splitlines() if "-m app.launch" in ln]
     assert demo and all("--server.address 127.0.0.1" in ln for ln in demo)
 
 
