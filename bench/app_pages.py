@@ -15,6 +15,11 @@ opening the URL) is timed too. Round 1 is the first visit after the server start
 cached loads and the browser's first use of a widget's code included); later rounds are what a
 user paging between pages waits for.
 
+Then, when R has hydra's projected index (`retracer influencers --run-dir R --test-id ID` builds
+it), Test sample's answer for a new image: `--picks` times, the misclassified grid is opened and the
+next image's "Why?" pressed, timed until its influencers are shown and the page settled (each
+image is scored against the index once; a repeat comes from the page's cache).
+
 Then the gallery: "Top k" is set to 24 x `--gallery-pages` and the page number is stepped through
 every page; after each, the resident memory of the server and of Chromium's processes and the
 browser's JS heap are read. Memory is flat when the last page's figure is within a few MiB of
@@ -159,6 +164,36 @@ def page_times(page: Any, rounds: int, only: list[str] | None = None) -> dict[st
     return times
 
 
+def has_index(run: Path, method: str = "hydra") -> bool:
+    from engine.influence.featurestore import open_store
+    from engine.runs import RunError
+
+    try:
+        open_store(run, method)
+    except RunError:
+        return False
+    return True
+
+
+def pick_times(page: Any, n: int) -> list[float]:
+    """Seconds from pressing "Why?" on the i-th misclassified test image (i = 2..n+1; the first
+    is shown when the page opens) to its influencers shown, page settled."""
+    visit(page, "Test sample", "Test sample")
+    out = []
+    for i in range(1, n + 1):
+        why = page.locator('[data-testid="stButton"] button').filter(has_text="Why?")
+        if not why.nth(i).is_visible():  # the grid folds away once an image was picked
+            page.locator('[data-testid="stExpander"] summary').filter(
+                has_text="Misclassified test images"
+            ).first.click()
+        why.nth(i).wait_for(state="visible")
+        t0 = time.perf_counter()
+        why.nth(i).click()
+        out.append(wait_settled(page, "Test sample", text="Served from the projected index", t0=t0))
+        print(f"test sample pick {i}  {out[-1]:5.2f} s", flush=True)
+    return out
+
+
 def gallery_memory(page: Any, server_pid: int, n_pages: int) -> list[dict[str, float]]:
     """Step the harmful gallery through `n_pages` pages; memory after each."""
     cdp = page.context.new_cdp_session(page)
@@ -231,6 +266,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--gallery-pages", type=int, default=30)
     ap.add_argument(
+        "--picks", type=int, default=3, help="new test images to inspect on Test sample"
+    )
+    ap.add_argument(
         "--only", default="", help="comma-separated sidebar labels: visit only these pages"
     )
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -262,6 +300,11 @@ def main() -> None:
                 landing = wait_settled(page, "Retracer", t0=t0)
                 print(f"landing page (first load)   {landing:6.2f} s", flush=True)
                 times = page_times(page, a.rounds, only)
+                picks: list[float] = []
+                if a.picks > 0 and not has_index(run):
+                    print("no hydra index in the run: Test sample's picks not timed", flush=True)
+                elif a.picks > 0:
+                    picks = pick_times(page, a.picks)
                 rows = (
                     gallery_memory(page, server.proc.pid, a.gallery_pages)
                     if a.gallery_pages > 0
@@ -276,6 +319,11 @@ def main() -> None:
     for label, ts in times.items():
         later = ts[1:] or ts
         print(f"{label:<18} {ts[0]:10.2f}s {statistics.median(later):14.2f}s {max(later):11.2f}s")
+    if picks:
+        print(
+            f"test sample, a new image's influencers: median {statistics.median(picks):.2f} s, "
+            f"max {max(picks):.2f} s"
+        )
     if rows:
         print_gallery(rows)
     if a.json:
@@ -285,6 +333,7 @@ def main() -> None:
                     "run_dir": str(run),
                     "landing": landing,
                     "pages": times,
+                    "picks": picks,
                     "gallery": rows,
                     "slopes": {
                         k: slope(rows, k) for k in ("server_mb", "chromium_mb", "js_heap_mb")

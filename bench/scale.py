@@ -7,7 +7,8 @@ Sets: ``rgb32`` an ImageFolder of 50,000 RGB 32x32 PNGs, ``rgb96`` one of 5,000 
 (both colourised Fashion-MNIST, written once by bench/common.colour_folder), ``fmnist`` the full
 Fashion-MNIST from its IDX files (no folder; no plain-loop row). For each: preparing the data
 (decoding into uint8 storage, in parallel), training LeNet-5 with trajectory logging, the
-Hessian-free pass (hydra), the exact pass (sgd-influence), and the plain loop: torchvision's
+Hessian-free pass (hydra), the exact pass (sgd-influence), hydra's projected index for the Test
+sample page (d = 2048; built, like the app's job, from the stored run), and the plain loop: torchvision's
 ImageFolder (ToTensor) and a DataLoader (2 workers, shuffled, batch as ours) training the same
 architecture with torch.optim.SGD for the same epochs, no logging. Time, images per second and
 peak resident memory above the level before each step (sampled every 5 ms) are printed side by
@@ -65,7 +66,8 @@ def plain_loop(root: Path, epochs: int, input_shape: tuple[int, int, int], n_cla
 
 def app_pages(run: Path) -> dict[str, Any]:
     """bench/app_pages.py on `run`: the landing page's first load, per page the first visit and
-    the later visits' median (s), and the gallery's page-turn median."""
+    the later visits' median (s), the gallery's page-turn median and Test sample's for a new
+    image."""
     script = Path(__file__).resolve().parent / "app_pages.py"
     got = subprocess.run(
         [sys.executable, str(script), "--run-dir", str(run), "--rounds", "2", "--gallery-pages",
@@ -81,6 +83,7 @@ def app_pages(run: Path) -> dict[str, Any]:
         "pages": {k: {"first_s": v[0], "later_s": statistics.median(v[1:] or v)}
                   for k, v in res["pages"].items()},
         "gallery_turn_s": statistics.median(turns) if turns else None,
+        "pick_s": statistics.median(res["picks"]) if res["picks"] else None,
     }  # fmt: skip
 
 
@@ -89,7 +92,7 @@ def one_set(
 ) -> dict[str, Any]:
     from engine.config import TrainConfig
     from engine.data import DataSpec, prepare_data
-    from engine.influence.api import compute_influence
+    from engine.influence.api import build_projected_store, compute_influence
     from engine.influence.methods import run_method
     from engine.influence.queries import Query
     from engine.loading import load_run
@@ -131,6 +134,7 @@ def one_set(
         _, out["hydra_s"], out["hydra_mb"] = measured(lambda: score("hydra"))
         if not skip_exact:
             _, out["exact_s"], out["exact_mb"] = measured(lambda: score("sgd-influence"))
+        _, out["store_s"], out["store_mb"] = measured(lambda: build_projected_store(run, "hydra"))
         if pages:
             compute_influence(run, "hydra", query="class")
             out["app"] = app_pages(run)
@@ -166,7 +170,8 @@ def main() -> None:
             f"({r['steps_img_per_s']:.0f} img/s in the steps, evaluation of the 3 splits aside), "
             f"+{r['train_mb']:.0f} MB, test acc {r['test_acc']:.3f}, run folder {r['run_mb']:.0f} MB; "
             f"hydra {r['hydra_s']:.1f} s (+{r['hydra_mb']:.0f} MB)"
-            + (f"; exact {r['exact_s']:.1f} s (+{r['exact_mb']:.0f} MB)" if "exact_s" in r else ""),
+            + (f"; exact {r['exact_s']:.1f} s (+{r['exact_mb']:.0f} MB)" if "exact_s" in r else "")
+            + f"; hydra index {r['store_s']:.1f} s (+{r['store_mb']:.0f} MB)",
             flush=True,
         )
         if "plain_s" in r:
@@ -185,7 +190,8 @@ def main() -> None:
                     f"{k} {v['first_s']:.2f}/{v['later_s']:.2f} s"
                     for k, v in r["app"]["pages"].items()
                 )
-                + f"; gallery page turn {r['app']['gallery_turn_s']:.2f} s",
+                + f"; gallery page turn {r['app']['gallery_turn_s']:.2f} s"
+                + f"; Test sample, a new image {r['app']['pick_s']:.2f} s",
                 flush=True,
             )
     print(json.dumps(rows))
