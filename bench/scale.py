@@ -6,13 +6,15 @@
 Sets: ``rgb32`` an ImageFolder of 50,000 RGB 32x32 PNGs, ``rgb96`` one of 5,000 RGB 96x96 PNGs
 (both colourised Fashion-MNIST, written once by bench/common.colour_folder), ``fmnist`` the full
 Fashion-MNIST from its IDX files (no folder; no plain-loop row). For each: preparing the data
-(decoding into uint8 storage, in parallel), training LeNet-5 with trajectory logging, the
-Hessian-free pass (hydra), the exact pass (sgd-influence), hydra's projected index for the Test
-sample page (d = 2048; built, like the app's job, from the stored run), and the plain loop: torchvision's
-ImageFolder (ToTensor) and a DataLoader (2 workers, shuffled, batch as ours) training the same
-architecture with torch.optim.SGD for the same epochs, no logging. Time, images per second and
-peak resident memory above the level before each step (sampled every 5 ms) are printed side by
-side; the last line is JSON.
+(decoding into uint8 storage, in parallel); training LeNet-5 with trajectory logging; the warm-up
+that `retracer train` and the app's job run after training (engine.warmup: the final predictions
+and the PCA map); the Hessian-free pass (hydra); the exact pass (sgd-influence); hydra's
+projected index for the Test sample page (d = 2048, built from the stored run like the app's
+job); and the plain loop: torchvision's ImageFolder (ToTensor) and a DataLoader (2 workers,
+shuffled, batch as ours) training the same architecture with torch.optim.SGD for the same epochs,
+no logging. Time, images per second and peak resident memory above the level before each step
+(sampled every 5 ms) are printed side by side; the last line is JSON. With --app-pages the
+scores are stored and bench/app_pages.py times the app on the run.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ def one_set(
     from engine.influence.queries import Query
     from engine.loading import load_run
     from engine.train import train
+    from engine.warmup import warm_run
 
     root: Path | None = None
     if name == "rgb32":
@@ -123,6 +126,9 @@ def one_set(
         # the first epoch's SGD steps alone (its "seconds" are taken before it evaluates the splits)
         out["steps_img_per_s"] = n / res.metrics[0]["seconds"]
         out["test_acc"] = res.final["test_acc"]
+        # what `retracer train` and the app's job do after training: the pages' predictions and
+        # PCA map
+        _, out["warm_s"], out["warm_mb"] = measured(lambda: warm_run(run))
         out["run_mb"] = sum(f.stat().st_size for f in run.rglob("*") if f.is_file()) / 2**20
         loaded = load_run(run)
         # stored when the app is to be timed on the run; the in-memory pass otherwise
@@ -169,6 +175,7 @@ def main() -> None:
             f"{r['train_total_s']:.1f} s with preparation, {r['train_img_per_s']:.0f} img/s "
             f"({r['steps_img_per_s']:.0f} img/s in the steps, evaluation of the 3 splits aside), "
             f"+{r['train_mb']:.0f} MB, test acc {r['test_acc']:.3f}, run folder {r['run_mb']:.0f} MB; "
+            f"warm-up {r['warm_s']:.1f} s (+{r['warm_mb']:.0f} MB); "
             f"hydra {r['hydra_s']:.1f} s (+{r['hydra_mb']:.0f} MB)"
             + (f"; exact {r['exact_s']:.1f} s (+{r['exact_mb']:.0f} MB)" if "exact_s" in r else "")
             + f"; hydra index {r['store_s']:.1f} s (+{r['store_mb']:.0f} MB)",
