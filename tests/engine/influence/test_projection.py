@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine.influence import projection
 from engine.influence.projection import fwht, make_projector
 
 
@@ -22,6 +23,14 @@ def test_fwht_equals_the_dense_hadamard_product_and_keeps_its_input(n: int) -> N
     before = x.clone()
     assert torch.allclose(fwht(x), x @ sylvester(n).T, atol=1e-10)
     assert torch.equal(x, before)
+
+
+def test_fwht_in_row_blocks_equals_the_dense_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Butterflies run on blocks of rows: two rows per block here, the last block one row."""
+    n = 1024
+    monkeypatch.setattr(projection, "_BUTTERFLY_BYTES", 2 * n * 8)
+    x = torch.randn(5, n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(fwht(x), x @ sylvester(n).T, atol=1e-10)
 
 
 @pytest.mark.parametrize("kind", ["srht", "gaussian"])
