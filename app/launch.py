@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import logging
 import sys
 from collections.abc import Iterable
@@ -69,7 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    warm(page_imports())
+    for name in warm(page_imports()):
+        print(f"app.launch: could not import {name}; the page that needs it will show why",
+              file=sys.stderr)  # fmt: skip
     from streamlit.web import cli
 
     cli.main(["run", str(APP / "main.py"), *args], prog_name="streamlit")
