@@ -33,6 +33,14 @@ def test_fwht_in_row_blocks_equals_the_dense_product(monkeypatch: pytest.MonkeyP
     assert torch.allclose(fwht(x), x @ sylvester(n).T, atol=1e-10)
 
 
+def test_srht_in_row_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = make_projector(300, 64, seed=2)
+    x = torch.randn(7, 300, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    whole = proj.project(x)
+    monkeypatch.setattr(projection, "_PADDED_BYTES", 3 * 512 * 8)  # 3 rows of P' = 512 per chunk
+    torch.testing.assert_close(proj.project(x), whole, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("kind", ["srht", "gaussian"])
 def test_projection_preserves_inner_products_on_average(kind: str) -> None:
     g = torch.Generator().manual_seed(0)
