@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.serve import start_app, stop_app  # noqa: E402
+from engine.influence.featurestore import store_ready  # noqa: E402
 from engine.workspace import set_current_run  # noqa: E402
 
 CHROMIUM = os.environ.get("RETRACER_CHROMIUM", "/usr/bin/chromium")
@@ -162,17 +163,6 @@ def page_times(page: Any, rounds: int, only: list[str] | None = None) -> dict[st
             times[label].append(visit(page, label, title))
             print(f"round {r + 1}  {label:<18} {times[label][-1]:6.2f} s", flush=True)
     return times
-
-
-def has_index(run: Path, method: str = "hydra") -> bool:
-    from engine.influence.featurestore import open_store
-    from engine.runs import RunError
-
-    try:
-        open_store(run, method)
-    except RunError:
-        return False
-    return True
 
 
 def pick_times(page: Any, n: int) -> list[float]:
@@ -301,7 +291,7 @@ def main() -> None:
                 print(f"landing page (first load)   {landing:6.2f} s", flush=True)
                 times = page_times(page, a.rounds, only)
                 picks: list[float] = []
-                if a.picks > 0 and not has_index(run):
+                if a.picks > 0 and not store_ready(run, "hydra"):
                     print("no hydra index in the run: Test sample's picks not timed", flush=True)
                 elif a.picks > 0:
                     picks = pick_times(page, a.picks)

@@ -27,17 +27,6 @@ def _influence_version(run: Path) -> float:
     return ScoreStore(run).version()
 
 
-def store_ready(run: Path, method: str) -> bool:
-    from engine.influence.featurestore import open_store
-    from engine.runs import RunError
-
-    try:
-        open_store(run, method)
-    except RunError:
-        return False
-    return True
-
-
 @st.cache_data(
     max_entries=64, show_spinner="Scoring the training images against this test image ..."
 )
@@ -224,6 +213,8 @@ def _influencers(run: Path, sid: str, method: str, k: int, exact: bool) -> pd.Da
                 )
                 st.rerun()
         return got
+    from engine.influence.featurestore import store_ready
+
     if not store_ready(run, method):
         if not running:
             st.info(

@@ -149,6 +149,18 @@ def build_store(
     return folder
 
 
+def store_ready(
+    run_dir: str | Path, method: str, *, dim: int = 2048, seed: int = 0, kind: str = "srht"
+) -> bool:
+    """True when `method`'s store exists and was built for this state of the run (open_store
+    would serve it)."""
+    try:
+        open_store(run_dir, method, dim=dim, seed=seed, kind=kind)
+    except RunError:
+        return False
+    return True
+
+
 def open_store(
     run_dir: str | Path, method: str, *, dim: int = 2048, seed: int = 0, kind: str = "srht"
 ) -> FeatureStore:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.influence import api
-from engine.influence.featurestore import open_store
+from engine.influence.featurestore import open_store, store_ready
 from engine.influence.methods import run_method
 from engine.influence.queries import Query
 from engine.loading import LoadedRun
@@ -40,11 +40,14 @@ def test_identity_store_when_dim_exceeds_parameters(tiny_run: LoadedRun) -> None
 
 def test_store_metadata_is_checked_on_reload(wide_run: LoadedRun) -> None:
     run_dir = wide_run.run.path
+    assert not store_ready(run_dir, "tracin", dim=128, seed=3)
     path = api.build_projected_store(run_dir, "tracin", dim=128, seed=3)
+    assert store_ready(run_dir, "tracin", dim=128, seed=3)
     meta = json.loads((path / "meta.json").read_text())
     meta["fingerprint"]["final_checkpoint_sha256"] = "0" * 64
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(RunError, match="another run"):
         open_store(run_dir, "tracin", dim=128, seed=3)
+    assert not store_ready(run_dir, "tracin", dim=128, seed=3)
     with pytest.raises(Exception, match="Hessian-free"):
         api.build_projected_store(run_dir, "sgd-influence", dim=128)
