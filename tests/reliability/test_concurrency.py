@@ -5,6 +5,8 @@ holding the run against a re-train: tests/reliability/test_killed_influence.py.)
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -36,18 +38,22 @@ def test_a_running_training_cannot_be_overwritten_or_resumed_by_another_job(
         assert p.poll() is None, "training ended early"
         time.sleep(0.05)
     assert p.poll() is None, "training ended before the second job could try"
-    config = (run / "config.json").read_bytes()
-
-    rc, _, err = cli(
-        "train", "--dataset", "digits", "--model", "logreg", "--run-dir", run, "--overwrite"
-    )
-    assert rc == 2 and f"run {run} is busy" in error_line(err)
-    rc, _, err = cli("resume", "--run-dir", run)
-    assert rc == 2 and f"run {run} is busy" in error_line(err)
-    rc, _, err = cli("influence", "--run-dir", run, "--method", "loss")
-    assert rc == 2 and "finish training first" in error_line(err)
-    assert (run / "config.json").read_bytes() == config
-    assert RunDir(run).status["state"] == "running"
+    # Frozen (it keeps its lock), so a fast machine cannot finish it between the attempts below.
+    os.kill(p.pid, signal.SIGSTOP)
+    try:
+        config = (run / "config.json").read_bytes()
+        rc, _, err = cli(
+            "train", "--dataset", "digits", "--model", "logreg", "--run-dir", run, "--overwrite"
+        )
+        assert rc == 2 and f"run {run} is busy" in error_line(err)
+        rc, _, err = cli("resume", "--run-dir", run)
+        assert rc == 2 and f"run {run} is busy" in error_line(err)
+        rc, _, err = cli("influence", "--run-dir", run, "--method", "loss")
+        assert rc == 2 and "finish training first" in error_line(err)
+        assert (run / "config.json").read_bytes() == config
+        assert RunDir(run).status["state"] == "running"
+    finally:
+        os.kill(p.pid, signal.SIGCONT)
 
     assert p.wait(timeout=300) == 0
     from engine.loading import load_run

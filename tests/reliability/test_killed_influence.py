@@ -70,6 +70,7 @@ def test_sigkill_during_influence_keeps_the_run_and_recomputes(cli: Cli, run: Pa
             progress = (int(m[1]), int(m[2]))
             break
     assert progress is not None and p.poll() is None, "influence ended before it could be killed"
+    os.kill(p.pid, signal.SIGSTOP)  # frozen with its lock held, so it cannot finish first
     # While it runs, the run cannot be re-trained under it (it holds the run lock shared).
     rc, _, err = cli("train", "--dataset", "digits", "--run-dir", run, "--overwrite")
     assert rc == 2 and "is busy" in error_line(err)
