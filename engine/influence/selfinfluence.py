@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from engine.influence.pergrad import (
-    fold_per_sample_grads,
+    capture_layers,
     per_sample_grads,
-    step_with_grads,
+    row_chunks,
+    rows_of_grads,
+    step_and_capture,
     supports_fold,
 )
 from engine.influence.walk import scalar_coefficients, segments_from, window_start
@@ -26,14 +28,27 @@ if TYPE_CHECKING:
     from engine.loading import LoadedRun
 
 
+# Per-sample gradients are handed out in blocks of at most this many bytes: a whole batch's (B, P)
+# block is 64 x 11M x 4 B = 2.8 GB for a resnet18-size model, and twice that while it is assembled.
+GRAD_BLOCK_BYTES = 64 * 2**20
+
+
 def window_grads(
-    loaded: LoadedRun, *, start: int, progress: Progress | None = None
+    loaded: LoadedRun,
+    *,
+    start: int,
+    progress: Progress | None = None,
+    max_bytes: int = GRAD_BLOCK_BYTES,
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Replay the run from its checkpoints and yield (t, idx (B,), G (B, P)) for every step t >= start:
-    the per-sample gradients at theta_t on step t's (augmented) batch. For the H := 0 passes that
-    need materialised per-sample gradients (self-influence, the projected store)."""
+    """Replay the run from its checkpoints and yield (t, idx (b,), G (b, P)) for every step t >=
+    start: the per-sample gradients at theta_t of samples idx of step t's (augmented) batch, in
+    row blocks of at most max_bytes (b <= B; one step may yield several blocks, each used before
+    the next is made). For the H := 0 passes that need materialised per-sample gradients
+    (self-influence, the projected store)."""
     problem, traj = loaded.problem, loaded.traj
     total, done = traj.n_steps - start, 0
+    n_params = sum(t.numel() for t in loaded.final_theta.values())
+    itemsize = next(iter(loaded.final_theta.values())).element_size()
     # Linear / Conv2d models: the per-sample gradients come out of the replay step's own backward
     fused = supports_fold(problem.model)
     for s, e in segments_from(traj, start):
@@ -43,14 +58,19 @@ def window_grads(
             stepped = False
             if t >= start:
                 xb, yb = problem.batch_inputs(idx, traj.aug_seed(t))
-                if fused and t + 1 < e:
-                    g = step_with_grads(problem, theta, v, xb, yb, lr=traj.lr(t))
-                    stepped = True
-                elif fused:  # a segment's last step: the next segment starts from a checkpoint
-                    g = fold_per_sample_grads(problem, theta, xb, yb)
+                chunks = row_chunks(len(idx), n_params, itemsize=itemsize, max_bytes=max_bytes)
+                if fused:
+                    if t + 1 < e:
+                        layers = step_and_capture(problem, theta, v, xb, yb, lr=traj.lr(t))
+                        stepped = True
+                    else:  # a segment's last step: the next segment starts from a checkpoint
+                        layers = capture_layers(problem, theta, xb, yb)
+                    for rows in chunks:
+                        yield t, idx[rows], rows_of_grads(theta, layers, rows)
+                    del layers
                 else:
-                    g = per_sample_grads(problem, theta, xb, yb)
-                yield t, idx, g
+                    for rows in chunks:
+                        yield t, idx[rows], per_sample_grads(problem, theta, xb[rows], yb[rows])
                 done += 1
                 if progress is not None:
                     progress(done, total, None)

@@ -52,3 +52,32 @@ def test_a_layer_used_twice_is_refused_by_the_folded_route(tiny_run: LoadedRun) 
     xb, yb = problem.x[:4], problem.y[:4]
     with pytest.raises(ConfigError, match="'lin' runs more than once per forward"):
         fold_per_sample_grads(problem, theta, xb, yb)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "dilation", "size"),
+    [(5, 1, 2, 1, 12), (3, 2, 1, 1, 9), (3, 2, 0, 2, 11), ((3, 2), (1, 3), (1, 0), (2, 1), 10)],
+)
+def test_conv_weight_grads_are_each_samples_own(
+    kernel: object, stride: object, padding: object, dilation: object, size: int
+) -> None:
+    """The grouped-convolution route equals autograd on each sample alone, odd strides included
+    (their output is larger than the kernel and is cropped)."""
+    from torch import nn
+    from torch.func import functional_call, grad, vmap
+
+    from engine.influence.pergrad import _conv_weight_grads
+
+    torch.manual_seed(0)
+    m = nn.Conv2d(3, 4, kernel, stride=stride, padding=padding, dilation=dilation)  # type: ignore[arg-type]
+    m = m.to(torch.float64)
+    a = torch.randn(5, 3, size, size, dtype=torch.float64)
+    delta = torch.randn_like(m(a))
+
+    def one(w: torch.Tensor, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return (functional_call(m, {"weight": w, "bias": m.bias}, (x[None],))[0] * d).sum()
+
+    ref = vmap(grad(one), in_dims=(None, 0, 0))(m.weight.detach(), a, delta)
+    got = _conv_weight_grads(m, a, delta)
+    assert got.shape == ref.shape == (5, *m.weight.shape)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
