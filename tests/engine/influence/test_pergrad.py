@@ -58,8 +58,9 @@ def test_a_layer_used_twice_is_refused_by_the_folded_route(tiny_run: LoadedRun) 
     ("kernel", "stride", "padding", "dilation", "size"),
     [(5, 1, 2, 1, 12), (3, 2, 1, 1, 9), (3, 2, 0, 2, 11), ((3, 2), (1, 3), (1, 0), (2, 1), 10)],
 )
+@pytest.mark.parametrize("route", ["grouped", "unfold"])
 def test_conv_weight_grads_are_each_samples_own(
-    kernel: object, stride: object, padding: object, dilation: object, size: int
+    kernel: object, stride: object, padding: object, dilation: object, size: int, route: str
 ) -> None:
     """The grouped-convolution route equals autograd on each sample alone, odd strides included
     (their output is larger than the kernel and is cropped)."""
@@ -78,6 +79,6 @@ def test_conv_weight_grads_are_each_samples_own(
         return (functional_call(m, {"weight": w, "bias": m.bias}, (x[None],))[0] * d).sum()
 
     ref = vmap(grad(one), in_dims=(None, 0, 0))(m.weight.detach(), a, delta)
-    got = _conv_weight_grads(m, a, delta)
+    got = _conv_weight_grads(m, a, delta, route=route)
     assert got.shape == ref.shape == (5, *m.weight.shape)
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
