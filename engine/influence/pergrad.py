@@ -279,6 +279,7 @@ def _conv_weight_grads(
     matrix product per sample. By default "grouped" when the output has at least 1024 positions:
     on one core it took lenet5's first layer at 96x96 RGB from 210 to 70 ms (and its 177 MB
     copy away), while on resnet9-gn's 4x4 and 8x8 layers it was 2-3x slower than "unfold"."""
+    assert not isinstance(m.padding, str)  # supports_fold
     b, c = a.shape[:2]
     o, (kh, kw) = m.out_channels, m.kernel_size
     if route is None:
@@ -313,7 +314,7 @@ def _layer_grads_into(
         torch.mul(delta[:, :, None], a[:, None, :], out=out["weight"])
         bias = delta
     else:
-        assert isinstance(m, nn.Conv2d) and not isinstance(m.padding, str)  # supports_fold
+        assert isinstance(m, nn.Conv2d)  # supports_fold
         out["weight"].copy_(_conv_weight_grads(m, a, delta))
         bias = delta.reshape(b, m.out_channels, -1).sum(dim=2)
     if m.bias is not None:

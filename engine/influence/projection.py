@@ -14,6 +14,7 @@ Both keep E[R^T R] = I, so <R x, R y> is an unbiased estimate of <x, y> (Johnson
 from __future__ import annotations
 
 import math
+import threading
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -73,8 +74,9 @@ def hadamard(n: int, *, dtype: torch.dtype, device: torch.device) -> torch.Tenso
     return _HADAMARD[key]
 
 
-def fwht_(x: torch.Tensor) -> torch.Tensor:
-    """`fwht` that may overwrite x (contiguous (B, n)); use the returned tensor.
+def fwht_(x: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """`fwht` that may overwrite x (contiguous (B, n)); use the returned tensor (`out`, a
+    contiguous (B, n) buffer not overlapping x, when given: then no new tensor is allocated).
 
     The first log2(64) butterfly stages are one matrix product with the dense 64 x 64 Hadamard
     matrix (their strided access is the slow part of a butterfly loop); the later stages are
@@ -85,11 +87,15 @@ def fwht_(x: torch.Tensor) -> torch.Tensor:
     """
     b, n = x.shape
     d = min(n, 1 << _BLOCK_LOG2)
-    x = (x.reshape(-1, d) @ hadamard(d, dtype=x.dtype, device=x.device)).reshape(b, n)
+    h = hadamard(d, dtype=x.dtype, device=x.device)
+    if out is None:
+        out = (x.reshape(-1, d) @ h).reshape(b, n)
+    else:
+        torch.matmul(x.view(-1, d), h, out=out.view(-1, d))
     rows = max(1, _BUTTERFLY_BYTES // (n * x.element_size()))
     for r in range(0, b, rows):
-        _butterflies_(x[r : r + rows], d)
-    return x
+        _butterflies_(out[r : r + rows], d)
+    return out
 
 
 def _butterflies_(x: torch.Tensor, h: int) -> None:
@@ -113,17 +119,50 @@ class SRHTProjector(Projector):
         g = torch.Generator().manual_seed(int(seed))
         self.signs = (torch.randint(0, 2, (n_params,), generator=g) * 2 - 1).to(torch.float64)
         self.rows = torch.randperm(self.padded, generator=g)[:dim].sort().values
+        self._signs: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+        self._local = threading.local()
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, P) -> (B, d), in row chunks whose padded copy (rows, P') stays under 64 MiB:
-        at 96x96 RGB (P' = 2**20) a batch of 64 made a 256 MiB copy at once."""
+        at 96x96 RGB (P' = 2**20) a batch of 64 made a 256 MiB copy at once. The padded copy and
+        the transform's output live in two buffers the calling thread keeps: allocating them per
+        chunk cost about 6 of SRHT's 16.5 ms per row at P' = 2**20, in fresh pages."""
         b = x.shape[0]
-        rows = max(1, _PADDED_BYTES // (self.padded * x.element_size()))
-        if b > rows:
-            return torch.cat([self.project(x[r : r + rows]) for r in range(0, b, rows)])
-        z = torch.zeros(b, self.padded, dtype=x.dtype, device=x.device)
-        z[:, : self.n_params] = x * self.signs.to(device=x.device, dtype=x.dtype)
-        return fwht_(z)[:, self.rows.to(x.device)] / math.sqrt(self.dim)
+        rows = min(b, max(1, _PADDED_BYTES // (self.padded * x.element_size())))
+        z, w = self._buffers(rows, x.dtype, x.device)
+        signs = self._signs_as(x.dtype, x.device)
+        keep = self.rows.to(x.device)
+        out = torch.empty(b, self.dim, dtype=x.dtype, device=x.device)
+        for r in range(0, b, rows):
+            n = min(rows, b - r)
+            zr = z[:n]
+            torch.mul(x[r : r + n], signs, out=zr[:, : self.n_params])
+            zr[:, self.n_params :] = 0
+            out[r : r + n] = fwht_(zr, out=w[:n])[:, keep]
+        return out / math.sqrt(self.dim)
+
+    def _signs_as(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        key = (dtype, device)
+        if key not in self._signs:
+            self._signs[key] = self.signs.to(device=device, dtype=dtype)
+        return self._signs[key]
+
+    def _buffers(
+        self, rows: int, dtype: torch.dtype, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two (>= rows, P') work buffers of this thread (threads may project at once)."""
+        have = getattr(self._local, "buffers", None)
+        if (
+            have is None
+            or have[0].shape[0] < rows
+            or have[0].dtype != dtype
+            or have[0].device != device
+        ):
+            have = tuple(
+                torch.empty(rows, self.padded, dtype=dtype, device=device) for _ in range(2)
+            )
+            self._local.buffers = have
+        return have[0], have[1]
 
 
 class GaussianProjector(Projector):

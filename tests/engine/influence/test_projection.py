@@ -41,6 +41,37 @@ def test_srht_in_row_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> 
     torch.testing.assert_close(proj.project(x), whole, rtol=0, atol=1e-12)
 
 
+def test_srht_is_its_definition_across_calls_that_reuse_its_buffers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """R x = (H diag(s) x_pad)[S] / sqrt(d), whatever the calls before it left in the projector's
+    work buffers: batches that grow and shrink, another dtype, another thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(projection, "_PADDED_BYTES", 3 * 512 * 8)
+    proj = make_projector(300, 64, seed=4)
+    assert isinstance(proj, projection.SRHTProjector)
+    h = sylvester(512)
+
+    def dense(x: torch.Tensor) -> torch.Tensor:
+        pad = torch.zeros(x.shape[0], 512, dtype=torch.float64)
+        pad[:, :300] = x.to(torch.float64) * proj.signs
+        return (pad @ h.T)[:, proj.rows] / 64**0.5
+
+    g = torch.Generator().manual_seed(5)
+    for rows, dtype in [(1, torch.float64), (7, torch.float64), (2, torch.float64),
+                        (5, torch.float32), (4, torch.float64)]:  # fmt: skip
+        x = torch.randn(rows, 300, dtype=dtype, generator=g)
+        got = proj.project(x)
+        assert got.dtype == dtype and got.shape == (rows, 64)
+        tol = 1e-10 if dtype == torch.float64 else 1e-4
+        torch.testing.assert_close(got.to(torch.float64), dense(x), rtol=tol, atol=tol)
+    xs = [torch.randn(r, 300, dtype=torch.float64, generator=g) for r in (6, 1, 4, 8)]
+    with ThreadPoolExecutor(4) as pool:
+        for x, got in zip(xs, pool.map(proj.project, xs), strict=True):
+            torch.testing.assert_close(got, dense(x), rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("kind", ["srht", "gaussian"])
 def test_projection_preserves_inner_products_on_average(kind: str) -> None:
     g = torch.Generator().manual_seed(0)
