@@ -262,11 +262,11 @@ def _group_norm_grads(
 
 
 # Output positions from which a convolution's per-sample weight gradients come from one grouped
-# convolution rather than an unfolded input (see _conv_weight_grads)
+# convolution rather than an unfolded input (see conv_weight_grads)
 _GROUPED_FROM_POSITIONS = 1024
 
 
-def _conv_weight_grads(
+def conv_weight_grads(
     m: nn.Conv2d, a: torch.Tensor, delta: torch.Tensor, *, route: str | None = None
 ) -> torch.Tensor:
     """Per-sample weight gradients (B, O, C, kh, kw) of a plain Conv2d from its input a (B, C, H, W)
@@ -315,7 +315,7 @@ def _layer_grads_into(
         bias = delta
     else:
         assert isinstance(m, nn.Conv2d)  # supports_fold
-        out["weight"].copy_(_conv_weight_grads(m, a, delta))
+        out["weight"].copy_(conv_weight_grads(m, a, delta))
         bias = delta.reshape(b, m.out_channels, -1).sum(dim=2)
     if m.bias is not None:
         out["bias"].copy_(bias)

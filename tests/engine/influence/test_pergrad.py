@@ -67,7 +67,7 @@ def test_conv_weight_grads_are_each_samples_own(
     from torch import nn
     from torch.func import functional_call, grad, vmap
 
-    from engine.influence.pergrad import _conv_weight_grads
+    from engine.influence.pergrad import conv_weight_grads
 
     torch.manual_seed(0)
     m = nn.Conv2d(3, 4, kernel, stride=stride, padding=padding, dilation=dilation)  # type: ignore[arg-type]
@@ -79,6 +79,6 @@ def test_conv_weight_grads_are_each_samples_own(
         return (functional_call(m, {"weight": w, "bias": m.bias}, (x[None],))[0] * d).sum()
 
     ref = vmap(grad(one), in_dims=(None, 0, 0))(m.weight.detach(), a, delta)
-    got = _conv_weight_grads(m, a, delta, route=route)
+    got = conv_weight_grads(m, a, delta, route=route)
     assert got.shape == ref.shape == (5, *m.weight.shape)
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
