@@ -47,12 +47,12 @@ def window_grads(
     (self-influence, the projected store)."""
     problem, traj = loaded.problem, loaded.traj
     total, done = traj.n_steps - start, 0
-    n_params = sum(t.numel() for t in loaded.final_theta.values())
-    itemsize = next(iter(loaded.final_theta.values())).element_size()
     # Linear / Conv2d models: the per-sample gradients come out of the replay step's own backward
     fused = supports_fold(problem.model)
     for s, e in segments_from(traj, start):
         theta, v = traj.load_checkpoint(s, device=problem.x.device)
+        n_params = sum(p.numel() for p in theta.values())
+        itemsize = next(iter(theta.values())).element_size()
         for t in range(s, e):
             idx = traj.batch(t)
             stepped = False
