@@ -12,14 +12,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from engine.influence.pergrad import (
-    capture_layers,
-    per_sample_grads,
-    row_chunks,
-    rows_of_grads,
-    step_and_capture,
-    supports_fold,
-)
+from engine.influence.pergrad import per_sample_grads, supports_fold
+from engine.influence.rowgrads import capture_layers, row_chunks, rows_of_grads, step_and_capture
 from engine.influence.walk import scalar_coefficients, segments_from, window_start
 from engine.progress import Progress
 from engine.sgd import sgd_step

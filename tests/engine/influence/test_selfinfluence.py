@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine.influence import selfinfluence
-from engine.influence.pergrad import row_chunks
+from engine.influence.rowgrads import row_chunks
 from engine.influence.selfinfluence import window_grads
 from engine.loading import LoadedRun
 
