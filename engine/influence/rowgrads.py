@@ -9,8 +9,6 @@ a = the layer's input, delta_k = dl_k / d output.
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,6 +40,8 @@ def conv_weight_grads(
     o, (kh, kw) = m.out_channels, m.kernel_size
     if route is None:
         route = "grouped" if delta[0, 0].numel() >= _GROUPED_FROM_POSITIONS else "unfold"
+    if route not in ("grouped", "unfold"):
+        raise ValueError(f"unknown route {route!r}; use 'grouped' or 'unfold'")
     if route == "unfold":
         cols = F.unfold(a, m.kernel_size, m.dilation, m.padding, m.stride)  # (B, C*kh*kw, L)
         d = delta.reshape(b, o, -1)  # (B, O, L)
@@ -96,27 +96,6 @@ def capture_layers(problem: Problem, theta: Params, xb: torch.Tensor, yb: torch.
     return fold_backward(problem, theta, xb, yb, param_grads=False)[1]
 
 
-def step_with_grads(
-    problem: Problem, theta: Params, v: Params, xb: torch.Tensor, yb: torch.Tensor, *, lr: float
-) -> torch.Tensor:
-    """One optimiser step in place on (theta, v), as engine.sgd.sgd_step, and the per-sample loss
-    gradients G (B, P) at theta_t (before the update), flattened in theta's key order.
-
-    One forward and one backward: the batch gradient for the step and each layer's output gradient
-    come from the same backward pass, and G is assembled from the captured layer inputs (the
-    fold route's identity g_k = delta_k a_k^T), so no per-sample graph is built. Needs
-    supports_fold(problem.model); equal to per_sample_grads to rounding.
-    """
-    return rows_of_grads(theta, step_and_capture(problem, theta, v, xb, yb, lr=lr))
-
-
-def fold_per_sample_grads(
-    problem: Problem, theta: Params, xb: torch.Tensor, yb: torch.Tensor
-) -> torch.Tensor:
-    """per_sample_grads (B, P) from one captured backward (no step); needs supports_fold."""
-    return rows_of_grads(theta, capture_layers(problem, theta, xb, yb))
-
-
 def rows_of_grads(theta: Params, layers: Layers, rows: slice = slice(None)) -> torch.Tensor:
     """(len(rows), P) per-sample gradients of the batch's samples `rows`, in theta's key order,
     from captured layers (capture_layers / step_and_capture); each layer writes its block of
@@ -126,8 +105,8 @@ def rows_of_grads(theta: Params, layers: Layers, rows: slice = slice(None)) -> t
     sizes = [t.numel() for t in theta.values()]
     flat = torch.empty(n, sum(sizes), dtype=first.dtype, device=first.device)
     views = {
-        k: flat[:, o : o + size].view(n, *theta[k].shape)
-        for k, o, size in zip(theta, itertools.accumulate([0, *sizes]), sizes, strict=False)
+        k: cols.view(n, *theta[k].shape)
+        for k, cols in zip(theta, flat.split(sizes, dim=1), strict=True)
     }
     for pre, m, a, delta in layers:
         kinds = ("weight", "bias") if getattr(m, "bias", None) is not None else ("weight",)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.influence.rowgrads import fold_per_sample_grads
+from engine.influence.pergrad import fold_backward
 from engine.loading import LoadedRun
 
 
@@ -29,4 +29,4 @@ def test_a_layer_used_twice_is_refused_by_the_folded_route(tiny_run: LoadedRun) 
     theta = {k: p.detach() for k, p in model.named_parameters()}
     xb, yb = problem.x[:4], problem.y[:4]
     with pytest.raises(ConfigError, match="'lin' runs more than once per forward"):
-        fold_per_sample_grads(problem, theta, xb, yb)
+        fold_backward(problem, theta, xb, yb, param_grads=False)

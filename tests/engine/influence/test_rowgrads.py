@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from engine.influence.pergrad import per_sample_grads
-from engine.influence.rowgrads import conv_weight_grads, fold_per_sample_grads, step_with_grads
+from engine.influence.rowgrads import (
+    capture_layers,
+    conv_weight_grads,
+    rows_of_grads,
+    step_and_capture,
+)
 from engine.loading import LoadedRun
 from engine.sgd import clone_params, sgd_step
 
@@ -24,8 +29,8 @@ def test_fused_step_gives_vmap_per_sample_grads_and_the_same_update(
         ref = per_sample_grads(problem, theta, xb, yb)
         th2, v2 = clone_params(theta), clone_params(v)
         sgd_step(problem, th2, v2, idx, lr=traj.lr(t), aug_seed=traj.aug_seed(t))
-        alone = fold_per_sample_grads(problem, theta, xb, yb)
-        g = step_with_grads(problem, theta, v, xb, yb, lr=traj.lr(t))
+        alone = rows_of_grads(theta, capture_layers(problem, theta, xb, yb))
+        g = rows_of_grads(theta, step_and_capture(problem, theta, v, xb, yb, lr=traj.lr(t)))
         assert g.shape == ref.shape and torch.equal(g, alone)
         assert float((g - ref).abs().max()) <= 1e-12 * float(ref.abs().max())
         for k in theta:  # the step itself is the training step, bit for bit
